@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/zkchat/zkchat/manager"
+	"github.com/zkchat/zkchat/protocol"
+)
+
+func newManager(c *cli.Context) (*manager.Manager, *slog.Logger, error) {
+	log, err := logger(c, slog.LevelInfo)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := manager.New(manager.Config{
+		ZooKeeper:         c.String("zookeeper"),
+		SessionTimeout:    c.Duration("session-timeout"),
+		Kafka:             c.String("kafka"),
+		Topics:            protocol.Topics{Prefix: c.String("topic-prefix")},
+		ReplicationFactor: c.Int("replication-factor"),
+		Name:              c.String("name"),
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return m, log, nil
+}
+
+func initCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "init",
+		Usage: "create the zkchat tree in ZooKeeper (idempotent; the manager also does it)",
+		Action: func(c *cli.Context) error {
+			m, _, err := newManager(c)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			if err := m.CreateZkTreeStructure(c.Context); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "zkchat tree ready at %s\n", c.String("zookeeper"))
+			return nil
+		},
+	}
+}
+
+func managerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "manager",
+		Usage: "run a manager until SIGINT/SIGTERM (several may run: one is elected leader)",
+		Description: "The leader answers register/quit requests, deletes /online nodes of\n" +
+			"unregistered ids, and creates a user's Kafka topic when the user goes online.\n" +
+			"Logs go to stderr; grep for \"became leader\" and \"stopped being leader\".",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "name in logs and in the election node (default host:pid)"},
+			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
+				Usage: "replication factor of new user topics"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usagef("manager: takes no arguments")
+			}
+			m, log, err := newManager(c)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			log.Info("manager starting", "zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
+			err = m.Run(c.Context)
+			log.Info("manager stopped")
+			return err
+		},
+	}
+}

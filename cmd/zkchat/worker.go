@@ -1,0 +1,379 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// workerEnv is what a worker command needs: the worker and, if the command
+// uses Kafka, the process's Kafka clients.
+type workerEnv struct {
+	w     *protocol.Worker
+	kafka *protocol.Kafka
+	log   *slog.Logger
+}
+
+func (e *workerEnv) close() {
+	e.w.Close()
+	if e.kafka != nil {
+		e.kafka.Close()
+	}
+}
+
+func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
+	log, err := logger(c, slog.LevelWarn)
+	if err != nil {
+		return nil, err
+	}
+	if err := protocol.ValidateID(id); err != nil {
+		return nil, err
+	}
+	env := &workerEnv{log: log}
+	if withKafka {
+		env.kafka, err = protocol.NewKafka(protocol.KafkaConfig{
+			Brokers: c.String("kafka"),
+			Topics:  protocol.Topics{Prefix: c.String("topic-prefix")},
+			Logger:  log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	env.w, err = protocol.NewWorker(id, protocol.WorkerConfig{
+		ZooKeeper:      c.String("zookeeper"),
+		SessionTimeout: c.Duration("session-timeout"),
+		RequestTimeout: c.Duration("timeout"),
+		Kafka:          env.kafka,
+		Logger:         log,
+	})
+	if err != nil {
+		if env.kafka != nil {
+			env.kafka.Close()
+		}
+		return nil, usageError{err}
+	}
+	return env, nil
+}
+
+func registerCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "register",
+		Usage:     "register a user (asks the manager through /request/enroll)",
+		ArgsUsage: "ID",
+		Description: "ID is 1 to 64 characters of a-z, 0-9, - and _, not starting with - or _.\n" +
+			"Registering an id that is registered already succeeds.",
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			env, err := newWorker(c, id, false)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			st, err := env.w.Register(c.Context)
+			if err != nil {
+				return err
+			}
+			if st == protocol.StatusAlready {
+				fmt.Fprintf(c.App.Writer, "%s was already registered\n", id)
+			} else {
+				fmt.Fprintf(c.App.Writer, "registered %s\n", id)
+			}
+			return nil
+		},
+	}
+}
+
+func unregisterCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "unregister",
+		Usage:     "unregister a user and delete its topic (the spec's Quit, through /request/quit)",
+		ArgsUsage: "ID",
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			env, err := newWorker(c, id, false)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			st, err := env.w.Quit(c.Context)
+			if err != nil {
+				return err
+			}
+			if st == protocol.StatusAlready {
+				fmt.Fprintf(c.App.Writer, "%s was not registered\n", id)
+			} else {
+				fmt.Fprintf(c.App.Writer, "unregistered %s\n", id)
+			}
+			return nil
+		},
+	}
+}
+
+func usersCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "users",
+		Usage: "list registered users, one per line (--online: users online now)",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "list the users online now"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usagef("users: takes no arguments")
+			}
+			// Listing needs a session but no id of its own; "_" cannot be a
+			// worker id, so use a fixed valid placeholder that makes no node.
+			env, err := newWorker(c, "zkchat-cli", false)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			var ids []string
+			if c.Bool("online") {
+				ids, err = env.w.GetOnlineUsers(c.Context)
+			} else {
+				ids, err = env.w.GetRegisteredUsers(c.Context)
+			}
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				fmt.Fprintln(c.App.Writer, id)
+			}
+			return nil
+		},
+	}
+}
+
+func sendCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "send",
+		Usage:     "go online as --from, send TEXT to --to, wait for Kafka's acknowledgement, go offline",
+		ArgsUsage: "TEXT...",
+		Description: "The words of TEXT are joined with spaces. Both users must be online while\n" +
+			"sending: --from is for the duration of the command, --to must be.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "from", Required: true, Usage: "sender `ID`"},
+			&cli.StringFlag{Name: "to", Required: true, Usage: "receiver `ID`"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return usagef("send: no TEXT")
+			}
+			text := strings.Join(c.Args().Slice(), " ")
+			if !utf8.ValidString(text) {
+				return usagef("send: TEXT is not valid UTF-8")
+			}
+			if err := protocol.ValidateID(c.String("to")); err != nil {
+				return fmt.Errorf("--to: %w", err)
+			}
+			env, err := newWorker(c, c.String("from"), true)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			if err := env.w.GoOnline(c.Context); err != nil {
+				return err
+			}
+			if err := env.w.SendMessage(c.Context, c.String("to"), text); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "sent to %s\n", c.String("to"))
+			return nil
+		},
+	}
+}
+
+func readCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "read",
+		Usage:     "go online as ID, print unread messages as `sender: text`, commit, go offline",
+		ArgsUsage: "ID",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"},
+			Usage: "keep printing new messages until interrupted"}},
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			env, err := newWorker(c, id, true)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			if err := env.w.GoOnline(c.Context); err != nil {
+				return err
+			}
+			out := c.App.Writer
+			print := func(m protocol.Message) error {
+				_, err := fmt.Fprintf(out, "%s: %s\n", m.From, printable(m.Text))
+				return err
+			}
+			if c.Bool("follow") {
+				return env.w.FollowMessages(c.Context, print)
+			}
+			_, err = env.w.ReadMessages(c.Context, print)
+			return err
+		},
+	}
+}
+
+func chatCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "chat",
+		Usage:     "interactive chat as ID: prints incoming messages, sends lines `to: text`",
+		ArgsUsage: "ID",
+		Description: "Online while it runs. Input lines:\n" +
+			"   bob: hello there   send \"hello there\" to bob\n" +
+			"   /who               list online users\n" +
+			"   /users             list registered users\n" +
+			"   /quit              leave (so does end of input or Ctrl-C)\n" +
+			"A line that fails (receiver offline, ...) prints an error and the chat goes on.",
+		Action: func(c *cli.Context) error {
+			id, err := oneArg(c, "ID")
+			if err != nil {
+				return err
+			}
+			env, err := newWorker(c, id, true)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			if err := env.w.GoOnline(c.Context); err != nil {
+				return err
+			}
+			return chat(c.Context, env.w, c.App.Reader, c.App.Writer, c.App.ErrWriter)
+		},
+	}
+}
+
+// chat runs the interactive loop until input ends, /quit, or ctx ends.
+func chat(ctx context.Context, w *protocol.Worker, in io.Reader, out, errOut io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var outMu sync.Mutex
+	say := func(dst io.Writer, format string, args ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(dst, format, args...)
+	}
+	say(out, "online as %s; type `to: text`, /who, /users or /quit\n", w.ID())
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- w.FollowMessages(ctx, func(m protocol.Message) error {
+			say(out, "%s: %s\n", m.From, printable(m.Text))
+			return nil
+		})
+	}()
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return <-readErr
+		case err := <-readErr:
+			return fmt.Errorf("chat %s: reading stopped: %w", w.ID(), err)
+		case line, ok := <-lines:
+			if !ok {
+				cancel()
+				return <-readErr
+			}
+			if err := chatLine(ctx, w, line, func(f string, a ...any) { say(out, f, a...) }); err != nil {
+				if errors.Is(err, errQuit) {
+					cancel()
+					return <-readErr
+				}
+				say(errOut, "zkchat: %s\n", oneLine(err))
+			}
+		}
+	}
+}
+
+var errQuit = errors.New("quit")
+
+// chatLine acts on one input line.
+func chatLine(ctx context.Context, w *protocol.Worker, line string, say func(string, ...any)) error {
+	line = strings.TrimSpace(line)
+	switch line {
+	case "":
+		return nil
+	case "/quit", "/exit":
+		return errQuit
+	case "/who", "/users":
+		list := w.GetOnlineUsers
+		if line == "/users" {
+			list = w.GetRegisteredUsers
+		}
+		ids, err := list(ctx)
+		if err != nil {
+			return err
+		}
+		say("%s: %s\n", line[1:], strings.Join(ids, " "))
+		return nil
+	}
+	if strings.HasPrefix(line, "/") {
+		return fmt.Errorf("unknown command %q: use `to: text`, /who, /users or /quit", line)
+	}
+	to, text, ok := strings.Cut(line, ":")
+	to, text = strings.TrimSpace(to), strings.TrimSpace(text)
+	if !ok || to == "" || text == "" {
+		return fmt.Errorf("cannot read %q: write `to: text`", line)
+	}
+	if !utf8.ValidString(text) {
+		return errors.New("text is not valid UTF-8: not sent")
+	}
+	return w.SendMessage(ctx, to, text)
+}
+
+// printable escapes control characters (but tab) so that a message cannot
+// move the cursor or rewrite the terminal; everything else is printed as
+// sent.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r < 0x20 && r != '\t' || r == 0x7f || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r < 0x20 && r != '\t' || r == 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,284 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// kind is one of the three directories the leader watches.
+type kind int
+
+const (
+	kindEnroll kind = iota
+	kindQuit
+	kindOnline
+)
+
+func (k kind) String() string { return [...]string{"enroll", "quit", "online"}[k] }
+
+func (k kind) dir(p protocol.Paths) string {
+	return [...]func() string{p.EnrollRequests, p.QuitRequests, p.Online}[k]()
+}
+
+// leader is the state of one term as leader. Its goroutines all end with ctx.
+type leader struct {
+	m      *Manager
+	s      *protocol.Session
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	fence  []any
+	sem    chan struct{} // bounds nodes handled at once
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	seen map[string]bool // kind/name of nodes being tracked
+}
+
+// watchDir lists a directory with a child watch, re-listing at every event.
+// Listing and re-arming are one call, so no child that appears in between
+// is missed. Each child not yet tracked gets a tracking goroutine.
+func (l *leader) watchDir(k kind) {
+	defer l.wg.Done()
+	dir := k.dir(l.s.Paths)
+	backoff := 50 * time.Millisecond
+	for l.ctx.Err() == nil {
+		type got struct {
+			children []string
+			ch       <-chan zk.Event
+		}
+		g, err := protocol.Do(l.ctx, func() (got, error) {
+			c, _, ch, err := l.s.Conn.ChildrenW(dir)
+			return got{c, ch}, err
+		})
+		if err != nil {
+			if l.ctx.Err() != nil {
+				return
+			}
+			// ChildrenW on a missing node sets no watch: re-create the tree.
+			if errors.Is(err, zk.ErrNoNode) {
+				l.m.log.Warn("zkchat tree missing; re-creating it", "dir", dir)
+				if err := l.s.CreateTree(l.ctx); err != nil {
+					l.m.log.Error("re-creating tree", "err", err)
+				}
+			} else {
+				// A listing over the client's buffer (a huge backlog) lands here too.
+				l.m.log.Error("list requests", "dir", dir, "err", err, "retry_in", backoff)
+			}
+			select {
+			case <-time.After(backoff):
+			case <-l.ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		for _, name := range g.children {
+			l.track(k, name)
+		}
+		select {
+		case <-g.ch:
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+// track starts a tracking goroutine for the node unless one runs.
+func (l *leader) track(k kind, name string) {
+	key := k.String() + "/" + name
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen[key] || l.ctx.Err() != nil {
+		return
+	}
+	l.seen[key] = true
+	l.wg.Add(1)
+	go l.follow(k, name, key)
+}
+
+// follow handles one node, then keeps a data watch on it until it is deleted,
+// handling it again on every change. When it is deleted the node leaves the
+// seen set, and is looked at once more: a node of the same name created
+// after the deletion but listed before it left the set would be missed
+// otherwise.
+func (l *leader) follow(k kind, name, key string) {
+	defer l.wg.Done()
+	path := k.dir(l.s.Paths) + "/" + name
+	var handled int64 // czxid of the node version handled
+	for {
+		type got struct {
+			data []byte
+			stat *zk.Stat
+			ch   <-chan zk.Event
+		}
+		g, err := protocol.Do(l.ctx, func() (got, error) {
+			d, st, ch, err := l.s.Conn.GetW(path)
+			return got{d, st, ch}, err
+		})
+		if errors.Is(err, zk.ErrNoNode) {
+			l.untrack(k, name, key)
+			return
+		}
+		if err != nil {
+			if l.ctx.Err() == nil {
+				l.m.log.Warn("read node", "path", path, "err", err)
+				// Let the next term, or the next listing, take it up.
+				l.untrack(k, name, key)
+			}
+			return
+		}
+		if g.stat.Czxid != handled || k != kindOnline {
+			if !l.handle(k, name, path, g.data, g.stat) {
+				return
+			}
+			handled = g.stat.Czxid
+		}
+		select {
+		case ev := <-g.ch:
+			if ev.Type == zk.EventNodeDeleted {
+				l.untrack(k, name, key)
+				return
+			}
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+func (l *leader) untrack(k kind, name, key string) {
+	l.mu.Lock()
+	delete(l.seen, key)
+	l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		return
+	}
+	ok, _, err := l.s.Exists(l.ctx, k.dir(l.s.Paths)+"/"+name)
+	if err == nil && ok {
+		l.track(k, name)
+	}
+}
+
+// handle acts on one node; false stops the leader's term (fence failed).
+func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) bool {
+	select {
+	case l.sem <- struct{}{}:
+		defer func() { <-l.sem }()
+	case <-l.ctx.Done():
+		return false
+	}
+	log := l.m.log.With("kind", k.String(), "id", name)
+	var err error
+	switch k {
+	case kindEnroll, kindQuit:
+		err = l.request(k, name, path, data, stat)
+	case kindOnline:
+		err = l.online(name, path)
+	}
+	switch {
+	case err == nil, errors.Is(err, errAnswered):
+		return true
+	case errors.Is(err, errNotLeader):
+		l.cancel(err)
+		return false
+	case l.ctx.Err() != nil:
+		return false
+	}
+	log.Error("handling node failed", "path", path, "err", err)
+	return true
+}
+
+// request answers one register or quit request if it is pending.
+func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) error {
+	st, perr := protocol.ParseStatus(data)
+	if perr == nil && st != protocol.StatusPending {
+		return nil // answered; the worker deletes it
+	}
+	req := &zk.SetDataRequest{Path: path, Version: stat.Version}
+	log := l.m.log.With("kind", k.String(), "id", id)
+	if perr != nil {
+		log.Warn("request with bad data: answering failed", "err", perr)
+		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
+		return err
+	}
+	if err := protocol.ValidateID(id); err != nil {
+		log.Warn("request for an invalid id: answering failed", "err", err)
+		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
+		return err
+	}
+	var err error
+	switch k {
+	case kindEnroll:
+		st, err = l.m.register(l.ctx, l.s, l.fence, id, req)
+	default:
+		st, err = l.m.remove(l.ctx, l.s, l.fence, id, req)
+	}
+	switch {
+	case err == nil:
+		log.Info("request answered", "status", st)
+		return nil
+	case errors.Is(err, errNotLeader), errors.Is(err, errAnswered), l.ctx.Err() != nil:
+		return err
+	}
+	log.Error("request failed: answering failed", "err", err)
+	if _, serr := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed); serr != nil {
+		return serr
+	}
+	return nil
+}
+
+// online checks a new /online node: an unregistered id is taken offline,
+// a registered one gets its topic.
+func (l *leader) online(id, path string) error {
+	log := l.m.log.With("kind", "online", "id", id)
+	if protocol.ValidateID(id) == nil {
+		ok, _, err := l.s.Exists(l.ctx, l.s.Paths.Registered(id))
+		if err != nil {
+			return err
+		}
+		if ok {
+			return l.ensureTopic(id)
+		}
+	}
+	log.Warn("online but not registered: deleting its online node")
+	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: -1})
+	if err != nil {
+		if i, _ := failedOp(resp, err); i >= 0 && i < len(l.fence) {
+			return errNotLeader
+		}
+		if errors.Is(err, zk.ErrNoNode) {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", path, err)
+	}
+	return nil
+}
+
+// ensureTopic creates id's topic, retrying while Kafka is unreachable.
+func (l *leader) ensureTopic(id string) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := l.m.CreateKafkaTopic(l.ctx, id)
+		if err == nil {
+			l.m.log.Info("online; topic ready", "id", id, "topic", l.m.cfg.Topics.Topic(id))
+			return nil
+		}
+		if l.ctx.Err() != nil {
+			return err
+		}
+		l.m.log.Warn("create topic failed; retrying", "id", id, "err", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-l.ctx.Done():
+			return context.Cause(l.ctx)
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}

@@ -1,0 +1,315 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/go-zookeeper/zk"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// ZooKeeper is the connection string, "host:port,...[/chroot]".
+	ZooKeeper      string
+	SessionTimeout time.Duration // 0: protocol.DefaultSessionTimeout
+	// Kafka is the bootstrap server list; KafkaExtra are further librdkafka
+	// properties (security settings, say).
+	Kafka             string
+	KafkaExtra        map[string]string
+	Topics            protocol.Topics
+	ReplicationFactor int               // 0: 1
+	TopicConfig       map[string]string // per-topic configs, e.g. min.insync.replicas
+	// Name identifies this manager in logs and in its election node.
+	// "": host:pid.
+	Name string
+	// Concurrency bounds the requests handled at once. 0: 64.
+	Concurrency int
+	Logger      *slog.Logger
+}
+
+// Manager is the zkchat manager.
+type Manager struct {
+	cfg   Config
+	log   *slog.Logger
+	admin *kafka.AdminClient
+
+	toolMu sync.Mutex
+	tool   *protocol.Session // for the API calls made outside Run
+
+	leaderMu sync.Mutex
+	leading  bool
+}
+
+// Log keys and messages an operator greps for.
+const (
+	msgLeader   = "became leader"
+	msgFollower = "stopped being leader"
+)
+
+// New returns a manager; it connects to nothing until used.
+func New(cfg Config) (*Manager, error) {
+	if _, _, err := protocol.SplitConnect(cfg.ZooKeeper); err != nil {
+		return nil, err
+	}
+	if cfg.ReplicationFactor <= 0 {
+		cfg.ReplicationFactor = 1
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 64
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = protocol.DefaultSessionTimeout
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	kc := kafka.ConfigMap{"bootstrap.servers": cfg.Kafka, "client.id": "zkchat-manager"}
+	for k, v := range cfg.KafkaExtra {
+		kc[k] = v
+	}
+	admin, err := kafka.NewAdminClient(&kc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), admin: admin}, nil
+}
+
+// Close releases the manager's clients. Run must have returned.
+func (m *Manager) Close() {
+	m.toolMu.Lock()
+	if m.tool != nil {
+		m.tool.Close()
+		m.tool = nil
+	}
+	m.toolMu.Unlock()
+	m.admin.Close()
+}
+
+// Leading reports whether the manager acts as leader now.
+func (m *Manager) Leading() bool {
+	m.leaderMu.Lock()
+	defer m.leaderMu.Unlock()
+	return m.leading
+}
+
+func (m *Manager) setLeading(v bool) {
+	m.leaderMu.Lock()
+	m.leading = v
+	m.leaderMu.Unlock()
+}
+
+func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*protocol.Session, error) {
+	return protocol.Dial(ctx, protocol.SessionConfig{
+		Connect:        m.cfg.ZooKeeper,
+		SessionTimeout: m.cfg.SessionTimeout,
+		// The leader lists request directories that may hold many thousand
+		// children.
+		BufferSize: protocol.LargeZKBuffer,
+		Logger:     m.log,
+		OnState:    onState,
+	})
+}
+
+// toolSession is the session of the API calls (CreateZkTreeStructure,
+// RegisterUser, ...): unfenced, for tools and tests.
+func (m *Manager) toolSession(ctx context.Context) (*protocol.Session, error) {
+	m.toolMu.Lock()
+	defer m.toolMu.Unlock()
+	if m.tool != nil && m.tool.Conn.State() != zk.StateExpired {
+		return m.tool, nil
+	}
+	s, err := m.dial(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	m.tool = s
+	return s, nil
+}
+
+// CreateZkTreeStructure creates the persistent nodes of the zkchat tree that
+// are missing (the chroot included).
+func (m *Manager) CreateZkTreeStructure(ctx context.Context) error {
+	s, err := m.toolSession(ctx)
+	if err != nil {
+		return fmt.Errorf("create tree: %w", err)
+	}
+	if err := s.CreateTree(ctx); err != nil {
+		return fmt.Errorf("create tree: %w", err)
+	}
+	return nil
+}
+
+// RegisterUser registers id directly, without a request: StatusDone or
+// StatusAlready.
+func (m *Manager) RegisterUser(ctx context.Context, id string) (protocol.Status, error) {
+	if err := protocol.ValidateID(id); err != nil {
+		return protocol.StatusFailed, err
+	}
+	s, err := m.toolSession(ctx)
+	if err != nil {
+		return protocol.StatusFailed, fmt.Errorf("register %s: %w", id, err)
+	}
+	return m.register(ctx, s, nil, id, nil)
+}
+
+// RemoveUser unregisters id directly and deletes its topic: StatusDone or
+// StatusAlready.
+func (m *Manager) RemoveUser(ctx context.Context, id string) (protocol.Status, error) {
+	if err := protocol.ValidateID(id); err != nil {
+		return protocol.StatusFailed, err
+	}
+	s, err := m.toolSession(ctx)
+	if err != nil {
+		return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, err)
+	}
+	return m.remove(ctx, s, nil, id, nil)
+}
+
+// GetRegisteredUsers lists the registered ids, sorted.
+func (m *Manager) GetRegisteredUsers(ctx context.Context) ([]string, error) {
+	s, err := m.toolSession(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("registered users: %w", err)
+	}
+	ids, err := s.Children(ctx, s.Paths.Registry())
+	if err != nil {
+		return nil, fmt.Errorf("registered users: %w", err)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// errNotLeader: a fenced write failed on its check: this manager's election
+// node is gone, so it is no longer the leader.
+var errNotLeader = errors.New("not the leader any more (election node gone)")
+
+// errAnswered: the request was answered or deleted by someone else.
+var errAnswered = errors.New("request answered or withdrawn meanwhile")
+
+// failedOp returns the index of the op that made a multi fail, and its error.
+func failedOp(resp []zk.MultiResponse, err error) (int, error) {
+	for i, r := range resp {
+		if r.Error != nil {
+			return i, r.Error
+		}
+	}
+	return -1, err
+}
+
+// answer is the versioned write of a request's status: it fails if the
+// request was answered (or replaced) since it was read.
+func answer(req *zk.SetDataRequest, st protocol.Status) *zk.SetDataRequest {
+	return &zk.SetDataRequest{Path: req.Path, Data: st.Bytes(), Version: req.Version}
+}
+
+// multi runs ops after the fence ops; with neither fence nor request ops it
+// is a plain multi.
+func multi(ctx context.Context, s *protocol.Session, fence []any, ops ...any) ([]zk.MultiResponse, error) {
+	all := append(append([]any{}, fence...), ops...)
+	return protocol.Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(all...) })
+}
+
+// register creates /registry/<id> and, with req, answers the request in the
+// same transaction.
+func (m *Manager) register(ctx context.Context, s *protocol.Session, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
+	meta, _ := json.Marshal(map[string]any{"registered_at": time.Now().UTC().Format(time.RFC3339)})
+	ops := []any{&zk.CreateRequest{Path: s.Paths.Registered(id), Data: meta, Acl: zk.WorldACL(zk.PermAll)}}
+	if req != nil {
+		ops = append(ops, answer(req, protocol.StatusDone))
+	}
+	resp, err := multi(ctx, s, fence, ops...)
+	if err == nil {
+		return protocol.StatusDone, nil
+	}
+	i, opErr := failedOp(resp, err)
+	switch {
+	case i >= 0 && i < len(fence):
+		return protocol.StatusFailed, errNotLeader
+	case i == len(fence) && errors.Is(opErr, zk.ErrNodeExists):
+		if req == nil {
+			return protocol.StatusAlready, nil
+		}
+		return m.settle(ctx, s, fence, req, protocol.StatusAlready)
+	case i == len(fence)+1:
+		return protocol.StatusFailed, errAnswered
+	}
+	return protocol.StatusFailed, fmt.Errorf("register %s: %w", id, opErr)
+}
+
+// remove deletes the topic of id, then /registry/<id>, answering req in the
+// same transaction as the registry delete. The topic goes first: a manager
+// that dies between the two leaves a registered user with no topic, which
+// the next going online re-creates, rather than a deleted user with a topic.
+func (m *Manager) remove(ctx context.Context, s *protocol.Session, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
+	if len(fence) > 0 {
+		// Topic deletion cannot be fenced: check leadership just before it.
+		if _, err := multi(ctx, s, fence); err != nil {
+			return protocol.StatusFailed, errNotLeader
+		}
+	}
+	if err := m.DeleteKafkaTopic(ctx, id); err != nil {
+		return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, err)
+	}
+	ops := []any{&zk.DeleteRequest{Path: s.Paths.Registered(id), Version: -1}}
+	if req != nil {
+		ops = append(ops, answer(req, protocol.StatusDone))
+	}
+	resp, err := multi(ctx, s, fence, ops...)
+	st := protocol.StatusDone
+	if err != nil {
+		i, opErr := failedOp(resp, err)
+		switch {
+		case i >= 0 && i < len(fence):
+			return protocol.StatusFailed, errNotLeader
+		case i == len(fence) && errors.Is(opErr, zk.ErrNoNode):
+			st = protocol.StatusAlready
+			if req != nil {
+				if st, err = m.settle(ctx, s, fence, req, st); err != nil {
+					return st, err
+				}
+			}
+		case i == len(fence)+1:
+			return protocol.StatusFailed, errAnswered
+		default:
+			return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, opErr)
+		}
+	}
+	// A quitting user goes offline: take /online/<id> down if another
+	// session still holds it.
+	if _, err := multi(ctx, s, fence, &zk.DeleteRequest{Path: s.Paths.OnlineNode(id), Version: -1}); err != nil {
+		if i, opErr := failedOp(nil, err); i < 0 && !errors.Is(opErr, zk.ErrNoNode) {
+			m.log.Debug("remove: online node", "id", id, "err", err)
+		}
+	}
+	return st, nil
+}
+
+// settle answers req with st alone (fenced).
+func (m *Manager) settle(ctx context.Context, s *protocol.Session, fence []any, req *zk.SetDataRequest, st protocol.Status) (protocol.Status, error) {
+	resp, err := multi(ctx, s, fence, answer(req, st))
+	if err == nil {
+		return st, nil
+	}
+	i, opErr := failedOp(resp, err)
+	if i >= 0 && i < len(fence) {
+		return protocol.StatusFailed, errNotLeader
+	}
+	if errors.Is(opErr, zk.ErrBadVersion) || errors.Is(opErr, zk.ErrNoNode) {
+		return protocol.StatusFailed, errAnswered
+	}
+	return protocol.StatusFailed, fmt.Errorf("answer %s: %w", req.Path, opErr)
+}

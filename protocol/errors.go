@@ -1,0 +1,26 @@
+package protocol
+
+import "errors"
+
+// Sentinel errors. Callers branch on them with errors.Is; the returned errors
+// wrap them with the id and the action.
+var (
+	// ErrInvalidID: the id breaks the rules of ValidateID. No server was called.
+	ErrInvalidID = errors.New("invalid worker id")
+	// ErrNotRegistered: the id has no /registry node.
+	ErrNotRegistered = errors.New("not registered")
+	// ErrAlreadyOnline: /online/<id> exists in another ZooKeeper session.
+	ErrAlreadyOnline = errors.New("already online")
+	// ErrNotOnline: the worker itself is not online (sending or reading).
+	ErrNotOnline = errors.New("not online")
+	// ErrReceiverOffline: the receiver is registered but not online.
+	ErrReceiverOffline = errors.New("receiver is offline")
+	// ErrManagerTimeout: no manager answered a request in time.
+	ErrManagerTimeout = errors.New("no manager answered in time")
+	// ErrRequestFailed: the manager answered a request with status 0.
+	ErrRequestFailed = errors.New("manager answered: failed")
+	// ErrBadRequest: a request node holds data that is not a status code.
+	ErrBadRequest = errors.New("malformed request data")
+	// ErrNoKafka: a Kafka operation was asked of a worker made without Kafka.
+	ErrNoKafka = errors.New("worker has no Kafka client")
+)

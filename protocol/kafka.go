@@ -1,0 +1,403 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// KafkaConfig configures the per-process Kafka clients.
+type KafkaConfig struct {
+	Brokers string // bootstrap servers, "host:port,..."
+	Topics  Topics
+	Logger  *slog.Logger
+	// Extra librdkafka properties for every client (security settings, say).
+	Extra map[string]string
+}
+
+// Kafka holds the Kafka clients one process shares between all its workers:
+// one idempotent producer, one admin client, and one consumer whose
+// assignment follows the readers that are open. A worker never has a client
+// of its own: each costs about four threads before it connects.
+//
+// The shared consumer never joins a consumer group. It reads by manual
+// assignment and commits each worker's position under that worker's own group
+// with the admin API, so a group that has no live member is all it needs.
+type Kafka struct {
+	cfg      KafkaConfig
+	log      *slog.Logger
+	producer *kafka.Producer
+	admin    *kafka.AdminClient
+	consumer *kafka.Consumer
+
+	mu      sync.Mutex
+	readers map[string]*reader // by topic
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// readerBuffer is how many fetched messages wait for one slow reader before
+// its partition is paused; the rest stays in Kafka.
+const readerBuffer = 256
+
+// NewKafka creates the shared clients. It does not wait for the brokers: the
+// first operation that needs them reports an unreachable cluster.
+func NewKafka(cfg KafkaConfig) (*Kafka, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	pc := kafka.ConfigMap{
+		"bootstrap.servers":  cfg.Brokers,
+		"client.id":          "zkchat",
+		"acks":               "all",
+		"enable.idempotence": true,
+		// Send at once: chat latency matters more than batching.
+		"linger.ms":              1,
+		"delivery.timeout.ms":    30000,
+		"go.logs.channel.enable": false,
+	}
+	cc := kafka.ConfigMap{
+		"bootstrap.servers": cfg.Brokers,
+		"client.id":         "zkchat-reader",
+		// Needed by librdkafka for offsets APIs; never joined or committed to.
+		"group.id":                 "zkchat-shared-reader",
+		"enable.auto.commit":       false,
+		"enable.auto.offset.store": false,
+		"auto.offset.reset":        "earliest",
+		// A partition assigned while a fetch is outstanding waits for that
+		// fetch to return: keep the long poll short.
+		"fetch.wait.max.ms":         50,
+		"enable.partition.eof":      false,
+		"topic.metadata.refresh.interval.ms": 10000,
+	}
+	for k, v := range cfg.Extra {
+		pc[k] = v
+		cc[k] = v
+	}
+	p, err := kafka.NewProducer(&pc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	a, err := kafka.NewAdminClientFromProducer(p)
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	c, err := kafka.NewConsumer(&cc)
+	if err != nil {
+		a.Close()
+		p.Close()
+		return nil, fmt.Errorf("kafka consumer: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &Kafka{cfg: cfg, log: cfg.Logger, producer: p, admin: a, consumer: c,
+		readers: map[string]*reader{}, cancel: cancel}
+	k.wg.Add(2)
+	go k.drainProducerEvents()
+	go k.pollLoop(ctx)
+	return k, nil
+}
+
+// Topics returns the topic naming in use.
+func (k *Kafka) Topics() Topics { return k.cfg.Topics }
+
+// Close stops the poll loop and closes the clients. Messages not yet
+// acknowledged are waited for up to 10 s.
+func (k *Kafka) Close() {
+	if !k.closed.CompareAndSwap(false, true) {
+		return
+	}
+	k.cancel()
+	if n := k.producer.Flush(10000); n > 0 {
+		k.log.Warn("kafka close: messages not acknowledged", "count", n)
+	}
+	k.admin.Close()
+	k.producer.Close() // closes Events(), which ends drainProducerEvents
+	k.wg.Wait()
+	if err := k.consumer.Close(); err != nil {
+		k.log.Warn("kafka consumer close", "err", err)
+	}
+}
+
+// drainProducerEvents reads the producer's event channel: delivery reports go
+// to per-message channels, but errors land here, and an undrained channel
+// blocks librdkafka.
+func (k *Kafka) drainProducerEvents() {
+	defer k.wg.Done()
+	for ev := range k.producer.Events() {
+		switch e := ev.(type) {
+		case kafka.Error:
+			k.log.Warn("kafka producer", "err", e, "code", e.Code())
+		case *kafka.Message:
+			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
+		}
+	}
+}
+
+// Produce writes one record and waits for the broker's acknowledgement.
+func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
+	done := make(chan kafka.Event, 1)
+	err := k.producer.Produce(&kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		Key:            key,
+		Value:          value,
+	}, done)
+	if err != nil {
+		return 0, fmt.Errorf("produce to %s: %w", topic, err)
+	}
+	select {
+	case ev := <-done:
+		m := ev.(*kafka.Message)
+		if m.TopicPartition.Error != nil {
+			return 0, fmt.Errorf("produce to %s: %w", topic, m.TopicPartition.Error)
+		}
+		return int64(m.TopicPartition.Offset), nil
+	case <-ctx.Done():
+		// The record may still be written: librdkafka cannot take it back.
+		return 0, fmt.Errorf("produce to %s: no acknowledgement yet, outcome unknown: %w", topic, context.Cause(ctx))
+	}
+}
+
+// TopicExists asks the cluster whether topic exists.
+func (k *Kafka) TopicExists(ctx context.Context, topic string) (bool, error) {
+	ms := 5000
+	if dl, ok := ctx.Deadline(); ok {
+		ms = max(1, int(time.Until(dl)/time.Millisecond))
+	}
+	md, err := k.admin.GetMetadata(&topic, false, ms)
+	if err != nil {
+		return false, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	t, ok := md.Topics[topic]
+	if !ok {
+		return false, nil
+	}
+	switch t.Error.Code() {
+	case kafka.ErrNoError:
+		return len(t.Partitions) > 0, nil
+	case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrLeaderNotAvailable:
+		return false, nil
+	}
+	return false, fmt.Errorf("metadata of %s: %w", topic, t.Error)
+}
+
+// WaitTopic polls until topic exists or ctx ends.
+func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
+	delay := 5 * time.Millisecond
+	for {
+		ok, err := k.TopicExists(ctx, topic)
+		if ok {
+			return nil
+		}
+		if err != nil {
+			k.log.Debug("wait topic", "topic", topic, "err", err)
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s does not exist: %w", topic, context.Cause(ctx))
+		}
+		delay = min(delay*2, 200*time.Millisecond)
+	}
+}
+
+// committed returns the next offset to read for group on topic's partition
+// 0, or kafka.OffsetBeginning if the group has committed nothing.
+func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offset, error) {
+	res, err := k.admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
+		Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
+	}}, kafka.SetAdminRequireStableOffsets(true))
+	if err != nil {
+		return 0, fmt.Errorf("committed offset of group %s: %w", group, err)
+	}
+	if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != 1 {
+		return 0, fmt.Errorf("committed offset of group %s: unexpected answer %v", group, res)
+	}
+	tp := res.ConsumerGroupsTopicPartitions[0].Partitions[0]
+	if tp.Error != nil {
+		return 0, fmt.Errorf("committed offset of group %s: %w", group, tp.Error)
+	}
+	if tp.Offset < 0 {
+		return kafka.OffsetBeginning, nil
+	}
+	return tp.Offset, nil
+}
+
+// commit stores next as the group's position on topic.
+func (k *Kafka) commit(ctx context.Context, group, topic string, next int64) error {
+	res, err := k.admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
+		Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(next)}},
+	}})
+	if err != nil {
+		return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, err)
+	}
+	for _, g := range res.ConsumerGroupsTopicPartitions {
+		for _, tp := range g.Partitions {
+			if tp.Error != nil {
+				return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, tp.Error)
+			}
+		}
+	}
+	return nil
+}
+
+// end returns the topic's high watermark: the offset the next record gets.
+func (k *Kafka) end(ctx context.Context, topic string) (int64, error) {
+	ms := 10000
+	if dl, ok := ctx.Deadline(); ok {
+		ms = max(1, int(time.Until(dl)/time.Millisecond))
+	}
+	_, high, err := k.consumer.QueryWatermarkOffsets(topic, 0, ms)
+	if err != nil {
+		return 0, fmt.Errorf("end offset of %s: %w", topic, err)
+	}
+	return high, nil
+}
+
+// reader receives one topic's records from the poll loop.
+type reader struct {
+	k      *Kafka
+	topic  string
+	group  string
+	ch     chan *kafka.Message
+	errc   chan error // partition errors (topic deleted, ...); cap 1
+	paused atomic.Bool
+	closed bool // under k.mu
+}
+
+// ErrReaderOpen: a topic can have one open reader per process.
+var ErrReaderOpen = errors.New("topic already has a reader in this process")
+
+// openReader starts fetching topic from group's committed position.
+func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, error) {
+	start, err := k.committed(ctx, group, topic)
+	if err != nil {
+		return nil, err
+	}
+	r := &reader{k: k, topic: topic, group: group,
+		ch: make(chan *kafka.Message, readerBuffer), errc: make(chan error, 1)}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed.Load() {
+		return nil, errors.New("kafka clients closed")
+	}
+	if _, dup := k.readers[topic]; dup {
+		return nil, fmt.Errorf("%s: %w", topic, ErrReaderOpen)
+	}
+	if err := k.consumer.IncrementalAssign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: start}}); err != nil {
+		return nil, fmt.Errorf("assign %s: %w", topic, err)
+	}
+	k.readers[topic] = r
+	return r, nil
+}
+
+// close stops fetching the reader's topic.
+func (r *reader) close() {
+	k := r.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	delete(k.readers, r.topic)
+	if k.closed.Load() {
+		return
+	}
+	if err := k.consumer.IncrementalUnassign([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}); err != nil {
+		k.log.Warn("unassign", "topic", r.topic, "err", err)
+	}
+}
+
+// next returns the reader's next record.
+func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
+	select {
+	case m := <-r.ch:
+		if r.paused.Load() && len(r.ch) < readerBuffer/2 {
+			r.resume()
+		}
+		return m, nil
+	case err := <-r.errc:
+		return nil, err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+func (r *reader) resume() {
+	k := r.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if r.closed || !r.paused.Load() {
+		return
+	}
+	if err := k.consumer.Resume([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}); err != nil {
+		k.log.Warn("resume", "topic", r.topic, "err", err)
+		return
+	}
+	r.paused.Store(false)
+}
+
+// pollLoop is the one goroutine that polls the shared consumer and hands
+// records to their readers. A full reader pauses its partition and rewinds
+// it to the record it could not take, so one slow reader never blocks the
+// others and its backlog stays in Kafka.
+func (k *Kafka) pollLoop(ctx context.Context) {
+	defer k.wg.Done()
+	for ctx.Err() == nil {
+		switch e := k.consumer.Poll(100).(type) {
+		case *kafka.Message:
+			k.dispatch(e)
+		case kafka.Error:
+			k.log.Warn("kafka consumer", "err", e, "code", e.Code())
+		case nil:
+		default:
+			k.log.Debug("kafka consumer event", "event", e.String())
+		}
+	}
+}
+
+func (k *Kafka) dispatch(m *kafka.Message) {
+	topic := topicOf(m)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	r := k.readers[topic]
+	if r == nil || r.closed || r.paused.Load() {
+		return // unassigned since, or paused: it is fetched again later
+	}
+	if m.TopicPartition.Error != nil {
+		select {
+		case r.errc <- fmt.Errorf("read %s: %w", topic, m.TopicPartition.Error):
+		default:
+		}
+		return
+	}
+	select {
+	case r.ch <- m:
+		return
+	default:
+	}
+	tp := kafka.TopicPartition{Topic: &topic, Partition: 0, Offset: m.TopicPartition.Offset}
+	if err := k.consumer.Pause([]kafka.TopicPartition{tp}); err != nil {
+		k.log.Warn("pause", "topic", topic, "err", err)
+	}
+	if err := k.consumer.Seek(tp, 0); err != nil {
+		k.log.Warn("seek", "topic", topic, "err", err)
+	}
+	r.paused.Store(true)
+}
+
+func topicOf(m *kafka.Message) string {
+	if m.TopicPartition.Topic == nil {
+		return ""
+	}
+	return *m.TopicPartition.Topic
+}

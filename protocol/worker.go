@@ -1,0 +1,471 @@
+package protocol
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// WorkerConfig configures a Worker.
+type WorkerConfig struct {
+	// ZooKeeper is the connection string, "host:port,...[/chroot]".
+	ZooKeeper      string
+	SessionTimeout time.Duration // 0: DefaultSessionTimeout
+	// RequestTimeout bounds the wait for the manager's answer to a register
+	// or quit request, and for the topic to appear when going online.
+	// 0: 15 s.
+	RequestTimeout time.Duration
+	// Kafka is the process's shared clients; nil for a worker that only
+	// registers, quits and lists.
+	Kafka *Kafka
+	// Metadata is stored as JSON in /online/<id>; nil: host and pid.
+	Metadata map[string]any
+	Logger   *slog.Logger
+}
+
+// Worker is one chat user. It owns one ZooKeeper session at a time: going
+// offline closes it. Its methods may be called from several goroutines.
+type Worker struct {
+	id  string
+	cfg WorkerConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	sess    *Session // nil while no session is open
+	online  bool
+	ownerID int64 // session id that owns /online/<id>
+	stop    context.CancelFunc
+	done    chan struct{} // closed when the presence goroutine ends
+}
+
+// NewWorker returns the worker of id. It validates id and calls no server.
+func NewWorker(id string, cfg WorkerConfig) (*Worker, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	if _, _, err := SplitConnect(cfg.ZooKeeper); err != nil {
+		return nil, err
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Worker{id: id, cfg: cfg, log: cfg.Logger.With("worker", id)}, nil
+}
+
+// ID is the worker id.
+func (w *Worker) ID() string { return w.id }
+
+// session returns the open session, opening one if needed.
+func (w *Worker) session(ctx context.Context) (*Session, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sessionLocked(ctx)
+}
+
+func (w *Worker) sessionLocked(ctx context.Context) (*Session, error) {
+	if w.sess != nil {
+		return w.sess, nil
+	}
+	s, err := Dial(ctx, SessionConfig{
+		Connect:        w.cfg.ZooKeeper,
+		SessionTimeout: w.cfg.SessionTimeout,
+		BufferSize:     SmallZKBuffer,
+		Logger:         w.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.sess = s
+	return s, nil
+}
+
+// Register asks the manager to register the worker and waits for the answer.
+// Both "registered now" and "was already registered" are success; the status
+// says which.
+func (w *Worker) Register(ctx context.Context) (Status, error) {
+	s, err := w.session(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("register %s: %w", w.id, err)
+	}
+	st, err := w.request(ctx, s, s.Paths.Enroll(w.id))
+	if err != nil {
+		return st, fmt.Errorf("register %s: %w", w.id, err)
+	}
+	return st, nil
+}
+
+// Quit asks the manager to unregister the worker, then goes offline. Both
+// "unregistered now" and "was not registered" are success.
+func (w *Worker) Quit(ctx context.Context) (Status, error) {
+	s, err := w.session(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("quit %s: %w", w.id, err)
+	}
+	st, err := w.request(ctx, s, s.Paths.Quit(w.id))
+	if err != nil {
+		return st, fmt.Errorf("quit %s: %w", w.id, err)
+	}
+	w.GoOffline()
+	return st, nil
+}
+
+// request runs the worker's side of register and quit: create the request
+// node with -1, watch it until the manager writes a code, delete it.
+func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrManagerTimeout)
+	defer cancel()
+	_, err := Do(ctx, func() (string, error) {
+		return s.Conn.Create(path, StatusPending.Bytes(), 0, zk.WorldACL(zk.PermAll))
+	})
+	switch {
+	case errors.Is(err, zk.ErrNodeExists):
+		// A request of an earlier attempt, maybe answered: read it below.
+	case errors.Is(err, zk.ErrNoNode):
+		return 0, fmt.Errorf("create %s: the zkchat tree does not exist (run `zkchat init`): %w", path, err)
+	case err != nil:
+		return 0, fmt.Errorf("create %s: %w", path, err)
+	}
+	defer func() {
+		// The worker deletes its request whatever the outcome, so that a
+		// later attempt starts clean. Bounded: ctx may be over already.
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		if _, err := Do(dctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(path, -1) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			w.log.Warn("delete request", "path", path, "err", err)
+		}
+	}()
+	for {
+		type got struct {
+			data []byte
+			ch   <-chan zk.Event
+		}
+		g, err := Do(ctx, func() (got, error) {
+			d, _, ch, err := s.Conn.GetW(path)
+			return got{d, ch}, err
+		})
+		if err != nil {
+			if errors.Is(err, zk.ErrNoNode) {
+				return 0, fmt.Errorf("request %s deleted before it was answered", path)
+			}
+			return 0, fmt.Errorf("watch %s: %w", path, err)
+		}
+		st, err := ParseStatus(g.data)
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", path, err)
+		}
+		switch st {
+		case StatusDone, StatusAlready:
+			return st, nil
+		case StatusFailed:
+			return st, ErrRequestFailed
+		}
+		select {
+		case <-g.ch:
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+	}
+}
+
+// GoOnline creates /online/<id> in the worker's session and waits until the
+// manager has created the worker's topic. It fails with ErrNotRegistered or
+// ErrAlreadyOnline. Going online twice in the same worker is a no-op.
+func (w *Worker) GoOnline(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.online {
+		return nil
+	}
+	s, err := w.sessionLocked(ctx)
+	if err != nil {
+		return fmt.Errorf("online %s: %w", w.id, err)
+	}
+	ok, _, err := s.Exists(ctx, s.Paths.Registered(w.id))
+	if err != nil {
+		return fmt.Errorf("online %s: %w", w.id, err)
+	}
+	if !ok {
+		return fmt.Errorf("online %s: %w (register first)", w.id, ErrNotRegistered)
+	}
+	if err := w.createOnline(ctx, s); err != nil {
+		return fmt.Errorf("online %s: %w", w.id, err)
+	}
+	w.online = true
+	pctx, stop := context.WithCancel(context.Background())
+	w.stop, w.done = stop, make(chan struct{})
+	go w.keepPresence(pctx, s, w.done)
+	if w.cfg.Kafka != nil {
+		tctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrManagerTimeout)
+		defer cancel()
+		if err := w.cfg.Kafka.WaitTopic(tctx, w.cfg.Kafka.Topics().Topic(w.id)); err != nil {
+			w.goOfflineLocked()
+			return fmt.Errorf("online %s: the manager did not create the topic: %w", w.id, err)
+		}
+	}
+	return nil
+}
+
+func (w *Worker) createOnline(ctx context.Context, s *Session) error {
+	meta := w.cfg.Metadata
+	if meta == nil {
+		host, _ := os.Hostname()
+		meta = map[string]any{"host": host, "pid": os.Getpid()}
+	}
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	path := s.Paths.OnlineNode(w.id)
+	_, err = Do(ctx, func() (string, error) {
+		return s.Conn.Create(path, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+	})
+	if errors.Is(err, zk.ErrNodeExists) {
+		// Ours from a session that just expired is impossible (expiry deletes
+		// it), so it is another session's.
+		return ErrAlreadyOnline
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	w.ownerID = s.Conn.SessionID()
+	return nil
+}
+
+// keepPresence re-creates /online/<id> when the session expired and
+// go-zookeeper quietly opened a new one: the ephemeral node died with the old
+// session.
+func (w *Worker) keepPresence(ctx context.Context, s *Session, done chan struct{}) {
+	defer close(done)
+	for {
+		ch := s.Changed()
+		if s.Conn.State() == zk.StateHasSession {
+			w.mu.Lock()
+			if w.online && s.Conn.SessionID() != w.ownerID {
+				w.log.Warn("session expired while online; going online again", "old_session", w.ownerID)
+				cctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
+				err := w.createOnline(cctx, s)
+				cancel()
+				if err != nil {
+					w.log.Error("going online again after session expiry", "err", err)
+					w.ownerID = s.Conn.SessionID() // do not retry in a loop
+				}
+			}
+			w.mu.Unlock()
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// GoOffline closes the worker's session: /online/<id> disappears. It is
+// idempotent. Register, Quit and GoOnline open a new session.
+func (w *Worker) GoOffline() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.goOfflineLocked()
+}
+
+func (w *Worker) goOfflineLocked() {
+	if w.stop != nil {
+		w.stop()
+		done := w.done
+		w.stop, w.done = nil, nil
+		w.mu.Unlock()
+		<-done // keepPresence takes w.mu
+		w.mu.Lock()
+	}
+	w.online = false
+	if w.sess != nil {
+		w.sess.Close()
+		w.sess = nil
+	}
+}
+
+// Close is GoOffline.
+func (w *Worker) Close() { w.GoOffline() }
+
+// checkOnline verifies that /online/<id> exists and belongs to this
+// worker's session.
+func (w *Worker) checkOnline(ctx context.Context) (*Session, error) {
+	w.mu.Lock()
+	s, online := w.sess, w.online
+	w.mu.Unlock()
+	if !online || s == nil {
+		return nil, ErrNotOnline
+	}
+	ok, st, err := s.Exists(ctx, s.Paths.OnlineNode(w.id))
+	if err != nil {
+		return nil, err
+	}
+	if !ok || st.EphemeralOwner != s.Conn.SessionID() {
+		return nil, ErrNotOnline
+	}
+	return s, nil
+}
+
+// SendMessage sends text to the worker to and waits for the broker's
+// acknowledgement. Both must be online: else ErrNotOnline,
+// ErrReceiverOffline, or ErrNotRegistered for an unknown receiver; nothing
+// is produced then.
+func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
+	if err := ValidateID(to); err != nil {
+		return fmt.Errorf("send %s→%s: receiver: %w", w.id, to, err)
+	}
+	if w.cfg.Kafka == nil {
+		return fmt.Errorf("send %s→%s: %w", w.id, to, ErrNoKafka)
+	}
+	s, err := w.checkOnline(ctx)
+	if err != nil {
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
+	}
+	ok, _, err := s.Exists(ctx, s.Paths.OnlineNode(to))
+	if err != nil {
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
+	}
+	if !ok {
+		reg, _, err := s.Exists(ctx, s.Paths.Registered(to))
+		switch {
+		case err != nil:
+			return fmt.Errorf("send %s→%s: %w", w.id, to, err)
+		case reg:
+			return fmt.Errorf("send %s→%s: %w", w.id, to, ErrReceiverOffline)
+		default:
+			return fmt.Errorf("send %s→%s: receiver %w", w.id, to, ErrNotRegistered)
+		}
+	}
+	topic := w.cfg.Kafka.Topics().Topic(to)
+	if _, err := w.cfg.Kafka.Produce(ctx, topic, []byte(w.id), []byte(text)); err != nil {
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
+	}
+	return nil
+}
+
+// ReadMessages hands fn every message unread when it is called, oldest
+// first, and commits the read position after fn returns nil for them. If fn
+// fails, what it accepted before is committed and its error returned, so
+// the failed message is read again next time. It returns how many messages
+// fn accepted.
+func (w *Worker) ReadMessages(ctx context.Context, fn func(Message) error) (int, error) {
+	return w.read(ctx, false, fn)
+}
+
+// FollowMessages is ReadMessages that keeps waiting for new messages until
+// ctx ends; then it returns nil. The position is committed whenever no
+// further message is waiting.
+func (w *Worker) FollowMessages(ctx context.Context, fn func(Message) error) error {
+	_, err := w.read(ctx, true, fn)
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (w *Worker) read(ctx context.Context, follow bool, fn func(Message) error) (n int, err error) {
+	k := w.cfg.Kafka
+	if k == nil {
+		return 0, fmt.Errorf("read %s: %w", w.id, ErrNoKafka)
+	}
+	if _, err := w.checkOnline(ctx); err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.id, err)
+	}
+	topic, group := k.Topics().Topic(w.id), k.Topics().Group(w.id)
+	var end int64
+	if !follow {
+		if end, err = k.end(ctx, topic); err != nil {
+			return 0, fmt.Errorf("read %s: %w", w.id, err)
+		}
+		start, err := k.committed(ctx, group, topic)
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", w.id, err)
+		}
+		if start >= 0 && int64(start) >= end {
+			return 0, nil // nothing unread: no assignment needed
+		}
+	}
+	r, err := k.openReader(ctx, group, topic)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.id, err)
+	}
+	defer r.close()
+
+	next := int64(-1) // offset after the last accepted message
+	flush := func() error {
+		if next < 0 {
+			return nil
+		}
+		// Commit even when ctx is over: what fn accepted must not be read again.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		err := k.commit(cctx, group, topic, next)
+		next = -1
+		return err
+	}
+	defer func() {
+		if cerr := flush(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
+		}
+	}()
+	for {
+		if !follow && next >= end {
+			return n, nil
+		}
+		if follow && len(r.ch) == 0 {
+			if err := flush(); err != nil {
+				return n, fmt.Errorf("read %s: %w", w.id, err)
+			}
+		}
+		m, err := r.next(ctx)
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", w.id, err)
+		}
+		msg := Message{From: string(m.Key), To: w.id, Text: string(m.Value),
+			Offset: int64(m.TopicPartition.Offset), Time: m.Timestamp}
+		if err := fn(msg); err != nil {
+			return n, err
+		}
+		n++
+		next = msg.Offset + 1
+		if !follow && next >= end {
+			return n, nil
+		}
+	}
+}
+
+// GetOnlineUsers lists the ids that are online, sorted by ZooKeeper.
+func (w *Worker) GetOnlineUsers(ctx context.Context) ([]string, error) {
+	s, err := w.session(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("online users: %w", err)
+	}
+	ids, err := s.Children(ctx, s.Paths.Online())
+	if err != nil {
+		return nil, fmt.Errorf("online users: %w", err)
+	}
+	return ids, nil
+}
+
+// GetRegisteredUsers lists the registered ids.
+func (w *Worker) GetRegisteredUsers(ctx context.Context) ([]string, error) {
+	s, err := w.session(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("registered users: %w", err)
+	}
+	ids, err := s.Children(ctx, s.Paths.Registry())
+	if err != nil {
+		return nil, fmt.Errorf("registered users: %w", err)
+	}
+	return ids, nil
+}

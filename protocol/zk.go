@@ -1,0 +1,189 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// Session defaults.
+const (
+	DefaultSessionTimeout = 10 * time.Second
+	// SmallZKBuffer is the buffer size for sessions that only create one node
+	// and ping (a worker). go-zookeeper allocates two buffers per connection,
+	// 1.5 MB each by default; a bridge holds one session per online user.
+	SmallZKBuffer = 16 << 10
+	// LargeZKBuffer is for sessions that list big directories (a manager
+	// listing /request/enroll with many thousand children).
+	LargeZKBuffer = 4 << 20
+)
+
+// SessionConfig describes one ZooKeeper session.
+type SessionConfig struct {
+	// Connect is "host:port[,host:port...][/chroot]".
+	Connect        string
+	SessionTimeout time.Duration // 0: DefaultSessionTimeout
+	BufferSize     int           // 0: SmallZKBuffer
+	Logger         *slog.Logger  // nil: slog.Default()
+	// OnState, if set, is called from go-zookeeper's event loop on every
+	// session state change. It must not block.
+	OnState func(zk.State)
+}
+
+// Session is a ZooKeeper connection and the zkchat tree under its chroot.
+// go-zookeeper's calls take no context; Session's do, and give up waiting
+// (the call itself still completes in the background) when it ends.
+type Session struct {
+	Conn  *zk.Conn
+	Paths Paths
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every state change
+}
+
+// Dial opens a session and waits until it is established or ctx ends.
+func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
+	servers, chroot, err := SplitConnect(cfg.Connect)
+	if err != nil {
+		return nil, err
+	}
+	paths, _ := NewPaths(chroot) // checked by SplitConnect
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = DefaultSessionTimeout
+	}
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = SmallZKBuffer
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Session{Paths: paths, changed: make(chan struct{})}
+	conn, _, err := zk.Connect(servers, cfg.SessionTimeout,
+		zk.WithLogger(zkLogger{log}),
+		zk.WithLogInfo(false),
+		zk.WithMaxBufferSize(cfg.BufferSize),
+		zk.WithMaxConnBufferSize(cfg.BufferSize),
+		// The global event channel holds 6 events and drops the rest; the
+		// callback sees every one.
+		zk.WithEventCallback(func(ev zk.Event) {
+			if ev.Type != zk.EventSession {
+				return
+			}
+			s.mu.Lock()
+			close(s.changed)
+			s.changed = make(chan struct{})
+			s.mu.Unlock()
+			if cfg.OnState != nil {
+				cfg.OnState(ev.State)
+			}
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("zookeeper %s: %w", cfg.Connect, err)
+	}
+	s.Conn = conn
+	if err := s.WaitSession(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("zookeeper %s: %w", cfg.Connect, err)
+	}
+	return s, nil
+}
+
+// Changed returns a channel that is closed at the next state change.
+func (s *Session) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// WaitSession waits until the connection has a session.
+func (s *Session) WaitSession(ctx context.Context) error {
+	for {
+		ch := s.Changed()
+		if s.Conn.State() == zk.StateHasSession {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("no session (state %s): %w", s.Conn.State(), context.Cause(ctx))
+		}
+	}
+}
+
+// Close ends the session; its ephemeral nodes disappear.
+func (s *Session) Close() { s.Conn.Close() }
+
+// Do runs f, a go-zookeeper call, and returns its error, or ctx's error if
+// ctx ends first.
+func Do[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	if err := ctx.Err(); err != nil {
+		var zero T
+		return zero, context.Cause(ctx)
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, context.Cause(ctx)
+	}
+}
+
+// Exists reports whether path exists, and its stat.
+func (s *Session) Exists(ctx context.Context, path string) (bool, *zk.Stat, error) {
+	type r struct {
+		ok   bool
+		stat *zk.Stat
+	}
+	v, err := Do(ctx, func() (r, error) {
+		ok, st, err := s.Conn.Exists(path)
+		return r{ok, st}, err
+	})
+	return v.ok, v.stat, err
+}
+
+// Children lists path's children.
+func (s *Session) Children(ctx context.Context, path string) ([]string, error) {
+	return Do(ctx, func() ([]string, error) {
+		c, _, err := s.Conn.Children(path)
+		return c, err
+	})
+}
+
+// CreateTree creates the persistent nodes of the tree that are missing.
+// It is idempotent: createZkTreeStructure of the spec.
+func (s *Session) CreateTree(ctx context.Context) error {
+	for _, p := range s.Paths.Persistent() {
+		_, err := Do(ctx, func() (string, error) {
+			return s.Conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll))
+		})
+		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("create %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// zkLogger routes go-zookeeper's log lines to slog at debug level; its
+// reconnect chatter is not an operator's concern, the state changes are
+// logged by their owners.
+type zkLogger struct{ l *slog.Logger }
+
+func (z zkLogger) Printf(format string, args ...any) {
+	z.l.Debug(fmt.Sprintf(format, args...), "component", "zk-client")
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs a command against freshly started ZooKeeper + Kafka:
+#
+#   scripts/with-servers.sh go test ./...
+#
+# Installs/fetches whatever is missing, starts the servers that are not
+# running yet, exports ZKCHAT_ZOOKEEPER and ZKCHAT_KAFKA (host:port), runs the
+# command and exits with its exit code. On exit (also Ctrl-C / TERM) it stops
+# only the servers it started itself; ones already running stay up.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if (($# == 0)); then
+	echo "usage: $0 COMMAND [ARGS...]" >&2
+	exit 2
+fi
+
+S=$ROOT/scripts
+STARTED=() # servers to stop on exit, in start order
+
+# shellcheck disable=SC2317 # only called from the trap
+cleanup() {
+	local rc=$? i
+	trap - EXIT INT TERM
+	# Reverse order: Kafka before ZooKeeper.
+	for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+		"$S/${STARTED[i]}.sh" stop || true
+	done
+	exit "$rc"
+}
+trap cleanup EXIT
+# The exit runs the EXIT trap; 128+signal like a shell would report.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for name in zookeeper kafka; do
+	rc=0
+	"$S/$name.sh" status >/dev/null 2>&1 || rc=$?
+	case $rc in
+	0) log "$name already running; it stays running afterwards" ;;
+	3)
+		# Recorded before starting, so an interrupted start is cleaned up too.
+		STARTED+=("$name")
+		"$S/$name.sh" start
+		;;
+	*)
+		# Runs (started by someone else's run) but does not answer yet:
+		# wait for it, but do not stop it afterwards.
+		"$S/$name.sh" start
+		;;
+	esac
+done
+
+export ZKCHAT_ZOOKEEPER=$HOST:$ZKCHAT_ZK_PORT
+export ZKCHAT_KAFKA=$HOST:$ZKCHAT_KAFKA_PORT
+log "running: $* (ZKCHAT_ZOOKEEPER=$ZKCHAT_ZOOKEEPER ZKCHAT_KAFKA=$ZKCHAT_KAFKA)"
+
+set +e
+"$@"
+rc=$?
+set -e
+exit "$rc"
