@@ -60,9 +60,11 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		"acks":               "all",
 		"enable.idempotence": true,
 		// Send at once: chat latency matters more than batching.
-		"linger.ms":              1,
-		"delivery.timeout.ms":    30000,
-		"go.logs.channel.enable": false,
+		"linger.ms":           1,
+		"delivery.timeout.ms": 30000,
+		// librdkafka logs to stderr unless its logs go to a channel;
+		// logLoop routes them to slog.
+		"go.logs.channel.enable": true,
 	}
 	cc := kafka.ConfigMap{
 		"bootstrap.servers": cfg.Brokers,
@@ -74,9 +76,10 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		"auto.offset.reset":        "earliest",
 		// A partition assigned while a fetch is outstanding waits for that
 		// fetch to return: keep the long poll short.
-		"fetch.wait.max.ms":         50,
-		"enable.partition.eof":      false,
+		"fetch.wait.max.ms":                  50,
+		"enable.partition.eof":               false,
 		"topic.metadata.refresh.interval.ms": 10000,
+		"go.logs.channel.enable":             true,
 	}
 	for k, v := range cfg.Extra {
 		pc[k] = v
@@ -100,9 +103,11 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &Kafka{cfg: cfg, log: cfg.Logger, producer: p, admin: a, consumer: c,
 		readers: map[string]*reader{}, cancel: cancel}
-	k.wg.Add(2)
+	k.wg.Add(4)
 	go k.drainProducerEvents()
 	go k.pollLoop(ctx)
+	go k.logLoop(ctx, p.Logs())
+	go k.logLoop(ctx, c.Logs())
 	return k, nil
 }
 
@@ -140,6 +145,39 @@ func (k *Kafka) drainProducerEvents() {
 			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
 		}
 	}
+}
+
+// logLoop routes librdkafka's log lines to slog: its levels are syslog's.
+func (k *Kafka) logLoop(ctx context.Context, logs chan kafka.LogEvent) {
+	defer k.wg.Done()
+	for {
+		select {
+		case l, ok := <-logs:
+			if !ok {
+				return
+			}
+			level := slog.LevelDebug
+			switch {
+			case l.Level <= 3:
+				level = slog.LevelError
+			case l.Level == 4:
+				level = slog.LevelWarn
+			}
+			k.log.Log(ctx, level, l.Message, "component", "librdkafka", "client", l.Name, "tag", l.Tag)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// opTimeout bounds one admin or metadata call whose ctx has no deadline.
+const opTimeout = 15 * time.Second
+
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, opTimeout)
 }
 
 // Produce writes one record and waits for the broker's acknowledgement.
@@ -192,17 +230,22 @@ func (k *Kafka) TopicExists(ctx context.Context, topic string) (bool, error) {
 // WaitTopic polls until topic exists or ctx ends.
 func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
 	delay := 5 * time.Millisecond
+	var last error // why the topic was not seen: Kafka down reads differently from no manager
 	for {
 		ok, err := k.TopicExists(ctx, topic)
 		if ok {
 			return nil
 		}
 		if err != nil {
+			last = err
 			k.log.Debug("wait topic", "topic", topic, "err", err)
 		}
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("topic %s not seen (last error: %v): %w", topic, last, context.Cause(ctx))
+			}
 			return fmt.Errorf("topic %s does not exist: %w", topic, context.Cause(ctx))
 		}
 		delay = min(delay*2, 200*time.Millisecond)
@@ -212,6 +255,8 @@ func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
 // committed returns the next offset to read for group on topic's partition
 // 0, or kafka.OffsetBeginning if the group has committed nothing.
 func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offset, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
 	res, err := k.admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
 		Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
 	}}, kafka.SetAdminRequireStableOffsets(true))
@@ -233,6 +278,8 @@ func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offse
 
 // commit stores next as the group's position on topic.
 func (k *Kafka) commit(ctx context.Context, group, topic string, next int64) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
 	res, err := k.admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
 		Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(next)}},
 	}})

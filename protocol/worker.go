@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"sync"
 	"time"
 
@@ -454,6 +455,7 @@ func (w *Worker) GetOnlineUsers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("online users: %w", err)
 	}
+	sort.Strings(ids)
 	return ids, nil
 }
 
@@ -467,5 +469,6 @@ func (w *Worker) GetRegisteredUsers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registered users: %w", err)
 	}
+	sort.Strings(ids)
 	return ids, nil
 }

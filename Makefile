@@ -1,0 +1,30 @@
+# zkchat — every target installs what it needs (Debian packages, Kafka from
+# Maven Central) and runs against real ZooKeeper and Kafka on 127.0.0.1.
+.PHONY: run test build servers-start servers-stop bench clean
+
+## run: start ZooKeeper, Kafka and a manager; print how to chat (Ctrl-C stops all)
+run:
+	scripts/run.sh
+
+## test: gofmt, go vet and go test -race ./... against real servers
+test:
+	scripts/test.sh
+
+## build: the zkchat binary in ./zkchat
+build:
+	scripts/install-deps.sh go
+	go build -o zkchat ./cmd/zkchat
+
+## bench: the benchmarks of docs/BENCHMARKS.md against real servers
+bench:
+	scripts/with-servers.sh go test -run '^$$' -bench . -benchtime 2000x ./manager/
+
+servers-start:
+	scripts/servers.sh start
+
+servers-stop:
+	scripts/servers.sh stop
+
+clean:
+	scripts/servers.sh stop
+	rm -rf .data zkchat

@@ -1,0 +1,228 @@
+// Package testenv finds the real ZooKeeper and Kafka servers that tests run
+// against and gives each test its own corner of them: a ZooKeeper chroot and
+// a Kafka topic prefix, both removed when the test ends, so tests can run in
+// parallel on shared servers (franz-go's tmpTopic, per test).
+//
+// The servers come from ZKCHAT_ZOOKEEPER and ZKCHAT_KAFKA (scripts/
+// with-servers.sh exports them), default 127.0.0.1:2181 and :9092. When one
+// does not answer, the test is skipped with a message, or fails if
+// ZKCHAT_TEST_STRICT=1 (CI sets it, so CI cannot pass by skipping).
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/go-zookeeper/zk"
+)
+
+// Env is one test's view of the servers.
+type Env struct {
+	// ZooKeeper is a connection string with the test's own chroot.
+	ZooKeeper string
+	// ZKServers is the connection string without chroot; Chroot the chroot.
+	ZKServers, Chroot string
+	// Kafka is the bootstrap server list.
+	Kafka string
+	// Prefix is the test's topic and consumer group prefix.
+	Prefix string
+}
+
+var (
+	probeOnce sync.Once
+	probeErr  error
+)
+
+func servers() (zkAddr, kafkaAddr string) {
+	zkAddr, kafkaAddr = os.Getenv("ZKCHAT_ZOOKEEPER"), os.Getenv("ZKCHAT_KAFKA")
+	if zkAddr == "" {
+		zkAddr = "127.0.0.1:2181"
+	}
+	if kafkaAddr == "" {
+		kafkaAddr = "127.0.0.1:9092"
+	}
+	return zkAddr, kafkaAddr
+}
+
+func probe() error {
+	probeOnce.Do(func() {
+		zkAddr, kafkaAddr := servers()
+		for _, a := range []string{strings.Split(zkAddr, ",")[0], strings.Split(kafkaAddr, ",")[0]} {
+			c, err := net.DialTimeout("tcp", a, 2*time.Second)
+			if err != nil {
+				probeErr = fmt.Errorf("server %s does not answer (%v); start the servers with scripts/servers.sh start, or run the tests with make test", a, err)
+				return
+			}
+			c.Close()
+		}
+	})
+	return probeErr
+}
+
+// Require skips t, or fails it under ZKCHAT_TEST_STRICT=1, when the servers
+// do not answer.
+func Require(t testing.TB) {
+	t.Helper()
+	if err := probe(); err != nil {
+		if os.Getenv("ZKCHAT_TEST_STRICT") == "1" {
+			t.Fatalf("ZKCHAT_TEST_STRICT=1: %v", err)
+		}
+		t.Skipf("integration test skipped: %v", err)
+	}
+}
+
+var unsafe = regexp.MustCompile(`[^a-z0-9]+`)
+
+// New returns the test's environment, and removes its chroot, topics and
+// consumer groups when the test ends.
+func New(t testing.TB) *Env {
+	t.Helper()
+	Require(t)
+	zkAddr, kafkaAddr := servers()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	tag := hex.EncodeToString(b[:])
+	name := strings.Trim(unsafe.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	chroot := "/zkchat-test/" + name + "-" + tag
+	e := &Env{
+		ZooKeeper: zkAddr + chroot, ZKServers: zkAddr, Chroot: chroot,
+		Kafka: kafkaAddr, Prefix: "t" + tag + "-",
+	}
+	t.Cleanup(func() { e.cleanup(t) })
+	return e
+}
+
+// Logger is a slog logger that writes to the test log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Conn is a plain ZooKeeper connection without chroot, for checking nodes
+// as an outside client sees them. Closed when the test ends.
+func (e *Env) Conn(t testing.TB) *zk.Conn {
+	t.Helper()
+	c, _, err := zk.Connect(strings.Split(e.ZKServers, ","), 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatalf("zookeeper: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Path is p under the test's chroot.
+func (e *Env) Path(p string) string { return e.Chroot + p }
+
+type quiet struct{}
+
+func (quiet) Printf(string, ...any) {}
+
+// Admin is a Kafka admin client, closed when the test ends.
+func (e *Env) Admin(t testing.TB) *kafka.AdminClient {
+	t.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": e.Kafka})
+	if err != nil {
+		t.Fatalf("kafka admin: %v", err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+// Topics lists the test's topics.
+func (e *Env) Topics(t testing.TB) []string {
+	t.Helper()
+	a := e.Admin(t)
+	md, err := a.GetMetadata(nil, true, 10000)
+	if err != nil {
+		t.Fatalf("kafka metadata: %v", err)
+	}
+	var out []string
+	for name := range md.Topics {
+		if strings.HasPrefix(name, e.Prefix) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func (e *Env) cleanup(t testing.TB) {
+	c, _, err := zk.Connect(strings.Split(e.ZKServers, ","), 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
+	if err == nil {
+		if err := deleteAll(c, e.Chroot); err != nil {
+			t.Logf("cleanup %s: %v", e.Chroot, err)
+		}
+		c.Close()
+	}
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": e.Kafka})
+	if err != nil {
+		return
+	}
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if md, err := a.GetMetadata(nil, true, 10000); err == nil {
+		var topics []string
+		for name := range md.Topics {
+			if strings.HasPrefix(name, e.Prefix) {
+				topics = append(topics, name)
+			}
+		}
+		if len(topics) > 0 {
+			if _, err := a.DeleteTopics(ctx, topics); err != nil {
+				t.Logf("cleanup topics: %v", err)
+			}
+		}
+	}
+	if groups, err := a.ListConsumerGroups(ctx); err == nil {
+		var mine []string
+		for _, g := range groups.Valid {
+			if strings.HasPrefix(g.GroupID, e.Prefix) {
+				mine = append(mine, g.GroupID)
+			}
+		}
+		if len(mine) > 0 {
+			_, _ = a.DeleteConsumerGroups(ctx, mine)
+		}
+	}
+}
+
+// deleteAll deletes path and everything below it.
+func deleteAll(c *zk.Conn, path string) error {
+	children, _, err := c.Children(path)
+	if err == zk.ErrNoNode {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, ch := range children {
+		if err := deleteAll(c, path+"/"+ch); err != nil {
+			return err
+		}
+	}
+	if err := c.Delete(path, -1); err != nil && err != zk.ErrNoNode {
+		return err
+	}
+	return nil
+}
