@@ -44,7 +44,7 @@ type Kafka struct {
 	closed atomic.Bool
 }
 
-// readerBuffer is how many fetched messages wait for one slow reader before
+// readerBuffer is how many fetched records may wait for one reader before
 // its partition is paused; the rest stays in Kafka.
 const readerBuffer = 256
 
@@ -296,28 +296,32 @@ func (k *Kafka) commit(ctx context.Context, group, topic string, next int64) err
 	return nil
 }
 
-// end returns the topic's high watermark: the offset the next record gets.
-func (k *Kafka) end(ctx context.Context, topic string) (int64, error) {
+// bounds returns the topic's low and high watermarks: the first offset
+// still stored, and the offset the next record gets.
+func (k *Kafka) bounds(ctx context.Context, topic string) (low, high int64, err error) {
 	ms := 10000
 	if dl, ok := ctx.Deadline(); ok {
 		ms = max(1, int(time.Until(dl)/time.Millisecond))
 	}
-	_, high, err := k.consumer.QueryWatermarkOffsets(topic, 0, ms)
+	low, high, err = k.consumer.QueryWatermarkOffsets(topic, 0, ms)
 	if err != nil {
-		return 0, fmt.Errorf("end offset of %s: %w", topic, err)
+		return 0, 0, fmt.Errorf("offsets of %s: %w", topic, err)
 	}
-	return high, nil
+	return low, high, nil
 }
 
 // reader receives one topic's records from the poll loop.
 type reader struct {
-	k      *Kafka
-	topic  string
-	group  string
-	ch     chan *kafka.Message
-	errc   chan error // partition errors (topic deleted, ...); cap 1
-	paused atomic.Bool
-	closed bool // under k.mu
+	k     *Kafka
+	topic string
+	group string
+	wake  chan struct{} // cap 1: something was queued
+
+	mu     sync.Mutex
+	queue  []*kafka.Message
+	err    error // a partition error (topic deleted, ...)
+	paused bool
+	closed bool
 }
 
 // ErrReaderOpen: a topic can have one open reader per process.
@@ -329,8 +333,7 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{k: k, topic: topic, group: group,
-		ch: make(chan *kafka.Message, readerBuffer), errc: make(chan error, 1)}
+	r := &reader{k: k, topic: topic, group: group, wake: make(chan struct{}, 1)}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed.Load() {
@@ -351,10 +354,13 @@ func (r *reader) close() {
 	k := r.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
 		return
 	}
 	r.closed = true
+	r.queue = nil
 	delete(k.readers, r.topic)
 	if k.closed.Load() {
 		return
@@ -364,39 +370,51 @@ func (r *reader) close() {
 	}
 }
 
-// next returns the reader's next record.
-func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
-	select {
-	case m := <-r.ch:
-		if r.paused.Load() && len(r.ch) < readerBuffer/2 {
-			r.resume()
-		}
-		return m, nil
-	case err := <-r.errc:
-		return nil, err
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	}
+// pending is the number of records queued for the reader.
+func (r *reader) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue)
 }
 
-func (r *reader) resume() {
-	k := r.k
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if r.closed || !r.paused.Load() {
-		return
+// next returns the reader's next record, waiting for one.
+func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
+	for {
+		r.mu.Lock()
+		if len(r.queue) > 0 {
+			m := r.queue[0]
+			r.queue[0] = nil
+			r.queue = r.queue[1:]
+			if r.paused && len(r.queue) <= readerBuffer/2 {
+				// librdkafka resumes after the last record handed to the
+				// application, which is the last one queued here.
+				if err := r.k.consumer.Resume([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}); err != nil {
+					r.k.log.Warn("resume", "topic", r.topic, "err", err)
+				} else {
+					r.paused = false
+				}
+			}
+			r.mu.Unlock()
+			return m, nil
+		}
+		if err := r.err; err != nil {
+			r.err = nil
+			r.mu.Unlock()
+			return nil, err
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.wake:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
 	}
-	if err := k.consumer.Resume([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}); err != nil {
-		k.log.Warn("resume", "topic", r.topic, "err", err)
-		return
-	}
-	r.paused.Store(false)
 }
 
 // pollLoop is the one goroutine that polls the shared consumer and hands
-// records to their readers. A full reader pauses its partition and rewinds
-// it to the record it could not take, so one slow reader never blocks the
-// others and its backlog stays in Kafka.
+// records to their readers. A reader with readerBuffer records queued has its
+// partition paused, so one slow reader never blocks the others and its
+// backlog stays in Kafka.
 func (k *Kafka) pollLoop(ctx context.Context) {
 	defer k.wg.Done()
 	for ctx.Err() == nil {
@@ -415,31 +433,32 @@ func (k *Kafka) pollLoop(ctx context.Context) {
 func (k *Kafka) dispatch(m *kafka.Message) {
 	topic := topicOf(m)
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	r := k.readers[topic]
-	if r == nil || r.closed || r.paused.Load() {
-		return // unassigned since, or paused: it is fetched again later
+	k.mu.Unlock()
+	if r == nil {
+		return // unassigned since
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
 	}
 	if m.TopicPartition.Error != nil {
-		select {
-		case r.errc <- fmt.Errorf("read %s: %w", topic, m.TopicPartition.Error):
-		default:
+		r.err = fmt.Errorf("read %s: %w", topic, m.TopicPartition.Error)
+	} else {
+		r.queue = append(r.queue, m)
+		if len(r.queue) >= readerBuffer && !r.paused {
+			if err := k.consumer.Pause([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}); err != nil {
+				k.log.Warn("pause", "topic", topic, "err", err)
+			} else {
+				r.paused = true
+			}
 		}
-		return
 	}
 	select {
-	case r.ch <- m:
-		return
+	case r.wake <- struct{}{}:
 	default:
 	}
-	tp := kafka.TopicPartition{Topic: &topic, Partition: 0, Offset: m.TopicPartition.Offset}
-	if err := k.consumer.Pause([]kafka.TopicPartition{tp}); err != nil {
-		k.log.Warn("pause", "topic", topic, "err", err)
-	}
-	if err := k.consumer.Seek(tp, 0); err != nil {
-		k.log.Warn("seek", "topic", topic, "err", err)
-	}
-	r.paused.Store(true)
 }
 
 func topicOf(m *kafka.Message) string {

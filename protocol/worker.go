@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/go-zookeeper/zk"
 )
 
@@ -385,14 +386,18 @@ func (w *Worker) read(ctx context.Context, follow bool, fn func(Message) error) 
 	topic, group := k.Topics().Topic(w.id), k.Topics().Group(w.id)
 	var end int64
 	if !follow {
-		if end, err = k.end(ctx, topic); err != nil {
+		var low int64
+		if low, end, err = k.bounds(ctx, topic); err != nil {
 			return 0, fmt.Errorf("read %s: %w", w.id, err)
 		}
 		start, err := k.committed(ctx, group, topic)
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", w.id, err)
 		}
-		if start >= 0 && int64(start) >= end {
+		if start < 0 {
+			start = kafka.Offset(low)
+		}
+		if int64(start) >= end {
 			return 0, nil // nothing unread: no assignment needed
 		}
 	}
@@ -423,7 +428,7 @@ func (w *Worker) read(ctx context.Context, follow bool, fn func(Message) error) 
 		if !follow && next >= end {
 			return n, nil
 		}
-		if follow && len(r.ch) == 0 {
+		if follow && r.pending() == 0 {
 			if err := flush(); err != nil {
 				return n, fmt.Errorf("read %s: %w", w.id, err)
 			}

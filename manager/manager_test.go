@@ -1,0 +1,303 @@
+package manager_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/protocol"
+)
+
+var acl = zk.WorldACL(zk.PermAll)
+
+// TestRequestStatusCodes drives the manager the way a client in another
+// language would, through bare ZooKeeper nodes, and checks every code.
+func TestRequestStatusCodes(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m, _ := runManager(t, env, "m1")
+	waitLeader(t, m)
+	c := env.Conn(t)
+	enroll := func(id string) string { return env.Path("/request/enroll/" + id) }
+	quit := func(id string) string { return env.Path("/request/quit/" + id) }
+	request := func(path, body, want string) {
+		t.Helper()
+		if _, err := c.Create(path, []byte(body), 0, acl); err != nil {
+			t.Fatalf("create %s: %v", path, err)
+		}
+		waitData(t, c, path, want)
+		if err := c.Delete(path, -1); err != nil {
+			t.Fatalf("delete %s: %v", path, err)
+		}
+	}
+
+	request(enroll("carol"), "-1", "1")
+	if !exists(t, c, env.Path("/registry/carol")) {
+		t.Fatal("registry node missing after code 1")
+	}
+	request(enroll("carol"), "-1", "2") // already registered
+	request(enroll("Carol"), "-1", "0") // invalid id: upper case
+	request(enroll("dave"), "hello", "0")
+	if exists(t, c, env.Path("/registry/dave")) {
+		t.Fatal("garbage request registered dave")
+	}
+	request(quit("carol"), "-1", "1")
+	if exists(t, c, env.Path("/registry/carol")) {
+		t.Fatal("registry node still there after quit code 1")
+	}
+	request(quit("carol"), "-1", "2") // not registered
+	// An answered request is left alone, not answered again.
+	if _, err := c.Create(enroll("erin"), []byte("1"), 0, acl); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if exists(t, c, env.Path("/registry/erin")) {
+		t.Fatal("manager acted on an answered request")
+	}
+}
+
+func TestWorkerRegisterQuit(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m, _ := runManager(t, env, "m1")
+	waitLeader(t, m)
+	c := env.Conn(t)
+	w := newWorker(t, env, "frank", nil)
+	ctx := ctxT(t)
+	for i, want := range []protocol.Status{protocol.StatusDone, protocol.StatusAlready} {
+		st, err := w.Register(ctx)
+		if err != nil || st != want {
+			t.Fatalf("register #%d = %v, %v; want %v", i+1, st, err, want)
+		}
+		if exists(t, c, env.Path("/request/enroll/frank")) {
+			t.Fatal("worker left its request node")
+		}
+	}
+	if ids, err := w.GetRegisteredUsers(ctx); err != nil || len(ids) != 1 || ids[0] != "frank" {
+		t.Fatalf("registered = %v, %v", ids, err)
+	}
+	for i, want := range []protocol.Status{protocol.StatusDone, protocol.StatusAlready} {
+		st, err := w.Quit(ctx)
+		if err != nil || st != want {
+			t.Fatalf("quit #%d = %v, %v; want %v", i+1, st, err, want)
+		}
+		if exists(t, c, env.Path("/request/quit/frank")) {
+			t.Fatal("worker left its request node")
+		}
+	}
+	if exists(t, c, env.Path("/registry/frank")) {
+		t.Fatal("still registered after quit")
+	}
+	// Registering again works.
+	if st, err := w.Register(ctx); err != nil || st != protocol.StatusDone {
+		t.Fatalf("register again = %v, %v", st, err)
+	}
+}
+
+// TestRequestAnsweredWhenManagerStarts: requests made while no manager runs
+// are answered by the manager that starts later.
+func TestRequestAnsweredWhenManagerStarts(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	c := env.Conn(t)
+	// The tree does not exist yet: create it as `zkchat init` would.
+	s, err := protocol.Dial(ctxT(t), protocol.SessionConfig{Connect: env.ZooKeeper})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTree(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	raw := env.Path("/request/enroll/gina")
+	if _, err := c.Create(raw, []byte("-1"), 0, acl); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorker(t, env, "hank", nil)
+	res := make(chan error, 1)
+	go func() {
+		_, err := w.Register(ctxT(t))
+		res <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if d, _ := data(t, c, raw); d != "-1" {
+		t.Fatalf("answered without a manager: %q", d)
+	}
+	m, _ := runManager(t, env, "late")
+	waitLeader(t, m)
+	waitData(t, c, raw, "1")
+	if err := <-res; err != nil {
+		t.Fatalf("worker's register: %v", err)
+	}
+	for _, id := range []string{"gina", "hank"} {
+		if !exists(t, c, env.Path("/registry/"+id)) {
+			t.Errorf("%s not registered", id)
+		}
+	}
+}
+
+// TestTwoManagers: only one acts; when the leader dies the other takes over
+// and answers what is pending.
+func TestTwoManagers(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m1, stop1 := runManager(t, env, "m1")
+	waitLeader(t, m1)
+	m2, _ := runManager(t, env, "m2")
+	time.Sleep(500 * time.Millisecond)
+	if m2.Leading() {
+		t.Fatal("two leaders")
+	}
+	c := env.Conn(t)
+	req := env.Path("/request/enroll/ivan")
+	if _, err := c.Create(req, []byte("-1"), 0, acl); err != nil {
+		t.Fatal(err)
+	}
+	waitData(t, c, req, "1")
+	// Kill the leader: its session ends, its election node goes.
+	stop1()
+	waitLeader(t, m2)
+	req2 := env.Path("/request/enroll/judy")
+	if _, err := c.Create(req2, []byte("-1"), 0, acl); err != nil {
+		t.Fatal(err)
+	}
+	waitData(t, c, req2, "1")
+}
+
+// TestStaleLeaderIsFenced: the leader's election node disappears behind its
+// back, as when its session expires while it cannot hear of it. Its next
+// write must fail and it must step down; the other manager answers.
+func TestStaleLeaderIsFenced(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m1, _ := runManager(t, env, "m1")
+	waitLeader(t, m1)
+	m2, _ := runManager(t, env, "m2")
+	c := env.Conn(t)
+	var nodes []string
+	waitFor(t, 10*time.Second, "two election nodes", func() bool {
+		nodes, _, _ = c.Children(env.Path("/election"))
+		return len(nodes) == 2
+	})
+	// The lowest sequence number is m1's.
+	first := nodes[0]
+	if len(nodes[1]) >= 10 && nodes[1][len(nodes[1])-10:] < first[len(first)-10:] {
+		first = nodes[1]
+	}
+	if d, _ := data(t, c, env.Path("/election/"+first)); d != "m1" {
+		t.Fatalf("first election node holds %q, want m1", d)
+	}
+	if err := c.Delete(env.Path("/election/"+first), -1); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, m2)
+	req := env.Path("/request/enroll/kate")
+	if _, err := c.Create(req, []byte("-1"), 0, acl); err != nil {
+		t.Fatal(err)
+	}
+	waitData(t, c, req, "1")
+	// m1 tried too, failed its fence and stepped down.
+	waitFor(t, 10*time.Second, "m1 steps down", func() bool { return !m1.Leading() })
+	st, _, err := c.Get(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(st) != "1" {
+		t.Fatalf("request = %q", st)
+	}
+	// Answered exactly once: version 1 means one write after creation.
+	_, stat, _ := c.Get(req)
+	if stat.Version != 1 {
+		t.Fatalf("request written %d times, want 1", stat.Version)
+	}
+}
+
+func TestOnlineRules(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m, _ := runManager(t, env, "m1")
+	waitLeader(t, m)
+	k := newKafka(t, env)
+	ctx := ctxT(t)
+	mustRegister(t, env, "liam")
+
+	ghost := newWorker(t, env, "ghost", k)
+	if err := ghost.GoOnline(ctx); !errors.Is(err, protocol.ErrNotRegistered) {
+		t.Fatalf("unregistered online: %v, want ErrNotRegistered", err)
+	}
+	w1 := newWorker(t, env, "liam", k)
+	if err := w1.GoOnline(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w2 := newWorker(t, env, "liam", nil)
+	if err := w2.GoOnline(ctx); !errors.Is(err, protocol.ErrAlreadyOnline) {
+		t.Fatalf("second online: %v, want ErrAlreadyOnline", err)
+	}
+	if ids, err := w2.GetOnlineUsers(ctx); err != nil || len(ids) != 1 || ids[0] != "liam" {
+		t.Fatalf("online users = %v, %v", ids, err)
+	}
+	// The manager created the topic on the first online.
+	if topics := env.Topics(t); len(topics) != 1 || topics[0] != env.Prefix+"liam" {
+		t.Fatalf("topics = %v", topics)
+	}
+	// An /online node written by hand for an unregistered id is removed.
+	c := env.Conn(t)
+	if _, err := c.Create(env.Path("/online/mallory"), []byte("{}"), zk.FlagEphemeral, acl); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "manager deletes unregistered /online/mallory", func() bool {
+		return !exists(t, c, env.Path("/online/mallory"))
+	})
+	w1.GoOffline()
+	waitFor(t, 10*time.Second, "offline removes /online/liam", func() bool {
+		return !exists(t, c, env.Path("/online/liam"))
+	})
+	if err := w2.GoOnline(ctx); err != nil {
+		t.Fatalf("online after the other went offline: %v", err)
+	}
+}
+
+func TestSendErrors(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m, _ := runManager(t, env, "m1")
+	waitLeader(t, m)
+	k := newKafka(t, env)
+	ctx := ctxT(t)
+	mustRegister(t, env, "nina", "omar")
+	nina := newWorker(t, env, "nina", k)
+	omar := newWorker(t, env, "omar", k)
+	if err := omar.GoOnline(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := nina.SendMessage(ctx, "omar", "hi"); !errors.Is(err, protocol.ErrNotOnline) {
+		t.Fatalf("send while offline: %v, want ErrNotOnline", err)
+	}
+	if err := nina.GoOnline(ctx); err != nil {
+		t.Fatal(err)
+	}
+	omar.GoOffline()
+	if err := nina.SendMessage(ctx, "omar", "hi"); !errors.Is(err, protocol.ErrReceiverOffline) {
+		t.Fatalf("send to offline: %v, want ErrReceiverOffline", err)
+	}
+	if err := nina.SendMessage(ctx, "nobody", "hi"); !errors.Is(err, protocol.ErrNotRegistered) {
+		t.Fatalf("send to unknown: %v, want ErrNotRegistered", err)
+	}
+	if err := nina.SendMessage(ctx, "Bad/Id", "hi"); !errors.Is(err, protocol.ErrInvalidID) {
+		t.Fatalf("send to invalid: %v, want ErrInvalidID", err)
+	}
+	// Nothing was produced to omar's topic.
+	if err := omar.GoOnline(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := omar.ReadMessages(ctx, func(m protocol.Message) error {
+		t.Errorf("unexpected message %v", m)
+		return nil
+	})
+	if err != nil || n != 0 {
+		t.Fatalf("read = %d, %v", n, err)
+	}
+}
