@@ -21,6 +21,8 @@ const (
 	// LargeZKBuffer is for sessions that list big directories (a manager
 	// listing /request/enroll with many thousand children).
 	LargeZKBuffer = 4 << 20
+	// DialTimeout bounds the wait for a session in Dial.
+	DialTimeout = 15 * time.Second
 )
 
 // SessionConfig describes one ZooKeeper session.
@@ -87,9 +89,12 @@ func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
 		return nil, fmt.Errorf("zookeeper %s: %w", cfg.Connect, err)
 	}
 	s.Conn = conn
-	if err := s.WaitSession(ctx); err != nil {
+	wctx, cancel := context.WithTimeoutCause(ctx, DialTimeout,
+		fmt.Errorf("cannot reach ZooKeeper at %s within %s", cfg.Connect, DialTimeout))
+	defer cancel()
+	if err := s.WaitSession(wctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("zookeeper %s: %w", cfg.Connect, err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -111,7 +116,7 @@ func (s *Session) WaitSession(ctx context.Context) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("no session (state %s): %w", s.Conn.State(), context.Cause(ctx))
+			return fmt.Errorf("%w (connection state %s)", context.Cause(ctx), s.Conn.State())
 		}
 	}
 }

@@ -71,8 +71,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		},
 	}
 	err := app.RunContext(ctx, args)
-	if err != nil && strings.HasPrefix(err.Error(), "flag provided but not defined") {
-		return usageError{err}
+	// urfave/cli reports these without calling OnUsageError.
+	if err != nil && strings.HasPrefix(err.Error(), "No help topic for ") {
+		return usagef("unknown command %s (see zkchat --help)", strings.TrimPrefix(err.Error(), "No help topic for "))
+	}
+	if err != nil {
+		for _, p := range []string{"flag provided but not defined", "Required flag", "Required flags", "No help topic"} {
+			if strings.HasPrefix(err.Error(), p) {
+				return usageError{err}
+			}
+		}
 	}
 	return err
 }

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/manager"
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// zc runs zkchat with args and returns stdout, stderr and the exit code.
+func zc(t *testing.T, env *testenv.Env, stdin io.Reader, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	all := []string{"zkchat"}
+	if env != nil {
+		all = append(all, "--zookeeper", env.ZooKeeper, "--kafka", env.Kafka, "--topic-prefix", env.Prefix)
+	}
+	all = append(all, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	err := run(ctx, all, stdin, &out, &errOut)
+	code := exitCode(err, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"register"}, 2, "want exactly one ID"},
+		{[]string{"register", "Alice"}, 2, "invalid worker id"},
+		{[]string{"register", "a", "b"}, 2, "want exactly one ID"},
+		{[]string{"--bogus", "users"}, 2, "flag provided but not defined"},
+		{[]string{"send", "--from", "a", "hi"}, 2, "Required flag \"to\""},
+		{[]string{"send", "--from", "a", "--to", "b/c", "hi"}, 2, "invalid worker id"},
+		{[]string{"--log-level", "loud", "users"}, 2, "--log-level"},
+		{[]string{"--zookeeper", "/chroot-only", "users"}, 2, "no server"},
+	} {
+		_, stderr, code := zc(t, nil, nil, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("zkchat %q: code %d, stderr %q; want code %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+		if n := strings.Count(strings.TrimSpace(stderr), "\n"); code != 0 && n > 0 && !strings.Contains(stderr, "USAGE") {
+			t.Errorf("zkchat %q: error is %d lines, want one: %q", tc.args, n+1, stderr)
+		}
+	}
+	out, _, code := zc(t, nil, nil, "--help")
+	if code != 0 || !strings.Contains(out, "register") || !strings.Contains(out, "ZKCHAT_ZOOKEEPER") {
+		t.Errorf("--help: code %d, output %q", code, out)
+	}
+}
+
+func startManager(t *testing.T, env *testenv.Env) {
+	t.Helper()
+	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
+		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; m.Close() })
+	deadline := time.Now().Add(15 * time.Second)
+	for !m.Leading() {
+		if time.Now().After(deadline) {
+			t.Fatal("manager did not lead")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestNoManager(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	if _, stderr, code := zc(t, env, nil, "init"); code != 0 {
+		t.Fatalf("init: %s", stderr)
+	}
+	_, stderr, code := zc(t, env, nil, "--timeout", "1s", "register", "zed")
+	if code != 1 || !strings.Contains(stderr, "no manager answered in time") {
+		t.Fatalf("register without manager: code %d, %q", code, stderr)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the chat's two writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestSession(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	startManager(t, env)
+	for _, id := range []string{"alice", "bob"} {
+		if out, stderr, code := zc(t, env, nil, "register", id); code != 0 || out != "registered "+id+"\n" {
+			t.Fatalf("register %s: %d %q %q", id, code, out, stderr)
+		}
+	}
+	if out, _, _ := zc(t, env, nil, "register", "alice"); out != "alice was already registered\n" {
+		t.Fatalf("register again: %q", out)
+	}
+	if out, _, code := zc(t, env, nil, "users"); code != 0 || out != "alice\nbob\n" {
+		t.Fatalf("users: %d %q", code, out)
+	}
+	if _, stderr, code := zc(t, env, nil, "send", "--from", "alice", "--to", "bob", "hi"); code != 1 || !strings.Contains(stderr, "receiver is offline") {
+		t.Fatalf("send to offline: %d %q", code, stderr)
+	}
+	if _, stderr, code := zc(t, env, nil, "send", "--from", "carl", "--to", "bob", "hi"); code != 1 || !strings.Contains(stderr, "not registered") {
+		t.Fatalf("send from unregistered: %d %q", code, stderr)
+	}
+
+	// bob chats interactively; alice sends with the one-shot command.
+	inR, inW := io.Pipe()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"zkchat", "--zookeeper", env.ZooKeeper, "--kafka", env.Kafka,
+			"--topic-prefix", env.Prefix, "chat", "bob"}, inR, &out, &errOut)
+	}()
+	waitOut := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("chat output lacks %q: %q (stderr %q)", want, out.String(), errOut.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitOut("online as bob")
+	if o, stderr, code := zc(t, env, nil, "send", "--from", "alice", "--to", "bob", "hello", "bob\x1b[2J"); code != 0 || o != "sent to bob\n" {
+		t.Fatalf("send: %d %q %q", code, o, stderr)
+	}
+	waitOut("alice: hello bob\\x1b[2J\n") // control characters are escaped
+	if o, _, code := zc(t, env, nil, "users", "--online"); code != 0 || o != "bob\n" {
+		t.Fatalf("users --online: %d %q", code, o)
+	}
+	if _, err := io.WriteString(inW, "/who\nnobody: hi\nno colon\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitOut("who: bob\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(errOut.String(), "write `to: text`") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := errOut.String(); !strings.Contains(s, "not registered") || !strings.Contains(s, "write `to: text`") {
+		t.Fatalf("chat errors: %q", s)
+	}
+	if _, err := io.WriteString(inW, "/quit\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("chat: %v", err)
+	}
+	// The chat committed what it showed: read finds nothing new. bob is
+	// online again for the read, so alice can send one more first.
+	if o, _, code := zc(t, env, nil, "read", "bob"); code != 0 || o != "" {
+		t.Fatalf("read after chat: %d %q", code, o)
+	}
+	if o, _, code := zc(t, env, nil, "unregister", "bob"); code != 0 || o != "unregistered bob\n" {
+		t.Fatalf("unregister: %d %q", code, o)
+	}
+	if o, _, code := zc(t, env, nil, "unregister", "bob"); code != 0 || o != "bob was not registered\n" {
+		t.Fatalf("unregister again: %d %q", code, o)
+	}
+}
