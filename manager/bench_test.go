@@ -623,6 +623,43 @@ func BenchmarkSendRead(b *testing.B) {
 	benchReportRate(b, "msgs/s", b.N)
 }
 
+// BenchmarkSendReadSpaced is BenchmarkSendRead with an untimed pause of
+// benchSpacing between messages, so that the receiver's work after a message
+// (FollowMessages commits its position once no further message waits) is
+// over before the next message is sent. The difference to BenchmarkSendRead
+// is what that work costs a message sent right after another.
+func BenchmarkSendReadSpaced(b *testing.B) {
+	alice, arrived := benchSendReadSetup(b)
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	sendLat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		time.Sleep(benchSpacing)
+		b.StartTimer()
+		text := strconv.Itoa(i)
+		cctx, cancel := context.WithTimeout(ctx, benchOpTimeout)
+		t0 := time.Now()
+		err := alice.SendMessage(cctx, "bob", text)
+		sendLat = append(sendLat, time.Since(t0))
+		cancel()
+		if err != nil {
+			b.Fatalf("send %d: %v", i, err)
+		}
+		if err := benchAwaitText(arrived, text); err != nil {
+			b.Fatalf("read %d: %v", i, err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	benchReportLatency(b, "", lat)
+	benchReportLatency(b, "send-", sendLat)
+}
+
+// benchSpacing is the pause between messages of BenchmarkSendReadSpaced.
+const benchSpacing = 20 * time.Millisecond
+
 // benchPipelineSenders is how many goroutines send at once in
 // BenchmarkSendReadPipelined.
 const benchPipelineSenders = 16

@@ -83,7 +83,7 @@ func startManager(t *testing.T, env *testenv.Env) {
 }
 
 func TestNoManager(t *testing.T) {
-	t.Parallel()
+	// Not parallel: urfave/cli v2 shares its help flag between apps (a data race).
 	env := testenv.New(t)
 	if _, stderr, code := zc(t, env, nil, "init"); code != 0 {
 		t.Fatalf("init: %s", stderr)
@@ -113,7 +113,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestSession(t *testing.T) {
-	t.Parallel()
+	// Not parallel: urfave/cli v2 shares its help flag between apps (a data race).
 	env := testenv.New(t)
 	startManager(t, env)
 	for _, id := range []string{"alice", "bob"} {
