@@ -257,18 +257,22 @@ func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
 func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offset, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	res, err := k.admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-		Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
-	}}, kafka.SetAdminRequireStableOffsets(true))
+	var tp kafka.TopicPartition
+	err := RetryKafka(ctx, func() error {
+		res, err := k.admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
+			Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
+		}}, kafka.SetAdminRequireStableOffsets(true))
+		if err != nil {
+			return err
+		}
+		if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != 1 {
+			return fmt.Errorf("unexpected answer %v", res)
+		}
+		tp = res.ConsumerGroupsTopicPartitions[0].Partitions[0]
+		return tp.Error
+	})
 	if err != nil {
 		return 0, fmt.Errorf("committed offset of group %s: %w", group, err)
-	}
-	if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != 1 {
-		return 0, fmt.Errorf("committed offset of group %s: unexpected answer %v", group, res)
-	}
-	tp := res.ConsumerGroupsTopicPartitions[0].Partitions[0]
-	if tp.Error != nil {
-		return 0, fmt.Errorf("committed offset of group %s: %w", group, tp.Error)
 	}
 	if tp.Offset < 0 {
 		return kafka.OffsetBeginning, nil
@@ -280,18 +284,24 @@ func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offse
 func (k *Kafka) commit(ctx context.Context, group, topic string, next int64) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	res, err := k.admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-		Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(next)}},
-	}})
-	if err != nil {
-		return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, err)
-	}
-	for _, g := range res.ConsumerGroupsTopicPartitions {
-		for _, tp := range g.Partitions {
-			if tp.Error != nil {
-				return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, tp.Error)
+	err := RetryKafka(ctx, func() error {
+		res, err := k.admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
+			Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(next)}},
+		}})
+		if err != nil {
+			return err
+		}
+		for _, g := range res.ConsumerGroupsTopicPartitions {
+			for _, tp := range g.Partitions {
+				if tp.Error != nil {
+					return tp.Error
+				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, err)
 	}
 	return nil
 }
@@ -466,4 +476,40 @@ func topicOf(m *kafka.Message) string {
 		return ""
 	}
 	return *m.TopicPartition.Topic
+}
+
+// retriable reports whether err is a Kafka error worth trying again: the
+// group coordinator moving or loading (common on a fresh cluster, whose
+// __consumer_offsets topic is created on first use), a leader election,
+// a timeout.
+func retriable(err error) bool {
+	var ke kafka.Error
+	if !errors.As(err, &ke) {
+		return false
+	}
+	switch ke.Code() {
+	case kafka.ErrNotCoordinator, kafka.ErrCoordinatorLoadInProgress, kafka.ErrCoordinatorNotAvailable,
+		kafka.ErrLeaderNotAvailable, kafka.ErrNotLeaderForPartition, kafka.ErrRequestTimedOut,
+		kafka.ErrTimedOut, kafka.ErrTransport:
+		return true
+	}
+	return ke.IsRetriable()
+}
+
+// RetryKafka calls f until it succeeds, fails with an error that is not
+// retriable, or ctx ends (then the last error is returned).
+func RetryKafka(ctx context.Context, f func() error) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || !retriable(err) {
+			return err
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return err
+		}
+		delay = min(delay*2, time.Second)
+	}
 }
