@@ -301,3 +301,43 @@ func TestSendErrors(t *testing.T) {
 		t.Fatalf("read = %d, %v", n, err)
 	}
 }
+
+// TestDirectAPI covers the manager's own API, used without requests.
+func TestDirectAPI(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m, _ := runManager(t, env, "m1")
+	waitLeader(t, m)
+	ctx := ctxT(t)
+	if err := m.CreateZkTreeStructure(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	for i, want := range []protocol.Status{protocol.StatusDone, protocol.StatusAlready} {
+		if st, err := m.RegisterUser(ctx, "rita"); err != nil || st != want {
+			t.Fatalf("RegisterUser #%d = %v, %v", i+1, st, err)
+		}
+	}
+	if _, err := m.RegisterUser(ctx, "Rita"); !errors.Is(err, protocol.ErrInvalidID) {
+		t.Fatalf("RegisterUser(Rita) = %v", err)
+	}
+	if ids, err := m.GetRegisteredUsers(ctx); err != nil || len(ids) != 1 || ids[0] != "rita" {
+		t.Fatalf("GetRegisteredUsers = %v, %v", ids, err)
+	}
+	if err := m.CreateKafkaTopic(ctx, "rita"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CreateKafkaTopic(ctx, "rita"); err != nil { // exists: success
+		t.Fatalf("second CreateKafkaTopic: %v", err)
+	}
+	for i, want := range []protocol.Status{protocol.StatusDone, protocol.StatusAlready} {
+		if st, err := m.RemoveUser(ctx, "rita"); err != nil || st != want {
+			t.Fatalf("RemoveUser #%d = %v, %v", i+1, st, err)
+		}
+	}
+	if err := m.DeleteKafkaTopic(ctx, "rita"); err != nil { // gone: success
+		t.Fatalf("DeleteKafkaTopic of a deleted topic: %v", err)
+	}
+	if topics := env.Topics(t); len(topics) != 0 {
+		t.Fatalf("topics left: %v", topics)
+	}
+}
