@@ -39,15 +39,19 @@ type Config struct {
 
 // Manager is the zkchat manager.
 type Manager struct {
-	cfg   Config
-	log   *slog.Logger
-	admin *kafka.AdminClient
+	cfg      Config
+	log      *slog.Logger
+	admin    *kafka.AdminClient
+	producer *kafka.Producer // carries admin; only for its log channel
 
 	toolMu sync.Mutex
 	tool   *protocol.Session // for the API calls made outside Run
 
 	leaderMu sync.Mutex
 	leading  bool
+
+	stopLogs context.CancelFunc // ends the librdkafka log goroutine
+	logsDone chan struct{}
 }
 
 // Log keys and messages an operator greps for.
@@ -77,15 +81,40 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	kc := kafka.ConfigMap{"bootstrap.servers": cfg.Kafka, "client.id": "zkchat-manager"}
+	kc := kafka.ConfigMap{"bootstrap.servers": cfg.Kafka, "client.id": "zkchat-manager",
+		"go.logs.channel.enable": true}
 	for k, v := range cfg.KafkaExtra {
 		kc[k] = v
 	}
-	admin, err := kafka.NewAdminClient(&kc)
+	// A bare AdminClient cannot route librdkafka's logs (they would go to
+	// stderr unformatted); one made from a producer can. The producer never
+	// produces.
+	p, err := kafka.NewProducer(&kc)
 	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	admin, err := kafka.NewAdminClientFromProducer(p)
+	if err != nil {
+		p.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), admin: admin}, nil
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), admin: admin, producer: p}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopLogs = cancel
+	m.logsDone = make(chan struct{})
+	go func() {
+		defer close(m.logsDone)
+		protocol.RouteKafkaLogs(ctx, p.Logs(), m.log)
+	}()
+	go func() {
+		// Client-level errors arrive here; an undrained channel grows.
+		for ev := range p.Events() {
+			if e, ok := ev.(kafka.Error); ok {
+				m.log.Debug("kafka client", "err", e)
+			}
+		}
+	}()
+	return m, nil
 }
 
 // Close releases the manager's clients. Run must have returned.
@@ -96,7 +125,10 @@ func (m *Manager) Close() {
 		m.tool = nil
 	}
 	m.toolMu.Unlock()
+	m.stopLogs()
+	<-m.logsDone
 	m.admin.Close()
+	m.producer.Close() // closes Events(), ending its drain goroutine
 }
 
 // Leading reports whether the manager acts as leader now.

@@ -147,9 +147,17 @@ func (k *Kafka) drainProducerEvents() {
 	}
 }
 
-// logLoop routes librdkafka's log lines to slog: its levels are syslog's.
+// logLoop routes one client's librdkafka log lines to slog.
 func (k *Kafka) logLoop(ctx context.Context, logs chan kafka.LogEvent) {
 	defer k.wg.Done()
+	RouteKafkaLogs(ctx, logs, k.log)
+}
+
+// RouteKafkaLogs writes librdkafka's log lines (a client made with
+// go.logs.channel.enable) to log until ctx ends or logs is closed.
+// librdkafka's levels are syslog's: 0-3 become errors, 4 warnings, the rest
+// debug.
+func RouteKafkaLogs(ctx context.Context, logs chan kafka.LogEvent, log *slog.Logger) {
 	for {
 		select {
 		case l, ok := <-logs:
@@ -163,7 +171,7 @@ func (k *Kafka) logLoop(ctx context.Context, logs chan kafka.LogEvent) {
 			case l.Level == 4:
 				level = slog.LevelWarn
 			}
-			k.log.Log(ctx, level, l.Message, "component", "librdkafka", "client", l.Name, "tag", l.Tag)
+			log.Log(ctx, level, l.Message, "component", "librdkafka", "client", l.Name, "tag", l.Tag)
 		case <-ctx.Done():
 			return
 		}
