@@ -322,9 +322,13 @@ func (m *Manager) remove(ctx context.Context, s *protocol.Session, fence []any, 
 	}
 	// A quitting user goes offline: take /online/<id> down if another
 	// session still holds it.
-	if _, err := multi(ctx, s, fence, &zk.DeleteRequest{Path: s.Paths.OnlineNode(id), Version: -1}); err != nil {
-		if i, opErr := failedOp(nil, err); i < 0 && !errors.Is(opErr, zk.ErrNoNode) {
-			m.log.Debug("remove: online node", "id", id, "err", err)
+	if resp, err := multi(ctx, s, fence, &zk.DeleteRequest{Path: s.Paths.OnlineNode(id), Version: -1}); err != nil {
+		i, opErr := failedOp(resp, err)
+		switch {
+		case i >= 0 && i < len(fence):
+			return st, errNotLeader // answered already; the next leader cleans up
+		case !errors.Is(opErr, zk.ErrNoNode):
+			m.log.Warn("remove: deleting online node", "id", id, "err", opErr)
 		}
 	}
 	return st, nil

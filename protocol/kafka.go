@@ -42,6 +42,33 @@ type Kafka struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	noisy  errorLimiter
+}
+
+// errorLimiter logs a client error at warning level once per code per
+// minute, and its repeats at debug level: librdkafka reports "all brokers
+// down" several times a second while Kafka is away.
+type errorLimiter struct {
+	mu   sync.Mutex
+	last map[kafka.ErrorCode]time.Time
+}
+
+func (l *errorLimiter) log(log *slog.Logger, msg string, e kafka.Error) {
+	l.mu.Lock()
+	if l.last == nil {
+		l.last = map[kafka.ErrorCode]time.Time{}
+	}
+	now := time.Now()
+	loud := now.Sub(l.last[e.Code()]) > time.Minute
+	if loud {
+		l.last[e.Code()] = now
+	}
+	l.mu.Unlock()
+	level := slog.LevelDebug
+	if loud {
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, msg, "err", e.Error(), "code", e.Code().String())
 }
 
 // readerBuffer is how many fetched records may wait for one reader before
@@ -140,7 +167,7 @@ func (k *Kafka) drainProducerEvents() {
 	for ev := range k.producer.Events() {
 		switch e := ev.(type) {
 		case kafka.Error:
-			k.log.Warn("kafka producer", "err", e, "code", e.Code())
+			k.noisy.log(k.log, "kafka producer", e)
 		case *kafka.Message:
 			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
 		}
@@ -155,8 +182,7 @@ func (k *Kafka) logLoop(ctx context.Context, logs chan kafka.LogEvent) {
 
 // RouteKafkaLogs writes librdkafka's log lines (a client made with
 // go.logs.channel.enable) to log until ctx ends or logs is closed.
-// librdkafka's levels are syslog's: 0-3 become errors, 4 warnings, the rest
-// debug.
+// librdkafka's levels are syslog's: 0-2 become errors, the rest debug.
 func RouteKafkaLogs(ctx context.Context, logs chan kafka.LogEvent, log *slog.Logger) {
 	for {
 		select {
@@ -164,12 +190,11 @@ func RouteKafkaLogs(ctx context.Context, logs chan kafka.LogEvent, log *slog.Log
 			if !ok {
 				return
 			}
+			// Only critical lines above debug: librdkafka also reports its
+			// errors as events, which the owners log once per condition.
 			level := slog.LevelDebug
-			switch {
-			case l.Level <= 3:
+			if l.Level <= 2 {
 				level = slog.LevelError
-			case l.Level == 4:
-				level = slog.LevelWarn
 			}
 			log.Log(ctx, level, l.Message, "component", "librdkafka", "client", l.Name, "tag", l.Tag)
 		case <-ctx.Done():
@@ -440,7 +465,7 @@ func (k *Kafka) pollLoop(ctx context.Context) {
 		case *kafka.Message:
 			k.dispatch(e)
 		case kafka.Error:
-			k.log.Warn("kafka consumer", "err", e, "code", e.Code())
+			k.noisy.log(k.log, "kafka consumer", e)
 		case nil:
 		default:
 			k.log.Debug("kafka consumer event", "event", e.String())

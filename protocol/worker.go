@@ -27,6 +27,10 @@ type WorkerConfig struct {
 	// Kafka is the process's shared clients; nil for a worker that only
 	// registers, quits and lists.
 	Kafka *Kafka
+	// ZKBufferSize sizes the session's buffers. 0: SmallZKBuffer, enough to
+	// go online and to list some hundred users; a process with one worker
+	// that lists big directories wants LargeZKBuffer.
+	ZKBufferSize int
 	// Metadata is stored as JSON in /online/<id>; nil: host and pid.
 	Metadata map[string]any
 	Logger   *slog.Logger
@@ -81,7 +85,7 @@ func (w *Worker) sessionLocked(ctx context.Context) (*Session, error) {
 	s, err := Dial(ctx, SessionConfig{
 		Connect:        w.cfg.ZooKeeper,
 		SessionTimeout: w.cfg.SessionTimeout,
-		BufferSize:     SmallZKBuffer,
+		BufferSize:     w.cfg.ZKBufferSize,
 		Logger:         w.log,
 	})
 	if err != nil {

@@ -51,8 +51,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Usage: "chat over ZooKeeper (who is registered, who is online) and Kafka (one topic per user)",
 		Description: "Start the servers and a manager with `make run`, then register users and chat:\n\n" +
 			"   zkchat register alice && zkchat register bob\n" +
-			"   zkchat chat alice          # in one terminal; type `bob: hello`\n" +
-			"   zkchat read bob --follow   # in another\n\n" +
+			"   zkchat read bob --follow   # in one terminal: bob is online, prints what he gets\n" +
+			"   zkchat chat alice          # in another; type `bob: hello`\n\n" +
 			"Every failure prints one line on stderr. Exit codes: 0 success, 1 failure, 2 bad usage.",
 		Reader:          stdin,
 		Writer:          stdout,
@@ -70,7 +70,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			sendCommand(), readCommand(), chatCommand(),
 		},
 	}
-	err := app.RunContext(ctx, args)
+	for _, c := range app.Commands {
+		// Otherwise a bad command flag prints the whole help before the error.
+		c.OnUsageError = app.OnUsageError
+	}
+	err := app.RunContext(ctx, intersperse(app, args))
 	// urfave/cli reports these without calling OnUsageError.
 	if err != nil && strings.HasPrefix(err.Error(), "No help topic for ") {
 		return usagef("unknown command %s (see zkchat --help)", strings.TrimPrefix(err.Error(), "No help topic for "))

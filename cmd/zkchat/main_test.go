@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
@@ -189,5 +191,22 @@ func TestSession(t *testing.T) {
 	}
 	if o, _, code := zc(t, env, nil, "unregister", "bob"); code != 0 || o != "bob was not registered\n" {
 		t.Fatalf("unregister again: %d %q", code, o)
+	}
+}
+
+func TestIntersperse(t *testing.T) {
+	app := &cli.App{Flags: globalFlags(), Commands: []*cli.Command{readCommand(), sendCommand()}}
+	for _, tc := range []struct{ in, want string }{
+		{"zkchat read bob --follow", "zkchat read --follow bob"},
+		{"zkchat -z h:1 read bob -f", "zkchat -z h:1 read -f bob"},
+		{"zkchat send hello --from a --to b world", "zkchat send --from a --to b hello world"},
+		{"zkchat send --from=a hello --to=b", "zkchat send --from=a --to=b hello"},
+		{"zkchat send --from a --to b -- -1 --x", "zkchat send --from a --to b -- -1 --x"},
+		{"zkchat nosuch x --y", "zkchat nosuch x --y"},
+		{"zkchat --help", "zkchat --help"},
+	} {
+		if got := strings.Join(intersperse(app, strings.Fields(tc.in)), " "); got != tc.want {
+			t.Errorf("intersperse(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

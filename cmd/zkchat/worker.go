@@ -54,8 +54,10 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 		ZooKeeper:      c.String("zookeeper"),
 		SessionTimeout: c.Duration("session-timeout"),
 		RequestTimeout: c.Duration("timeout"),
-		Kafka:          env.kafka,
-		Logger:         log,
+		// One session per process: afford the buffers to list thousands.
+		ZKBufferSize: protocol.LargeZKBuffer,
+		Kafka:        env.kafka,
+		Logger:       log,
 	})
 	if err != nil {
 		if env.kafka != nil {

@@ -49,6 +49,10 @@ func servers() (zkAddr, kafkaAddr string) {
 	if zkAddr == "" {
 		zkAddr = "127.0.0.1:2181"
 	}
+	// Each test makes its own chroot; one given in the variable is dropped.
+	if i := strings.IndexByte(zkAddr, '/'); i >= 0 {
+		zkAddr = zkAddr[:i]
+	}
 	if kafkaAddr == "" {
 		kafkaAddr = "127.0.0.1:9092"
 	}
