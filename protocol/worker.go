@@ -365,21 +365,35 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 // the failed message is read again next time. It returns how many messages
 // fn accepted.
 func (w *Worker) ReadMessages(ctx context.Context, fn func(Message) error) (int, error) {
-	return w.read(ctx, false, fn)
+	return w.read(ctx, false, ReadOptions{}, fn)
 }
 
 // FollowMessages is ReadMessages that keeps waiting for new messages until
 // ctx ends; then it returns nil. The position is committed whenever no
 // further message is waiting.
 func (w *Worker) FollowMessages(ctx context.Context, fn func(Message) error) error {
-	_, err := w.read(ctx, true, fn)
+	return w.FollowMessagesWith(ctx, ReadOptions{}, fn)
+}
+
+// ReadOptions tunes FollowMessagesWith.
+type ReadOptions struct {
+	// BeforeCommit, if set, runs before each commit of the read position;
+	// if it fails nothing is committed and reading stops with its error.
+	// A front end uses it to prove that what fn handed on was really
+	// delivered (the IRC bridge waits for a PONG).
+	BeforeCommit func(context.Context) error
+}
+
+// FollowMessagesWith is FollowMessages with options.
+func (w *Worker) FollowMessagesWith(ctx context.Context, opts ReadOptions, fn func(Message) error) error {
+	_, err := w.read(ctx, true, opts, fn)
 	if err != nil && ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
 
-func (w *Worker) read(ctx context.Context, follow bool, fn func(Message) error) (n int, err error) {
+func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn func(Message) error) (n int, err error) {
 	k := w.cfg.Kafka
 	if k == nil {
 		return 0, fmt.Errorf("read %s: %w", w.id, ErrNoKafka)
@@ -419,6 +433,12 @@ func (w *Worker) read(ctx context.Context, follow bool, fn func(Message) error) 
 		// Commit even when ctx is over: what fn accepted must not be read again.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
+		if opts.BeforeCommit != nil {
+			if err := opts.BeforeCommit(cctx); err != nil {
+				next = -1
+				return fmt.Errorf("not committed: %w", err)
+			}
+		}
 		err := k.commit(cctx, group, topic, next)
 		next = -1
 		return err
