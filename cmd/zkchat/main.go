@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Commands: []*cli.Command{
 			initCommand(), managerCommand(),
 			registerCommand(), unregisterCommand(), usersCommand(),
-			sendCommand(), readCommand(), chatCommand(),
+			sendCommand(), readCommand(), chatCommand(), bridgeCommand(),
 		},
 	}
 	for _, c := range app.Commands {

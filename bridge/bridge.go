@@ -1,0 +1,505 @@
+package bridge
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lrstanley/girc"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// Config configures a Bridge.
+type Config struct {
+	Server    string // IRC server host:port
+	TLS       bool
+	Password  string // server password (PASS)
+	SASLUser  string // SASL PLAIN account of the bot; "" for none
+	SASLPass  string
+	Nick      string // the bot's nick; "": zkchat
+	Channel   string // "": #chatroom
+	ZooKeeper string // connection string with optional chroot
+	Kafka     *protocol.Kafka
+	// Format of a delivered message, with the sender's nick and the text:
+	// "": "<%s> %s".
+	Format string
+	// Rate is the most lines a second the bot writes, Burst how many may
+	// go at once; 0: 20 and 40. Negative Rate: no pacing, for a server that
+	// exempts the bot from flood limits.
+	Rate  float64
+	Burst int
+	// SplitGrace is how long a user who left in a netsplit stays online,
+	// waiting for the network to heal. 0: 60 s.
+	SplitGrace time.Duration
+	// SessionConcurrency bounds ZooKeeper sessions opened at once after a
+	// JOIN burst. 0: 32.
+	SessionConcurrency int
+	SessionTimeout     time.Duration // of each user's session; 0: default
+	RequestTimeout     time.Duration // manager answers; 0: 15 s
+	Logger             *slog.Logger
+}
+
+// Bridge is the IRC bot. Run it with Run.
+type Bridge struct {
+	cfg  Config
+	log  *slog.Logger
+	irc  *girc.Client
+	out  chan *girc.Event // to the pacer
+	sem  chan struct{}    // ZooKeeper sessions being opened
+	host string
+
+	mu        sync.Mutex
+	users     map[string]*user // by id
+	synced    bool             // connected, in the channel, member list read
+	connCtx   context.Context  // ends when the IRC connection does
+	connStop  context.CancelFunc
+	casemap   CaseMapping
+	pongs     map[string]chan struct{}
+	runCtx    context.Context
+	wg        sync.WaitGroup // user goroutines
+	listMu    sync.Mutex
+	list      *protocol.Session // for who and users
+	connected chan struct{}     // closed at each successful sync; for tests
+}
+
+// Log messages an operator greps for.
+const (
+	msgOnline  = "user online"
+	msgOffline = "user offline"
+)
+
+// New validates cfg and registers the IRC handlers, once: a reconnect
+// reuses them, so no event is ever handled twice.
+func New(cfg Config) (*Bridge, error) {
+	if cfg.Nick == "" {
+		cfg.Nick = "zkchat"
+	}
+	if cfg.Channel == "" {
+		cfg.Channel = "#chatroom"
+	}
+	if !strings.HasPrefix(cfg.Channel, "#") && !strings.HasPrefix(cfg.Channel, "&") {
+		return nil, fmt.Errorf("channel %q: must start with # or &", cfg.Channel)
+	}
+	if cfg.Format == "" {
+		cfg.Format = "<%s> %s"
+	}
+	if strings.Count(cfg.Format, "%s") != 2 || strings.Count(cfg.Format, "%") != 2 {
+		return nil, fmt.Errorf("format %q: want exactly two %%s (sender, text)", cfg.Format)
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate, cfg.Burst = 20, 40
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 1
+	}
+	if cfg.SplitGrace <= 0 {
+		cfg.SplitGrace = 60 * time.Second
+	}
+	if cfg.SessionConcurrency <= 0 {
+		cfg.SessionConcurrency = 32
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Kafka == nil {
+		return nil, errors.New("bridge: no Kafka clients")
+	}
+	if _, _, err := protocol.SplitConnect(cfg.ZooKeeper); err != nil {
+		return nil, err
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Server)
+	if err != nil {
+		return nil, fmt.Errorf("irc server %q: want host:port: %w", cfg.Server, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 {
+		return nil, fmt.Errorf("irc server %q: bad port", cfg.Server)
+	}
+	gc := girc.Config{
+		Server: host, Port: port, SSL: cfg.TLS, ServerPass: cfg.Password,
+		Nick: cfg.Nick, User: "zkchat", Name: "zkchat bridge",
+		// The bridge paces its own output: girc's limiter is unreliable.
+		AllowFlood: true,
+		// girc answers CTCP VERSION with the Go version and OS otherwise.
+		Version: "zkchat bridge",
+		// GlobalFormat would rewrite {b}-style codes in user text.
+		GlobalFormat: false,
+		PingDelay:    30 * time.Second,
+	}
+	if cfg.SASLUser != "" {
+		gc.SASL = &girc.SASLPlain{User: cfg.SASLUser, Pass: cfg.SASLPass}
+	}
+	b := &Bridge{
+		cfg: cfg, log: cfg.Logger.With("component", "bridge"),
+		irc: girc.New(gc), out: make(chan *girc.Event, 1024),
+		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
+		users: map[string]*user{}, pongs: map[string]chan struct{}{},
+		casemap: RFC1459, connected: make(chan struct{}),
+	}
+	b.connCtx, b.connStop = context.WithCancel(context.Background())
+	b.connStop()
+	b.handlers()
+	return b, nil
+}
+
+// handlers registers the IRC handlers. girc runs a foreground handler in
+// its event loop, so each only takes b.mu briefly and hands slow work to a
+// user's goroutine.
+func (b *Bridge) handlers() {
+	h := b.irc.Handlers
+	h.Add(girc.CONNECTED, func(c *girc.Client, e girc.Event) {
+		cm, _ := c.GetServerOption("CASEMAPPING")
+		b.mu.Lock()
+		b.casemap = ParseCaseMapping(cm)
+		b.mu.Unlock()
+		b.log.Info("irc connected; joining", "server", b.host, "channel", b.cfg.Channel, "casemapping", cm)
+		c.Cmd.Join(b.cfg.Channel)
+	})
+	h.Add(girc.DISCONNECTED, func(*girc.Client, girc.Event) { b.disconnected() })
+	h.Add(girc.RPL_ENDOFNAMES, func(c *girc.Client, e girc.Event) {
+		if len(e.Params) >= 2 && b.sameChannel(e.Params[1]) {
+			b.resync()
+		}
+	})
+	h.Add(girc.JOIN, func(c *girc.Client, e girc.Event) {
+		if e.Source == nil || len(e.Params) == 0 || !b.sameChannel(e.Params[0]) || b.isMe(e.Source.Name) {
+			return
+		}
+		b.presence(e.Source.Name, true, false)
+	})
+	h.Add(girc.PART, func(c *girc.Client, e girc.Event) {
+		if e.Source == nil || len(e.Params) == 0 || !b.sameChannel(e.Params[0]) {
+			return
+		}
+		if b.isMe(e.Source.Name) {
+			b.lostChannel("parted")
+			return
+		}
+		b.presence(e.Source.Name, false, false)
+	})
+	h.Add(girc.KICK, func(c *girc.Client, e girc.Event) {
+		if len(e.Params) < 2 || !b.sameChannel(e.Params[0]) {
+			return
+		}
+		if b.isMe(e.Params[1]) {
+			b.lostChannel("kicked")
+			return
+		}
+		b.presence(e.Params[1], false, false)
+	})
+	h.Add(girc.QUIT, func(c *girc.Client, e girc.Event) {
+		if e.Source == nil || b.isMe(e.Source.Name) {
+			return
+		}
+		b.presence(e.Source.Name, false, netsplit.MatchString(e.Last()))
+	})
+	h.Add(girc.NICK, func(c *girc.Client, e girc.Event) {
+		if e.Source == nil || len(e.Params) == 0 || b.isMe(e.Source.Name) {
+			return
+		}
+		if ch := c.LookupChannel(b.cfg.Channel); ch == nil {
+			return
+		}
+		b.presence(e.Source.Name, false, false)
+		b.presence(e.Last(), true, false)
+	})
+	h.Add(girc.PRIVMSG, func(c *girc.Client, e girc.Event) {
+		if e.Source == nil || len(e.Params) < 2 || !b.isMe(e.Params[0]) {
+			return // channel talk is not for the bot
+		}
+		if ok, _ := e.IsCTCP(); ok {
+			return
+		}
+		b.command(e.Source.Name, e.Last())
+	})
+	h.Add(girc.PONG, func(c *girc.Client, e girc.Event) {
+		b.mu.Lock()
+		if ch, ok := b.pongs[e.Last()]; ok {
+			close(ch)
+			delete(b.pongs, e.Last())
+		}
+		b.mu.Unlock()
+	})
+}
+
+// netsplit matches the QUIT reason servers give for a netsplit:
+// "irc.left.net irc.right.net".
+var netsplit = regexp.MustCompile(`^[\w.-]+\.[\w-]+ [\w.-]+\.[\w-]+$`)
+
+func (b *Bridge) isMe(nick string) bool {
+	return girc.ToRFC1459(nick) == girc.ToRFC1459(b.irc.GetNick())
+}
+
+func (b *Bridge) sameChannel(name string) bool {
+	return girc.ToRFC1459(name) == girc.ToRFC1459(b.cfg.Channel)
+}
+
+// Run connects and serves until ctx ends, reconnecting with jittered
+// exponential backoff.
+func (b *Bridge) Run(ctx context.Context) error {
+	b.mu.Lock()
+	b.runCtx = ctx
+	b.mu.Unlock()
+	pctx, stopPacer := context.WithCancel(context.Background())
+	pacerDone := make(chan struct{})
+	go func() { defer close(pacerDone); b.pacer(pctx) }()
+	stopIRC := context.AfterFunc(ctx, func() { b.irc.Quit("zkchat bridge stopping"); b.irc.Close() })
+	defer stopIRC()
+
+	// Account checks (IRCv3 account-tag) are not implemented yet.
+	b.log.Warn("nick ownership is not verified: whoever holds a registered nick in the channel acts as that user")
+	backoff := time.Second
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := b.irc.Connect()
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			backoff = time.Second
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		b.log.Warn("irc connection ended; reconnecting", "server", b.host, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		backoff = min(backoff*2, 2*time.Minute)
+	}
+	b.disconnected()
+	// Everyone goes offline with the bridge.
+	b.mu.Lock()
+	for _, u := range b.users {
+		u.setIn(false)
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+	stopPacer()
+	<-pacerDone
+	b.listMu.Lock()
+	if b.list != nil {
+		b.list.Close()
+		b.list = nil
+	}
+	b.listMu.Unlock()
+	return nil
+}
+
+// disconnected stops delivery until the next sync.
+func (b *Bridge) disconnected() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.synced {
+		b.log.Warn("irc disconnected: delivery paused", "server", b.host)
+	}
+	b.synced = false
+	b.connStop()
+	for tok, ch := range b.pongs {
+		close(ch)
+		delete(b.pongs, tok)
+	}
+}
+
+// lostChannel: the bot left the channel (kicked, parted): everyone goes
+// offline, and the bot rejoins after a pause.
+func (b *Bridge) lostChannel(why string) {
+	b.log.Warn("bot lost the channel; all users offline, rejoining", "reason", why, "channel", b.cfg.Channel)
+	b.mu.Lock()
+	b.synced = false
+	b.connStop()
+	for _, u := range b.users {
+		u.setIn(false)
+	}
+	b.mu.Unlock()
+	time.AfterFunc(5*time.Second+rand.N(5*time.Second), func() {
+		if b.irc.IsConnected() {
+			b.irc.Cmd.Join(b.cfg.Channel)
+		}
+	})
+}
+
+// resync reads the channel's member list after joining it: members are
+// online, everyone else offline. Delivery starts.
+func (b *Bridge) resync() {
+	ch := b.irc.LookupChannel(b.cfg.Channel)
+	if ch == nil {
+		return
+	}
+	members := ch.Users(b.irc)
+	b.mu.Lock()
+	cm := b.casemap
+	in := map[string]string{}
+	for _, m := range members {
+		if b.isMe(m.Nick) {
+			continue
+		}
+		if id, err := NickToID(m.Nick, cm); err == nil {
+			in[id] = m.Nick
+		}
+	}
+	for id, u := range b.users {
+		if _, ok := in[id]; !ok {
+			u.setIn(false)
+		}
+	}
+	b.connCtx, b.connStop = context.WithCancel(context.Background())
+	b.synced = true
+	close(b.connected)
+	b.connected = make(chan struct{})
+	b.mu.Unlock()
+	for _, nick := range in {
+		b.presence(nick, true, false)
+	}
+	b.mu.Lock()
+	for _, u := range b.users {
+		u.poke()
+	}
+	b.mu.Unlock()
+	b.log.Info("channel member list read: delivery running", "channel", b.cfg.Channel, "members", len(in))
+}
+
+// presence records that nick is (or is not) in the channel.
+func (b *Bridge) presence(nick string, in, split bool) {
+	b.mu.Lock()
+	id, err := NickToID(nick, b.casemap)
+	if err != nil {
+		b.mu.Unlock()
+		if in {
+			b.notice(nick, fmt.Sprintf("your nick cannot be a zkchat user (%v); change it with /nick to chat through %s", err, b.cfg.Nick))
+		}
+		return
+	}
+	u := b.users[id]
+	if u == nil {
+		if !in {
+			b.mu.Unlock()
+			return
+		}
+		u = b.newUser(id)
+	}
+	if in {
+		u.nick = nick
+	}
+	b.mu.Unlock()
+	if split && !in {
+		u.splitLeave(b.cfg.SplitGrace)
+		return
+	}
+	u.setIn(in)
+}
+
+// notice queues a NOTICE; the pacer sends it.
+func (b *Bridge) notice(nick, text string) {
+	for _, line := range Split(Sanitize(text), lineRoom(nick)) {
+		b.enqueue(context.Background(), &girc.Event{Command: girc.NOTICE, Params: []string{nick, line}})
+	}
+}
+
+func (b *Bridge) enqueue(ctx context.Context, e *girc.Event) bool {
+	select {
+	case b.out <- e:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// pacer writes every line the bot sends, at most Rate a second with bursts
+// of Burst: the server's flood limits never see more.
+func (b *Bridge) pacer(ctx context.Context) {
+	var next time.Time
+	interval := time.Duration(0)
+	if b.cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / b.cfg.Rate)
+	}
+	for {
+		select {
+		case e := <-b.out:
+			if interval > 0 {
+				now := time.Now()
+				if floor := now.Add(-time.Duration(b.cfg.Burst) * interval); next.Before(floor) {
+					next = floor
+				}
+				if d := next.Sub(now); d > 0 {
+					select {
+					case <-time.After(d):
+					case <-ctx.Done():
+						return
+					}
+				}
+				next = next.Add(interval)
+			}
+			b.irc.Send(e)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// sync proves that the server has read every line queued before it: it
+// queues a PING with a fresh token behind them and waits for the PONG.
+func (b *Bridge) sync(ctx context.Context) error {
+	var tok [8]byte
+	_, _ = crand.Read(tok[:])
+	token := "zkchat-" + hex.EncodeToString(tok[:])
+	ch := make(chan struct{})
+	b.mu.Lock()
+	if !b.synced {
+		b.mu.Unlock()
+		return errors.New("irc disconnected")
+	}
+	b.pongs[token] = ch
+	conn := b.connCtx
+	b.mu.Unlock()
+	if !b.enqueue(ctx, &girc.Event{Command: girc.PING, Params: []string{token}}) {
+		return context.Cause(ctx)
+	}
+	select {
+	case <-ch:
+		if conn.Err() != nil {
+			return errors.New("irc disconnected before the server answered")
+		}
+		return nil
+	case <-ctx.Done():
+		b.mu.Lock()
+		delete(b.pongs, token)
+		b.mu.Unlock()
+		return context.Cause(ctx)
+	}
+}
+
+// listSession is the bridge's own session for listing users: large
+// buffers, unlike the users' sessions.
+func (b *Bridge) listSession(ctx context.Context) (*protocol.Session, error) {
+	b.listMu.Lock()
+	defer b.listMu.Unlock()
+	if b.list != nil {
+		return b.list, nil
+	}
+	s, err := protocol.Dial(ctx, protocol.SessionConfig{Connect: b.cfg.ZooKeeper,
+		BufferSize: protocol.LargeZKBuffer, Logger: b.log})
+	if err != nil {
+		return nil, err
+	}
+	b.list = s
+	return s, nil
+}
+
+// Synced returns a channel closed at the next time the bridge has joined the
+// channel and read its member list, and whether it is synced now.
+func (b *Bridge) Synced() (<-chan struct{}, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.connected, b.synced
+}

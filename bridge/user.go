@@ -1,0 +1,362 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lrstanley/girc"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// user is one nick's zkchat side. Its goroutine (run) does everything that
+// talks to ZooKeeper for it, in order: commands from its private messages,
+// and bringing its presence in line with the channel. It ends when the nick
+// is offline and out of the channel, or when the bridge stops.
+type user struct {
+	b  *Bridge
+	id string
+	w  *protocol.Worker
+
+	ops  chan func(context.Context) // the nick's commands, in order
+	kick chan struct{}              // cap 1: presence may need work
+
+	mu         sync.Mutex
+	nick       string // current nick, for delivery
+	in         bool   // in the channel (or leaving in a netsplit)
+	splitTimer *time.Timer
+	// unregistered: going online failed for want of registration; retried
+	// after register, or after the nick joins again.
+	unregistered bool
+
+	online   bool
+	delivery context.CancelFunc
+	delDone  chan struct{}
+}
+
+// newUser makes and starts a user; b.mu is held.
+func (b *Bridge) newUser(id string) *user {
+	w, err := protocol.NewWorker(id, protocol.WorkerConfig{
+		ZooKeeper: b.cfg.ZooKeeper, SessionTimeout: b.cfg.SessionTimeout,
+		RequestTimeout: b.cfg.RequestTimeout, Kafka: b.cfg.Kafka,
+		ZKBufferSize: protocol.SmallZKBuffer, Logger: b.cfg.Logger,
+		Metadata: map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
+	})
+	if err != nil { // id came from NickToID, so valid
+		panic(fmt.Sprintf("bridge: worker for %q: %v", id, err))
+	}
+	u := &user{b: b, id: id, w: w, ops: make(chan func(context.Context), 64), kick: make(chan struct{}, 1)}
+	b.users[id] = u
+	ctx := b.runCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	b.wg.Add(1)
+	go u.run(ctx)
+	return u
+}
+
+func (u *user) poke() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setIn records whether the nick is in the channel.
+func (u *user) setIn(in bool) {
+	u.mu.Lock()
+	if u.splitTimer != nil {
+		u.splitTimer.Stop()
+		u.splitTimer = nil
+	}
+	if in && !u.in {
+		u.unregistered = false // a new join tries again, and is told again
+	}
+	u.in = in
+	u.mu.Unlock()
+	u.poke()
+}
+
+// splitLeave keeps a user who quit in a netsplit online for grace, so that
+// a split and its heal do not flap everyone offline and online.
+func (u *user) splitLeave(grace time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.splitTimer != nil {
+		return
+	}
+	u.b.log.Info("user left in a netsplit; keeping online", "id", u.id, "grace", grace)
+	u.splitTimer = time.AfterFunc(grace, func() {
+		u.mu.Lock()
+		u.splitTimer = nil
+		u.in = false
+		u.mu.Unlock()
+		u.poke()
+	})
+}
+
+func (u *user) run(ctx context.Context) {
+	defer u.b.wg.Done()
+	for {
+		select {
+		case op := <-u.ops:
+			op(ctx)
+		case <-u.kick:
+		case <-ctx.Done():
+			u.goOffline()
+			return
+		}
+		if u.reconcile(ctx) {
+			return
+		}
+	}
+}
+
+// reconcile brings the worker's presence in line with the channel; it
+// reports true when the user is gone (offline, out of the channel, nothing
+// queued) and has left the bridge's table.
+func (u *user) reconcile(ctx context.Context) bool {
+	b := u.b
+	u.mu.Lock()
+	want := u.in && !u.unregistered
+	nick := u.nick
+	u.mu.Unlock()
+	b.mu.Lock()
+	synced, conn := b.synced, b.connCtx
+	b.mu.Unlock()
+
+	switch {
+	case want && !u.online:
+		select {
+		case b.sem <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+		err := u.w.GoOnline(ctx)
+		<-b.sem
+		switch {
+		case err == nil:
+			u.online = true
+			b.log.Info(msgOnline, "id", u.id, "nick", nick)
+		case errors.Is(err, protocol.ErrNotRegistered):
+			u.mu.Lock()
+			u.unregistered = true
+			u.mu.Unlock()
+			b.notice(nick, fmt.Sprintf("Hi %s! You are not registered with zkchat: send me `register` (/msg %s register) to chat here.", nick, b.irc.GetNick()))
+		case errors.Is(err, protocol.ErrAlreadyOnline):
+			u.mu.Lock()
+			u.unregistered = true // do not retry in a loop; a new join retries
+			u.mu.Unlock()
+			b.notice(nick, fmt.Sprintf("%s is online elsewhere (another zkchat client); messages go there until it leaves. Rejoin to try again.", u.id))
+		default:
+			b.log.Error("going online failed", "id", u.id, "err", err)
+			b.notice(nick, "Sorry, going online failed: "+err.Error())
+			time.AfterFunc(5*time.Second, u.poke)
+		}
+	case !want && u.online:
+		u.goOffline()
+	}
+	if u.delivery != nil {
+		select {
+		case <-u.delDone: // ended by an error: restart below
+			u.delivery()
+			u.delivery, u.delDone = nil, nil
+		default:
+		}
+	}
+	if u.online && synced && u.delivery == nil {
+		dctx, stop := context.WithCancel(conn)
+		u.delivery, u.delDone = stop, make(chan struct{})
+		go u.deliver(dctx, u.delDone)
+	}
+	if u.online || len(u.ops) > 0 {
+		return false
+	}
+	u.mu.Lock()
+	in, waiting := u.in, u.splitTimer != nil
+	u.mu.Unlock()
+	if in || waiting {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(u.ops) > 0 || len(u.kick) > 0 {
+		return false
+	}
+	delete(b.users, u.id)
+	return true
+}
+
+func (u *user) stopDelivery() {
+	if u.delivery != nil {
+		u.delivery()
+		<-u.delDone
+		u.delivery, u.delDone = nil, nil
+	}
+}
+
+func (u *user) goOffline() {
+	u.stopDelivery()
+	if u.online {
+		u.w.GoOffline()
+		u.online = false
+		u.b.log.Info(msgOffline, "id", u.id)
+	}
+}
+
+// deliver follows the user's topic and writes each message to the nick.
+// The read position is committed only after the server answered a PING
+// queued behind the lines; if the connection drops first, the messages
+// come again (at least once, never lost).
+func (u *user) deliver(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	b := u.b
+	err := u.w.FollowMessagesWith(ctx, protocol.ReadOptions{BeforeCommit: b.sync}, func(m protocol.Message) error {
+		u.mu.Lock()
+		nick := u.nick
+		u.mu.Unlock()
+		text := fmt.Sprintf(b.cfg.Format, IDToNick(m.From), Sanitize(m.Text))
+		for _, line := range Split(text, lineRoom(nick)) {
+			if !b.enqueue(ctx, &girc.Event{Command: girc.PRIVMSG, Params: []string{nick, line}}) {
+				return context.Cause(ctx)
+			}
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		b.log.Error("delivery stopped; restarting from the last commit", "id", u.id, "err", err)
+		time.AfterFunc(2*time.Second, u.poke) // run's reconcile restarts it
+	}
+}
+
+// command handles a private message from nick.
+func (b *Bridge) command(nick, line string) {
+	b.mu.Lock()
+	id, err := NickToID(nick, b.casemap)
+	if err != nil {
+		b.mu.Unlock()
+		b.notice(nick, fmt.Sprintf("Your nick cannot be a zkchat user (%v); change it with /nick.", err))
+		return
+	}
+	u := b.users[id]
+	if u == nil {
+		u = b.newUser(id)
+	}
+	u.mu.Lock()
+	if u.nick == "" {
+		u.nick = nick
+	}
+	u.mu.Unlock()
+	b.mu.Unlock()
+	cmd := ParseCommand(line)
+	op := func(ctx context.Context) { b.do(ctx, u, nick, cmd) }
+	select {
+	case u.ops <- op:
+	default:
+		b.notice(nick, "Too many commands at once; wait for the answers and try again.")
+	}
+}
+
+// do runs one command in the user's goroutine.
+func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
+	switch cmd.Name {
+	case "help", "":
+		if cmd.Name == "" && cmd.Text != "" {
+			b.notice(nick, fmt.Sprintf("Unknown command %q.", cmd.Text))
+		}
+		for _, l := range helpText {
+			if strings.Contains(l, "%s") {
+				l = fmt.Sprintf(l, b.cfg.Channel)
+			}
+			b.notice(nick, l)
+		}
+	case "register":
+		st, err := u.w.Register(ctx)
+		switch {
+		case err != nil:
+			b.notice(nick, "Registration failed: "+err.Error())
+		case st == protocol.StatusAlready:
+			b.notice(nick, fmt.Sprintf("%s is registered already.", nick))
+		default:
+			b.notice(nick, fmt.Sprintf("Registered %s (zkchat id %s). You are online while you are in %s.", nick, u.id, b.cfg.Channel))
+		}
+		if err == nil {
+			u.mu.Lock()
+			u.unregistered = false
+			u.mu.Unlock()
+		}
+	case "quit":
+		u.stopDelivery()
+		st, err := u.w.Quit(ctx)
+		u.online = false
+		switch {
+		case err != nil:
+			b.notice(nick, "Unregistering failed: "+err.Error())
+		case st == protocol.StatusAlready:
+			b.notice(nick, fmt.Sprintf("%s was not registered.", nick))
+		default:
+			b.notice(nick, fmt.Sprintf("Unregistered %s. Send `register` to come back.", nick))
+		}
+		u.mu.Lock()
+		u.unregistered = true
+		u.mu.Unlock()
+	case "who", "users":
+		s, err := b.listSession(ctx)
+		var ids []string
+		if err == nil {
+			dir := s.Paths.Online()
+			if cmd.Name == "users" {
+				dir = s.Paths.Registry()
+			}
+			ids, err = s.Children(ctx, dir)
+		}
+		if err != nil {
+			b.notice(nick, "Listing failed: "+err.Error())
+			return
+		}
+		names := make([]string, len(ids))
+		for i, id := range ids {
+			names[i] = IDToNick(id)
+		}
+		sort.Strings(names)
+		label := "Online"
+		if cmd.Name == "users" {
+			label = "Registered"
+		}
+		b.notice(nick, fmt.Sprintf("%s (%d): %s", label, len(names), strings.Join(names, " ")))
+	case "msg":
+		b.mu.Lock()
+		to, err := NickToID(cmd.To, b.casemap)
+		b.mu.Unlock()
+		if err != nil {
+			// Not a nick: maybe an id of another front end.
+			to = strings.ToLower(cmd.To)
+			if protocol.ValidateID(to) != nil {
+				b.notice(nick, fmt.Sprintf("Not sent: %q is neither a nick nor a zkchat id.", cmd.To))
+				return
+			}
+		}
+		if !u.online {
+			b.notice(nick, fmt.Sprintf("Not sent: you are not online. Register (/msg %s register) and join %s.", b.irc.GetNick(), b.cfg.Channel))
+			return
+		}
+		if err := u.w.SendMessage(ctx, to, cmd.Text); err != nil {
+			var why string
+			switch {
+			case errors.Is(err, protocol.ErrReceiverOffline):
+				why = cmd.To + " is offline"
+			case errors.Is(err, protocol.ErrNotRegistered):
+				why = cmd.To + " is not a registered user"
+			default:
+				why = err.Error()
+			}
+			b.notice(nick, "Not sent: "+why+".")
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/protocol"
+)
+
+func bridgeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bridge",
+		Usage: "run the IRC bridge (with a built-in manager) until SIGINT/SIGTERM",
+		Description: "The bot joins --channel. A registered nick in the channel is online; private\n" +
+			"messages to the bot are commands: help, register, quit, who, users,\n" +
+			"msg <nick> <text> (or <nick>: <text>). Messages to a user arrive as private\n" +
+			"messages from the bot. Give the bot a connect class without flood limits and\n" +
+			"use --rate -1, or keep the default pacing (20 lines/s, bursts of 40).\n" +
+			"Nick ownership is not verified: whoever holds a registered nick is that user.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "irc-server", EnvVars: []string{"ZKCHAT_IRC_SERVER"}, Value: "127.0.0.1:6667",
+				Usage: "IRC server `HOST:PORT`"},
+			&cli.BoolFlag{Name: "irc-tls", EnvVars: []string{"ZKCHAT_IRC_TLS"}, Usage: "connect with TLS"},
+			&cli.StringFlag{Name: "irc-password", EnvVars: []string{"ZKCHAT_IRC_PASSWORD"},
+				Usage: "server password (from the environment, not the command line, in production)"},
+			&cli.StringFlag{Name: "sasl-user", EnvVars: []string{"ZKCHAT_SASL_USER"}, Usage: "SASL PLAIN account of the bot"},
+			&cli.StringFlag{Name: "sasl-password", EnvVars: []string{"ZKCHAT_SASL_PASSWORD"}, Usage: "SASL PLAIN password of the bot"},
+			&cli.StringFlag{Name: "nick", EnvVars: []string{"ZKCHAT_IRC_NICK"}, Value: "zkchat", Usage: "the bot's nick"},
+			&cli.StringFlag{Name: "channel", EnvVars: []string{"ZKCHAT_IRC_CHANNEL"}, Value: "#chatroom", Usage: "the channel the bot serves"},
+			&cli.StringFlag{Name: "format", EnvVars: []string{"ZKCHAT_IRC_FORMAT"}, Value: "<%s> %s",
+				Usage: "delivered message format: sender nick, text"},
+			&cli.Float64Flag{Name: "rate", EnvVars: []string{"ZKCHAT_IRC_RATE"}, Value: 20,
+				Usage: "most lines a second the bot writes (-1: no pacing, for an exempt connect class)"},
+			&cli.IntFlag{Name: "burst", EnvVars: []string{"ZKCHAT_IRC_BURST"}, Value: 40, Usage: "lines the bot may write at once"},
+			&cli.DurationFlag{Name: "split-grace", Value: 0, Usage: "how long users who left in a netsplit stay online (default 1m)"},
+			&cli.BoolFlag{Name: "no-manager", Usage: "do not run the built-in manager"},
+			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
+				Usage: "replication factor of new user topics (built-in manager)"},
+			&cli.StringFlag{Name: "name", Usage: "the built-in manager's name in logs (default host:pid)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usagef("bridge: takes no arguments")
+			}
+			log, err := logger(c, slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			k, err := protocol.NewKafka(protocol.KafkaConfig{
+				Brokers: c.String("kafka"), Topics: protocol.Topics{Prefix: c.String("topic-prefix")}, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			b, err := bridge.New(bridge.Config{
+				Server: c.String("irc-server"), TLS: c.Bool("irc-tls"), Password: c.String("irc-password"),
+				SASLUser: c.String("sasl-user"), SASLPass: c.String("sasl-password"),
+				Nick: c.String("nick"), Channel: c.String("channel"), Format: c.String("format"),
+				Rate: c.Float64("rate"), Burst: c.Int("burst"), SplitGrace: c.Duration("split-grace"),
+				ZooKeeper: c.String("zookeeper"), Kafka: k,
+				SessionTimeout: c.Duration("session-timeout"), RequestTimeout: c.Duration("timeout"),
+				Logger: log,
+			})
+			if err != nil {
+				return usageError{err}
+			}
+			var wg sync.WaitGroup
+			var mErr error
+			if !c.Bool("no-manager") {
+				m, _, err := newManager(c)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				wg.Add(1)
+				go func() { defer wg.Done(); mErr = m.Run(c.Context) }()
+			}
+			log.Info("bridge starting", "irc", c.String("irc-server"), "channel", c.String("channel"),
+				"zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
+			bErr := b.Run(c.Context)
+			wg.Wait()
+			log.Info("bridge stopped")
+			return errors.Join(bErr, mErr)
+		},
+	}
+}
