@@ -221,7 +221,7 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 		u.mu.Lock()
 		nick := u.nick
 		u.mu.Unlock()
-		text := fmt.Sprintf(b.cfg.Format, IDToNick(m.From), Sanitize(m.Text))
+		text := fmt.Sprintf(b.cfg.Format, b.senderName(m.From), Sanitize(m.Text))
 		for _, line := range Split(text, lineRoom(nick)) {
 			if !b.enqueue(ctx, &girc.Event{Command: girc.PRIVMSG, Params: []string{nick, line}}) {
 				return context.Cause(ctx)
@@ -359,4 +359,21 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 			b.notice(nick, "Not sent: "+why+".")
 		}
 	}
+}
+
+// senderName shows a sender as its nick in the channel if it has one here,
+// else as the nick its id decodes to (an IRC user elsewhere: folded), else
+// as its id (a user of another front end).
+func (b *Bridge) senderName(id string) string {
+	b.mu.Lock()
+	u := b.users[id]
+	b.mu.Unlock()
+	if u != nil {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if u.nick != "" {
+			return u.nick
+		}
+	}
+	return IDToNick(id)
 }

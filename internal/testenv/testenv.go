@@ -110,6 +110,39 @@ func New(t testing.TB) *Env {
 	return e
 }
 
+// IRC returns the address of the test IRC server (ZKCHAT_IRC_SERVER,
+// default 127.0.0.1:6667) and of its listener for bots, whose connect class
+// has no flood limits (ZKCHAT_IRC_BRIDGE_SERVER, default 127.0.0.1:6668).
+// It skips t (fails it under ZKCHAT_TEST_STRICT=1) when the server does not
+// answer.
+func IRC(t testing.TB) (users, bots string) {
+	t.Helper()
+	users, bots = os.Getenv("ZKCHAT_IRC_SERVER"), os.Getenv("ZKCHAT_IRC_BRIDGE_SERVER")
+	if users == "" {
+		users = "127.0.0.1:6667"
+	}
+	if bots == "" {
+		bots = "127.0.0.1:6668"
+	}
+	c, err := net.DialTimeout("tcp", users, 2*time.Second)
+	if err != nil {
+		msg := fmt.Sprintf("IRC server %s does not answer (%v); start it with scripts/inspircd.sh start, or run the tests with make test", users, err)
+		if os.Getenv("ZKCHAT_TEST_STRICT") == "1" {
+			t.Fatalf("ZKCHAT_TEST_STRICT=1: %s", msg)
+		}
+		t.Skip("integration test skipped: " + msg)
+	}
+	c.Close()
+	return users, bots
+}
+
+// Tag is a short random string for names a test makes (nicks, channels).
+func Tag() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // Logger is a slog logger that writes to the test log.
 func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))

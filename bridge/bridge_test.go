@@ -1,0 +1,227 @@
+package bridge_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/manager"
+	"github.com/zkchat/zkchat/protocol"
+)
+
+type setup struct {
+	env     *testenv.Env
+	users   string // IRC address for users
+	bot     string // the bot's nick
+	channel string
+	kafka   *protocol.Kafka
+	b       *bridge.Bridge
+	stop    func()
+}
+
+// start runs a manager and a bridge for the test, on its own channel.
+func start(t *testing.T) *setup {
+	t.Helper()
+	env := testenv.New(t)
+	users, bots := testenv.IRC(t)
+	tag := testenv.Tag()
+	s := &setup{env: env, users: users, bot: "zk" + tag, channel: "#t" + tag}
+	log := testenv.Logger(t)
+	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
+		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log.With("test", "manager")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.kafka, err = protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.b, err = bridge.New(bridge.Config{Server: bots, Nick: s.bot, Channel: s.channel,
+		ZooKeeper: env.ZooKeeper, Kafka: s.kafka, Rate: -1, Logger: log.With("test", "bridge"),
+		SessionTimeout: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mDone, bDone := make(chan struct{}), make(chan struct{})
+	go func() { _ = m.Run(ctx); close(mDone) }()
+	go func() { _ = s.b.Run(ctx); close(bDone) }()
+	stopped := false
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		<-bDone
+		<-mDone
+		m.Close()
+		s.kafka.Close()
+	}
+	t.Cleanup(s.stop)
+	s.waitSynced(t)
+	return s
+}
+
+func (s *setup) waitSynced(t *testing.T) {
+	t.Helper()
+	ch, ok := s.b.Synced()
+	if ok {
+		return
+	}
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		t.Fatal("bridge did not join its channel")
+	}
+}
+
+// join connects nick and joins the test channel.
+func (s *setup) join(t *testing.T, nick string) *ircUser {
+	u := dialIRC(t, s.users, nick)
+	u.send("JOIN " + s.channel)
+	u.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 366 ") })
+	return u
+}
+
+func (s *setup) waitNode(t *testing.T, c *zk.Conn, path string, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok, _, err := c.Exists(path)
+		if err == nil && ok == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s exists=%v, want %v", path, ok, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestConversation(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	c := s.env.Conn(t)
+	tag := testenv.Tag()
+	an, bn := "Al"+tag, "bo["+tag+"]"
+	alice, bob := s.join(t, an), s.join(t, bn)
+	aid, _ := bridge.NickToID(an, bridge.RFC1459)
+	bid, _ := bridge.NickToID(bn, bridge.RFC1459)
+
+	alice.waitFrom(s.bot, "NOTICE", "not registered")
+	for _, u := range []*ircUser{alice, bob} {
+		u.send("PRIVMSG " + s.bot + " :register")
+		u.waitFrom(s.bot, "NOTICE", "Registered")
+	}
+	s.waitNode(t, c, s.env.Path("/online/"+aid), true)
+	s.waitNode(t, c, s.env.Path("/online/"+bid), true)
+
+	alice.send("PRIVMSG " + s.bot + " :msg " + bn + " hello bob, ünïcode ✓")
+	bob.waitFrom(s.bot, "PRIVMSG", "<"+an+"> hello bob, ünïcode ✓")
+	bob.send("PRIVMSG " + s.bot + " :" + an + ": hi back")
+	alice.waitFrom(s.bot, "PRIVMSG", "<"+bn+"> hi back")
+
+	alice.send("PRIVMSG " + s.bot + " :who")
+	l := alice.waitFrom(s.bot, "NOTICE", "Online (2)")
+	if !strings.Contains(l, strings.ToLower(an)) {
+		t.Fatalf("who: %q", l)
+	}
+	alice.send("PRIVMSG " + s.bot + " :dance")
+	alice.waitFrom(s.bot, "NOTICE", `Unknown command "dance"`)
+
+	// Bob leaves: offline; a message to him is refused with a notice.
+	bob.send("PART " + s.channel)
+	s.waitNode(t, c, s.env.Path("/online/"+bid), false)
+	alice.send("PRIVMSG " + s.bot + " :msg " + bn + " are you there?")
+	alice.waitFrom(s.bot, "NOTICE", "is offline")
+
+	alice.send("PRIVMSG " + s.bot + " :quit")
+	alice.waitFrom(s.bot, "NOTICE", "Unregistered")
+	s.waitNode(t, c, s.env.Path("/registry/"+aid), false)
+	s.waitNode(t, c, s.env.Path("/online/"+aid), false)
+}
+
+// TestCLIAndIRC: a CLI worker and an IRC user talk both ways, and 300
+// messages arrive complete, in order, once.
+func TestCLIAndIRC(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	tag := testenv.Tag()
+	nick := "irc" + tag
+	u := s.join(t, nick)
+	u.send("PRIVMSG " + s.bot + " :register")
+	u.waitFrom(s.bot, "NOTICE", "Registered")
+
+	cli, err := protocol.NewWorker("cli"+tag, protocol.WorkerConfig{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := cli.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.GoOnline(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := cli.SendMessage(ctx, nick, "from the cli")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("send to IRC user: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // the IRC user's online node comes with the bridge's reconcile
+	}
+	u.waitFrom(s.bot, "PRIVMSG", "<cli"+tag+"> from the cli")
+
+	u.send("PRIVMSG " + s.bot + " :cli" + tag + ": from irc")
+	got := make(chan string, 1)
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	go func() {
+		_ = cli.FollowMessages(rctx, func(m protocol.Message) error {
+			got <- m.From + "|" + m.Text
+			rcancel()
+			return nil
+		})
+	}()
+	select {
+	case g := <-got:
+		if want := "irc" + tag + "|from irc"; g != want {
+			t.Fatalf("cli got %q, want %q", g, want)
+		}
+	case <-rctx.Done():
+		t.Fatal("cli got nothing from the IRC user")
+	}
+
+	const n = 300
+	for i := 0; i < n; i++ {
+		if err := cli.SendMessage(ctx, nick, fmt.Sprintf("seq %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		l := u.waitFrom(s.bot, "PRIVMSG", "seq ")
+		if !strings.HasSuffix(l, fmt.Sprintf(" seq %d", i)) {
+			t.Fatalf("message %d: got %q", i, l)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, l := range u.all() {
+		if strings.Contains(l, " seq ") {
+			t.Fatalf("duplicate or extra: %q", l)
+		}
+	}
+}
