@@ -26,10 +26,14 @@ type setup struct {
 }
 
 // start runs a manager and a bridge for the test, on its own channel.
-func start(t *testing.T) *setup {
+// With a proxy function, the bridge reaches the server through it.
+func start(t *testing.T, via ...func(string) string) *setup {
 	t.Helper()
 	env := testenv.New(t)
 	users, bots := testenv.IRC(t)
+	for _, f := range via {
+		bots = f(bots)
+	}
 	tag := testenv.Tag()
 	s := &setup{env: env, users: users, bot: "zk" + tag, channel: "#t" + tag}
 	log := testenv.Logger(t)
@@ -224,4 +228,81 @@ func TestCLIAndIRC(t *testing.T) {
 			t.Fatalf("duplicate or extra: %q", l)
 		}
 	}
+}
+
+// TestReconnect: the IRC connection of the bridge breaks in the middle of
+// a delivery; it reconnects, the user is still online, and every message
+// arrives, in order. Messages written but not yet proven read (no PONG) are
+// sent again: duplicates are bounded by one delivery batch, and counted.
+func TestReconnect(t *testing.T) {
+	t.Parallel()
+	var p *proxy
+	s := start(t, func(addr string) string { p = newProxy(t, addr); return p.addr() })
+	tag := testenv.Tag()
+	nick := "rc" + tag
+	u := s.join(t, nick)
+	u.send("PRIVMSG " + s.bot + " :register")
+	u.waitFrom(s.bot, "NOTICE", "Registered")
+	c := s.env.Conn(t)
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
+	const n = 200
+	for i := 0; i < n; i++ {
+		if i == n/2 {
+			p.cut() // the server "goes away" for the bridge
+		}
+		if err := sender.SendMessage(ctx, nick, fmt.Sprintf("seq %d", i)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	seen := map[int]int{}
+	last := -1
+	for len(seen) < n {
+		l := u.waitFrom(s.bot, "PRIVMSG", " seq ")
+		var i int
+		if _, err := fmt.Sscanf(l[strings.LastIndex(l, " seq ")+1:], "seq %d", &i); err != nil {
+			t.Fatalf("bad line %q", l)
+		}
+		seen[i]++
+		if seen[i] == 1 {
+			if i != last+1 {
+				t.Fatalf("message %d arrived after %d: lost or reordered", i, last)
+			}
+			last = i
+		}
+	}
+	dups := 0
+	for _, k := range seen {
+		dups += k - 1
+	}
+	t.Logf("reconnect: %d messages, %d duplicates after %d cut(s)", n, dups, p.cuts)
+	if dups > 300 {
+		t.Fatalf("%d duplicates: more than one delivery batch", dups)
+	}
+	if ok, _, _ := c.Exists(s.env.Path("/online/" + nick)); !ok {
+		t.Fatal("user offline after the bridge reconnected")
+	}
+}
+
+func (s *setup) worker(t *testing.T, id string) *protocol.Worker {
+	w, err := protocol.NewWorker(id, protocol.WorkerConfig{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	return w
+}
+
+func mustRegisterOnline(t *testing.T, ctx context.Context, s *setup, id string) *protocol.Worker {
+	w := s.worker(t, id)
+	if _, err := w.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.GoOnline(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
