@@ -306,3 +306,50 @@ func mustRegisterOnline(t *testing.T, ctx context.Context, s *setup, id string) 
 	}
 	return w
 }
+
+// TestBadInput: long multi-byte texts with control characters from a
+// foreign sender reach the IRC user split under the line limit and
+// reassemble to the sanitized text; odd but legal nicks work; nonsense gets
+// a notice.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	tag := testenv.Tag()
+	nick := "[x]`^{}|_-" + tag[:3]
+	u := s.join(t, nick)
+	u.send("PRIVMSG " + s.bot + " :register")
+	u.waitFrom(s.bot, "NOTICE", "Registered")
+	id, err := bridge.NickToID(nick, bridge.RFC1459)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.env.Conn(t)
+	s.waitNode(t, c, s.env.Path("/online/"+id), true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sender := mustRegisterOnline(t, ctx, s, "foreign"+tag)
+	text := strings.Repeat("ünï€😀 ", 150) + "\r\nline two\x00\x01ACTION dcc\x01 end \xff"
+	if err := sender.SendMessage(ctx, id, text); err != nil {
+		t.Fatal(err)
+	}
+	want := "<foreign" + tag + "> " + bridge.Sanitize(text)
+	var got strings.Builder
+	for got.Len() < len(want) {
+		l := u.waitFrom(s.bot, "PRIVMSG", "")
+		if len(l)+2 > 512 {
+			t.Fatalf("line of %d bytes", len(l)+2)
+		}
+		if strings.ContainsAny(l, "\x00\x01\r\n") {
+			t.Fatalf("control character on the wire: %q", l)
+		}
+		got.WriteString(l[strings.Index(l[1:], " :")+3:])
+	}
+	if got.String() != want {
+		t.Fatalf("reassembled text differs:\n got %q\nwant %q", got.String(), want)
+	}
+	for _, cmd := range []string{"msg", "msg nobody-" + tag + " hi", "\x02bold\x02", "register extra words", ": :"} {
+		u.send("PRIVMSG " + s.bot + " :" + cmd)
+		u.waitFrom(s.bot, "NOTICE", "")
+	}
+}
