@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the zkchat scripts and build need, only when missing.
 #
-#   scripts/install-deps.sh [all|servers|zookeeper|kafka|go]   (default: all)
+#   scripts/install-deps.sh [all|servers|zookeeper|kafka|irc|go]   (default: all)
 #
 #   zookeeper  Java 17+, Debian's zookeeper package (server + zkCli.sh)
 #   kafka      Java 17+, Maven (fetches the Kafka jars), kcat (readiness probe)
-#   servers    zookeeper + kafka (what scripts/*.sh start needs)
+#   irc        Debian's inspircd (3.x, the IRC server scripts/inspircd.sh runs)
+#              and ii (a tiny real IRC client the tests drive through FIFOs)
+#   servers    zookeeper + kafka + irc (what scripts/*.sh start needs)
 #   go         Go >= 1.26 (checked only) and gcc + libc6-dev for cgo,
 #              which confluent-kafka-go needs
 #   all        everything above plus netcat-openbsd (handy: echo srvr | nc …)
@@ -45,6 +47,59 @@ deps_kafka() {
 	ensure_apt kcat
 }
 
+# packaged_inspircd_pids: PIDs of the inspircd package's own daemon. Both its
+# init script and its systemd unit run it as user irc (with /etc/inspircd);
+# scripts/inspircd.sh runs ours as the invoking user with a config of ours.
+packaged_inspircd_pids() {
+	local pid
+	pid=$(pid_of /var/run/inspircd/inspircd.pid) # the init script's pid file
+	{
+		# A stale pid file's PID may belong to something else by now.
+		if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == inspircd ]]; then
+			printf '%s\n' "$pid"
+		fi
+		pgrep -u irc -x inspircd 2>/dev/null || true
+	} | sort -u
+}
+
+# stop_packaged_inspircd: installing inspircd runs `invoke-rc.d inspircd start`
+# from its postinst. Docker-style images forbid that (policy-rc.d exits 101)
+# and there is no systemd here, but where it is allowed the packaged daemon
+# comes up on 127.0.0.1:6667 (/etc/inspircd/inspircd.conf) and takes the port
+# ours needs. Stop it, and disable it so a reboot does not bring it back.
+stop_packaged_inspircd() {
+	local pids=()
+	[[ -e /etc/init.d/inspircd || -e /lib/systemd/system/inspircd.service ]] || return 0
+	# Only renames the rc?.d links; harmless where there are none.
+	as_root update-rc.d inspircd disable >/dev/null 2>&1 || true
+	if [[ -d /run/systemd/system ]]; then
+		as_root systemctl disable --now inspircd >/dev/null 2>&1 || true
+	fi
+	mapfile -t pids < <(packaged_inspircd_pids)
+	((${#pids[@]})) || return 0
+	log "stopping the inspircd service the package started (pid ${pids[*]}); scripts/inspircd.sh runs its own"
+	as_root service inspircd stop >/dev/null 2>&1 || true
+	as_root kill -TERM "${pids[@]}" 2>/dev/null || true
+	if ! wait_for 10 "" bash -c '! pgrep -u irc -x inspircd >/dev/null'; then
+		mapfile -t pids < <(packaged_inspircd_pids)
+		((${#pids[@]} == 0)) || as_root kill -KILL "${pids[@]}" 2>/dev/null || true
+		sleep 0.5
+	fi
+	mapfile -t pids < <(packaged_inspircd_pids)
+	((${#pids[@]} == 0)) ||
+		die "could not stop the packaged inspircd service (pid ${pids[*]}, user irc); stop it by hand: service inspircd stop"
+}
+
+deps_irc() {
+	local had_inspircd=1
+	pkg_installed inspircd || had_inspircd=0
+	ensure_apt inspircd ii
+	# Only right after our own install: a daemon someone set up on purpose earlier stays.
+	((had_inspircd)) || stop_packaged_inspircd
+	[[ -x /usr/sbin/inspircd ]] || die "/usr/sbin/inspircd missing after installing the inspircd package"
+	command -v ii >/dev/null 2>&1 || die "ii not found after installing the ii package"
+}
+
 deps_go() {
 	local gobin="" v
 	if command -v go >/dev/null 2>&1; then
@@ -69,17 +124,20 @@ what=${1:-all}
 case $what in
 zookeeper) deps_zookeeper ;;
 kafka) deps_kafka ;;
+irc) deps_irc ;;
 servers)
 	deps_zookeeper
 	deps_kafka
+	deps_irc
 	;;
 go) deps_go ;;
 all)
 	deps_zookeeper
 	deps_kafka
+	deps_irc
 	ensure_apt netcat-openbsd
 	deps_go
 	log "all dependencies present"
 	;;
-*) die "usage: $0 [all|servers|zookeeper|kafka|go]" ;;
+*) die "usage: $0 [all|servers|zookeeper|kafka|irc|go]" ;;
 esac

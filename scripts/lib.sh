@@ -26,6 +26,10 @@ export ZKCHAT_ZK_PORT=${ZKCHAT_ZK_PORT:-2181}
 export ZKCHAT_KAFKA_PORT=${ZKCHAT_KAFKA_PORT:-9092}
 export ZKCHAT_KAFKA_CONTROLLER_PORT=${ZKCHAT_KAFKA_CONTROLLER_PORT:-9093}
 export ZKCHAT_KAFKA_VERSION=${ZKCHAT_KAFKA_VERSION:-4.1.1}
+# InspIRCd (scripts/inspircd.sh): clients on IRC_PORT, the zkchat IRC bridge
+# on IRC_BRIDGE_PORT (a connect class without flood limits).
+export ZKCHAT_IRC_PORT=${ZKCHAT_IRC_PORT:-6667}
+export ZKCHAT_IRC_BRIDGE_PORT=${ZKCHAT_IRC_BRIDGE_PORT:-6668}
 
 # Everything binds to loopback only.
 # shellcheck disable=SC2034 # used by the scripts that source this file

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Both zkchat test servers: ZooKeeper, then Kafka (stopped in reverse order).
+# The zkchat test servers: ZooKeeper, Kafka, then InspIRCd (the IRC server
+# for the IRC bridge); stopped in reverse order.
 #
 #   scripts/servers.sh start|stop|status|restart
 #
-# status exits 0 only when both answer.
+# status exits 0 only when all answer.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,11 +14,13 @@ S=$ROOT/scripts
 start() {
 	"$S/zookeeper.sh" start
 	"$S/kafka.sh" start
+	"$S/inspircd.sh" start
 }
 
-# Try both even when the first fails, so nothing is left behind.
+# Try all even when one fails, so nothing is left behind.
 stop() {
 	local rc=0
+	"$S/inspircd.sh" stop || rc=1
 	"$S/kafka.sh" stop || rc=1
 	"$S/zookeeper.sh" stop || rc=1
 	return "$rc"
@@ -25,7 +28,7 @@ stop() {
 
 status() {
 	local rc=0 r
-	for name in zookeeper kafka; do
+	for name in zookeeper kafka inspircd; do
 		r=0
 		"$S/$name.sh" status || r=$?
 		((rc != 0)) || rc=$r

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs a command against freshly started ZooKeeper + Kafka:
+# Runs a command against freshly started ZooKeeper + Kafka + InspIRCd:
 #
 #   scripts/with-servers.sh go test ./...
 #
 # Installs/fetches whatever is missing, starts the servers that are not
-# running yet, exports ZKCHAT_ZOOKEEPER and ZKCHAT_KAFKA (host:port), runs the
-# command and exits with its exit code. On exit (also Ctrl-C / TERM) it stops
-# only the servers it started itself; ones already running stay up.
+# running yet, exports ZKCHAT_ZOOKEEPER, ZKCHAT_KAFKA, ZKCHAT_IRC_SERVER (for
+# IRC clients) and ZKCHAT_IRC_BRIDGE_SERVER (the IRC bridge's port, without
+# flood limits), all host:port, runs the command and exits with its exit
+# code. On exit (also Ctrl-C / TERM) it stops only the servers it started
+# itself; ones already running stay up.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,7 +25,7 @@ STARTED=() # servers to stop on exit, in start order
 cleanup() {
 	local rc=$? i
 	trap - EXIT INT TERM
-	# Reverse order: Kafka before ZooKeeper.
+	# Reverse order: InspIRCd, then Kafka, then ZooKeeper.
 	for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
 		"$S/${STARTED[i]}.sh" stop || true
 	done
@@ -34,7 +36,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for name in zookeeper kafka; do
+for name in zookeeper kafka inspircd; do
 	rc=0
 	"$S/$name.sh" status >/dev/null 2>&1 || rc=$?
 	case $rc in
@@ -54,7 +56,9 @@ done
 
 export ZKCHAT_ZOOKEEPER=$HOST:$ZKCHAT_ZK_PORT
 export ZKCHAT_KAFKA=$HOST:$ZKCHAT_KAFKA_PORT
-log "running: $* (ZKCHAT_ZOOKEEPER=$ZKCHAT_ZOOKEEPER ZKCHAT_KAFKA=$ZKCHAT_KAFKA)"
+export ZKCHAT_IRC_SERVER=$HOST:$ZKCHAT_IRC_PORT
+export ZKCHAT_IRC_BRIDGE_SERVER=$HOST:$ZKCHAT_IRC_BRIDGE_PORT
+log "running: $* (ZKCHAT_ZOOKEEPER=$ZKCHAT_ZOOKEEPER ZKCHAT_KAFKA=$ZKCHAT_KAFKA ZKCHAT_IRC_SERVER=$ZKCHAT_IRC_SERVER ZKCHAT_IRC_BRIDGE_SERVER=$ZKCHAT_IRC_BRIDGE_SERVER)"
 
 set +e
 "$@"
