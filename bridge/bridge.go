@@ -389,14 +389,17 @@ func (b *Bridge) presence(nick string, in, split bool) {
 		u = b.newUser(id)
 	}
 	if in {
+		u.mu.Lock()
 		u.nick = nick
+		u.mu.Unlock()
 	}
-	b.mu.Unlock()
+	// Under b.mu: the user's goroutine may be about to leave the table.
 	if split && !in {
 		u.splitLeave(b.cfg.SplitGrace)
-		return
+	} else {
+		u.setIn(in)
 	}
-	u.setIn(in)
+	b.mu.Unlock()
 }
 
 // notice queues a NOTICE; the pacer sends it.

@@ -178,15 +178,14 @@ func (u *user) reconcile(ctx context.Context) bool {
 	if u.online || len(u.ops) > 0 {
 		return false
 	}
+	// Leave the table under b.mu, which presence and command hold while
+	// they hand this user work: nothing is handed to a user that is gone.
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	u.mu.Lock()
 	in, waiting := u.in, u.splitTimer != nil
 	u.mu.Unlock()
-	if in || waiting {
-		return false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(u.ops) > 0 || len(u.kick) > 0 {
+	if in || waiting || len(u.ops) > 0 || len(u.kick) > 0 {
 		return false
 	}
 	delete(b.users, u.id)
@@ -253,12 +252,13 @@ func (b *Bridge) command(nick, line string) {
 		u.nick = nick
 	}
 	u.mu.Unlock()
-	b.mu.Unlock()
 	cmd := ParseCommand(line)
 	op := func(ctx context.Context) { b.do(ctx, u, nick, cmd) }
 	select {
-	case u.ops <- op:
+	case u.ops <- op: // under b.mu, see reconcile
+		b.mu.Unlock()
 	default:
+		b.mu.Unlock()
 		b.notice(nick, "Too many commands at once; wait for the answers and try again.")
 	}
 }
