@@ -176,7 +176,27 @@ func (b *Bridge) handlers() {
 		if e.Source == nil || len(e.Params) == 0 || !b.sameChannel(e.Params[0]) || b.isMe(e.Source.Name) {
 			return
 		}
+		if len(e.Params) >= 2 { // extended-join: the account, or "*"
+			b.setAccount(e.Source.Name, e.Params[1])
+		}
 		b.presence(e.Source.Name, true, false)
+	})
+	h.Add(girc.CAP_ACCOUNT, func(c *girc.Client, e girc.Event) {
+		if e.Source != nil && len(e.Params) == 1 {
+			b.setAccount(e.Source.Name, e.Params[0])
+		}
+	})
+	// WHOX replies (girc asks on join) carry the accounts of the members
+	// listed before: look at everyone again when they are in.
+	h.Add(girc.RPL_ENDOFWHO, func(c *girc.Client, e girc.Event) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, u := range b.users {
+			u.mu.Lock()
+			u.refused = false
+			u.mu.Unlock()
+			u.poke()
+		}
 	})
 	h.Add(girc.PART, func(c *girc.Client, e girc.Event) {
 		if e.Source == nil || len(e.Params) == 0 || !b.sameChannel(e.Params[0]) {
@@ -231,6 +251,35 @@ func (b *Bridge) handlers() {
 		}
 		b.mu.Unlock()
 	})
+}
+
+// setAccount records the services account nick is logged in to ("*" or
+// "": none), and has its presence checked again.
+func (b *Bridge) setAccount(nick, account string) {
+	if account == "*" {
+		account = ""
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id, err := NickToID(nick, b.casemap)
+	if err != nil {
+		return
+	}
+	u := b.users[id]
+	if u == nil {
+		u = b.newUser(id)
+		u.mu.Lock()
+		u.nick = nick
+		u.mu.Unlock()
+	}
+	u.mu.Lock()
+	changed := !u.accountKnown || u.account != account
+	u.account, u.accountKnown = account, true
+	if changed {
+		u.refused = false
+	}
+	u.mu.Unlock()
+	u.poke()
 }
 
 // netsplit matches the QUIT reason servers give for a netsplit:

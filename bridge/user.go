@@ -30,9 +30,16 @@ type user struct {
 	nick       string // current nick, for delivery
 	in         bool   // in the channel (or leaving in a netsplit)
 	splitTimer *time.Timer
-	// unregistered: going online failed for want of registration; retried
-	// after register, or after the nick joins again.
+	// unregistered: going online failed for want of registration (or of
+	// the bound account); retried after register, an account change, or
+	// the nick joining again.
 	unregistered bool
+	// refused: the nick is not logged in to the account its id is bound
+	// to; retried when its account changes or the WHOX replies are in.
+	refused bool
+	// account the nick is logged in to, from its JOIN or ACCOUNT events.
+	account      string
+	accountKnown bool
 
 	online   bool
 	delivery context.CancelFunc
@@ -76,7 +83,7 @@ func (u *user) setIn(in bool) {
 		u.splitTimer = nil
 	}
 	if in && !u.in {
-		u.unregistered = false // a new join tries again, and is told again
+		u.unregistered, u.refused = false, false // a new join tries again, and is told again
 	}
 	u.in = in
 	u.mu.Unlock()
@@ -124,13 +131,31 @@ func (u *user) run(ctx context.Context) {
 func (u *user) reconcile(ctx context.Context) bool {
 	b := u.b
 	u.mu.Lock()
-	want := u.in && !u.unregistered
+	want := u.in && !u.unregistered && !u.refused
 	nick := u.nick
 	u.mu.Unlock()
 	b.mu.Lock()
 	synced, conn := b.synced, b.connCtx
 	b.mu.Unlock()
 
+	if want {
+		// Checked at every reconcile, so an account change (ACCOUNT event,
+		// WHOX reply) takes an impostor offline too.
+		ok, why, err := b.verify(ctx, u, nick)
+		switch {
+		case err != nil:
+			b.log.Error("account check failed", "id", u.id, "err", err)
+			time.AfterFunc(5*time.Second, u.poke)
+			want = false
+		case !ok:
+			b.log.Warn("nick not logged in to its bound account: refused", "id", u.id, "nick", nick)
+			u.mu.Lock()
+			u.refused = true
+			u.mu.Unlock()
+			b.notice(nick, why)
+			want = false
+		}
+	}
 	switch {
 	case want && !u.online:
 		select {
@@ -278,13 +303,28 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 		}
 	case "register":
 		st, err := u.w.Register(ctx)
+		acct := b.accountOf(u, nick)
 		switch {
 		case err != nil:
 			b.notice(nick, "Registration failed: "+err.Error())
 		case st == protocol.StatusAlready:
 			b.notice(nick, fmt.Sprintf("%s is registered already.", nick))
 		default:
+			// Only a new registration binds: "register" on someone else's
+			// registered nick must not take it over.
+			if acct != "" {
+				if berr := b.bind(ctx, u.id, acct); berr != nil {
+					b.notice(nick, "Registered, but binding to your account failed: "+berr.Error())
+				}
+			} else {
+				_ = b.unbind(ctx, u.id) // a stale binding of an earlier registration
+			}
 			b.notice(nick, fmt.Sprintf("Registered %s (zkchat id %s). You are online while you are in %s.", nick, u.id, b.cfg.Channel))
+			if acct != "" {
+				b.notice(nick, fmt.Sprintf("Your nick is bound to your services account %q: only that account can use it here.", acct))
+			} else {
+				b.notice(nick, "You are not logged in to a services account, so anyone who takes your nick can use it here.")
+			}
 		}
 		if err == nil {
 			u.mu.Lock()
@@ -292,8 +332,20 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 			u.mu.Unlock()
 		}
 	case "quit":
+		if ok, why, err := b.verify(ctx, u, nick); err != nil || !ok {
+			if err != nil {
+				why = "Unregistering failed: " + err.Error()
+			}
+			b.notice(nick, why)
+			return
+		}
 		u.stopDelivery()
 		st, err := u.w.Quit(ctx)
+		if err == nil {
+			if uerr := b.unbind(ctx, u.id); uerr != nil {
+				b.log.Warn("unbind after quit", "id", u.id, "err", uerr)
+			}
+		}
 		u.online = false
 		switch {
 		case err != nil:

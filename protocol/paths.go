@@ -17,6 +17,10 @@ const (
 	// electionDir holds the managers' ephemeral sequential election nodes.
 	// It is not in the spec's tree: only managers read it.
 	electionDir = "/election"
+	// accountsDir binds ids to accounts of a front end (an IRC services
+	// account): data is the account name. Not in the spec's tree: front ends
+	// that verify identity read and write it.
+	accountsDir = "/accounts"
 )
 
 // Paths names the nodes of the zkchat tree under one chroot ("" for none).
@@ -53,6 +57,10 @@ func (p Paths) QuitRequests() string   { return p.root + quitDir }
 func (p Paths) Registry() string       { return p.root + registryDir }
 func (p Paths) Online() string         { return p.root + onlineDir }
 func (p Paths) Election() string       { return p.root + electionDir }
+func (p Paths) Accounts() string       { return p.root + accountsDir }
+
+// Account is the node binding id to a front end's account.
+func (p Paths) Account(id string) string { return p.Accounts() + "/" + id }
 
 // Enroll is the registration request node of id.
 func (p Paths) Enroll(id string) string { return p.EnrollRequests() + "/" + id }
@@ -68,7 +76,8 @@ func (p Paths) OnlineNode(id string) string { return p.Online() + "/" + id }
 
 // Persistent lists the persistent nodes of the tree, parents first, as
 // createZkTreeStructure creates them: the chroot's own path elements, then
-// /request, /request/enroll, /request/quit, /registry, /online, /election.
+// /request, /request/enroll, /request/quit, /registry, /online, /election,
+// /accounts.
 func (p Paths) Persistent() []string {
 	var out []string
 	if p.root != "" {
@@ -78,7 +87,7 @@ func (p Paths) Persistent() []string {
 			out = append(out, acc)
 		}
 	}
-	for _, d := range []string{requestDir, enrollDir, quitDir, registryDir, onlineDir, electionDir} {
+	for _, d := range []string{requestDir, enrollDir, quitDir, registryDir, onlineDir, electionDir, accountsDir} {
 		out = append(out, p.root+d)
 	}
 	return out

@@ -18,7 +18,7 @@ func TestPaths(t *testing.T) {
 		t.Errorf("OnlineNode = %q", got)
 	}
 	want := []string{"/chat", "/chat/x", "/chat/x/request", "/chat/x/request/enroll", "/chat/x/request/quit",
-		"/chat/x/registry", "/chat/x/online", "/chat/x/election"}
+		"/chat/x/registry", "/chat/x/online", "/chat/x/election", "/chat/x/accounts"}
 	if got := p.Persistent(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Persistent = %q, want %q", got, want)
 	}
