@@ -306,8 +306,8 @@ func (b *Bridge) Run(ctx context.Context) error {
 	stopIRC := context.AfterFunc(ctx, func() { b.irc.Quit("zkchat bridge stopping"); b.irc.Close() })
 	defer stopIRC()
 
-	// Account checks (IRCv3 account-tag) are not implemented yet.
-	b.log.Warn("nick ownership is not verified: whoever holds a registered nick in the channel acts as that user")
+	b.log.Warn("nick ownership is verified only for nicks registered while logged in to a services account; " +
+		"on a server without accounts, whoever holds a registered nick in the channel acts as that user")
 	backoff := time.Second
 	for ctx.Err() == nil {
 		start := time.Now()

@@ -10,6 +10,10 @@
 // from the bot, split under IRC's 512-byte line (Split) and stripped of what
 // could end a line or start CTCP (Sanitize).
 //
+// On a server with services accounts, a nick that registers while logged in
+// is bound to its account (/accounts/<id>); the bridge then treats the nick
+// as that user only while it is logged in to that account (account.go).
+//
 // All workers share the process's protocol.Kafka: one producer, one
 // consumer. Each online user has a ZooKeeper session of its own with small
 // buffers; sessions are opened with bounded concurrency.

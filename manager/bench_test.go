@@ -1,17 +1,20 @@
 package manager_test
 
-// Benchmarks against the real ZooKeeper and Kafka (see docs/BENCHMARKS.md):
+// Benchmarks against the real ZooKeeper and Kafka; docs/BENCHMARKS.md has
+// the numbers and how to run them, e.g.
 //
-//	go test -run '^$' -bench . -benchtime 300x ./manager/
+//	go test -run '^$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/
+//	go test -run '^$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/
 //
 // Every benchmark gets its own ZooKeeper chroot and Kafka topic prefix from
-// testenv, and (except the two floors) its own manager, started before the
+// testenv, and (except the floors) its own manager, started before the
 // timer. Each records the latency of every operation and reports p50, p99
 // and max in milliseconds, and a rate, with b.ReportMetric. The floors are
-// the bare client libraries doing the least the protocol operation needs on
-// the same servers, with the same client settings:
+// the bare client libraries on the same servers with the same client
+// settings:
 //
-//	ZKCreateDeleteFloor      ↔ Register, RegisterParallel
+//	ZKCreateDeleteFloor      ↔ Register, RegisterParallel (the target's floor)
+//	ZKRegisterProtocolFloor  ↔ Register (the protocol's round trips, bare)
 //	KafkaProduceConsumeFloor ↔ SendRead, FirstMessage
 
 import (
@@ -21,6 +24,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -255,6 +259,118 @@ func BenchmarkZKCreateDeleteFloor(b *testing.B) {
 	benchReportRate(b, "ops/s", b.N)
 }
 
+// BenchmarkZKRegisterProtocolFloor is the register protocol done with bare
+// go-zookeeper calls and no zkchat code: a client session creates the
+// request (-1) and waits on a data watch until it is answered, then deletes
+// it; a second session, standing in for the manager, keeps a child watch on
+// the request directory and answers every new request with one multi (check
+// of its own election node, create /registry/<id>, versioned set of the
+// request to 1), as the manager does. It is the least the protocol's
+// ZooKeeper round trips cost on this server: what Register could reach if
+// the manager and worker added nothing.
+func BenchmarkZKRegisterProtocolFloor(b *testing.B) {
+	env := testenv.New(b)
+	c := benchZkConnect(b, env.ZKServers)
+	mc := benchZkConnect(b, env.ZKServers)
+	paths, err := protocol.NewPaths(env.Chroot)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range paths.Persistent() {
+		if _, err := c.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			b.Fatalf("create %s: %v", p, err)
+		}
+	}
+	election, err := mc.Create(paths.Election()+"/n_", nil, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	managerErr := make(chan error, 1)
+	go func() {
+		handled := map[string]bool{}
+		for {
+			names, _, ch, err := mc.ChildrenW(paths.EnrollRequests())
+			if err != nil {
+				managerErr <- err
+				return
+			}
+			for _, id := range names {
+				if handled[id] {
+					continue
+				}
+				handled[id] = true
+				path := paths.Enroll(id)
+				data, st, err := mc.Get(path)
+				if errors.Is(err, zk.ErrNoNode) {
+					continue
+				}
+				if err != nil {
+					managerErr <- err
+					return
+				}
+				if string(data) != string(protocol.StatusPending.Bytes()) {
+					continue
+				}
+				if _, err := mc.Multi(
+					&zk.CheckVersionRequest{Path: election, Version: -1},
+					&zk.CreateRequest{Path: paths.Registered(id), Data: []byte("{}"), Acl: zk.WorldACL(zk.PermAll)},
+					&zk.SetDataRequest{Path: path, Data: protocol.StatusDone.Bytes(), Version: st.Version},
+				); err != nil {
+					managerErr <- fmt.Errorf("multi for %s: %w", id, err)
+					return
+				}
+			}
+			select {
+			case <-ch:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer close(stop)
+	register := func(id string) error {
+		path := paths.Enroll(id)
+		if _, err := c.Create(path, protocol.StatusPending.Bytes(), 0, zk.WorldACL(zk.PermAll)); err != nil {
+			return err
+		}
+		for {
+			data, _, ch, err := c.GetW(path)
+			if err != nil {
+				return err
+			}
+			if string(data) != string(protocol.StatusPending.Bytes()) {
+				break
+			}
+			select {
+			case <-ch:
+			case err := <-managerErr:
+				return fmt.Errorf("manager stand-in: %w", err)
+			case <-time.After(benchOpTimeout):
+				return fmt.Errorf("%s not answered after %s", path, benchOpTimeout)
+			}
+		}
+		return c.Delete(path, -1)
+	}
+	for i := range 10 {
+		if err := register(fmt.Sprintf("warm%d", i)); err != nil {
+			b.Fatalf("warm-up: %v", err)
+		}
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := register(fmt.Sprintf("u%07d", i)); err != nil {
+			b.Fatalf("register %d: %v", i, err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	benchReportLatency(b, "", lat)
+	benchReportRate(b, "ops/s", b.N)
+}
+
 // benchRegisterBatch is how many workers BenchmarkRegister opens sessions for at
 // a time, outside the timer.
 const benchRegisterBatch = 50
@@ -297,6 +413,10 @@ func BenchmarkRegister(b *testing.B) {
 		if err := errors.Join(errs...); err != nil {
 			b.Fatalf("open sessions: %v", err)
 		}
+		// go-zookeeper's Connect allocates a 1.5 MB buffer before the
+		// small-buffer option replaces it: collect that garbage now rather
+		// than while registering.
+		runtime.GC()
 		b.StartTimer()
 		for _, w := range ws {
 			cctx, cancel := context.WithTimeout(ctx, benchOpTimeout)
@@ -375,6 +495,7 @@ func BenchmarkRegisterParallel(b *testing.B) {
 	if p := openErr.Load(); p != nil {
 		b.Fatalf("open sessions: %v", *p)
 	}
+	runtime.GC() // the session setup's garbage (see BenchmarkRegister)
 
 	lats := make([][]time.Duration, benchParallelClients)
 	errs := make([]error, benchParallelClients)

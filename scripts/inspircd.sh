@@ -27,34 +27,8 @@ PATTERN="--config $CFG"
 CASEMAPPING=${ZKCHAT_IRC_CASEMAPPING:-rfc1459}
 START_TIMEOUT=30
 STOP_TIMEOUT=10
-PROBE_TIMEOUT=5 # one registration takes up to ~1 s (see irc_probe)
-
-# irc_probe PORT: register as a throwaway client and print what the server
-# sent up to the end of the MOTD (001..005, 375/376 or 422), then QUIT.
-# Fails unless 001 (RPL_WELCOME) arrived. InspIRCd completes registrations in
-# a once-a-second pass, so this takes up to ~1 s even on an idle server.
-irc_probe() {
-	# shellcheck disable=SC2016 # $1.. expand in the inner bash
-	timeout "$PROBE_TIMEOUT" bash -c '
-		exec 3<>"/dev/tcp/$1/$2" || exit 1
-		cr=$(printf "\r")
-		printf "NICK %s\r\nUSER zkprobe 0 * :zkchat readiness probe\r\n" "$3" >&3
-		welcomed=0
-		while IFS= read -r line <&3; do
-			line=${line%"$cr"}
-			printf "%s\n" "$line"
-			case $line in
-			"PING "*) printf "PONG %s\r\n" "${line#PING }" >&3 ;;
-			":"*" 001 "*) welcomed=1 ;;
-			":"*" 376 "* | ":"*" 422 "*) break ;; # end of (missing) MOTD
-			"ERROR "*) break ;;
-			esac
-		done
-		((welcomed)) || exit 1
-		printf "QUIT :probe done\r\n" >&3
-		exit 0
-	' _ "$HOST" "$1" "zkprobe$$x$RANDOM" 2>/dev/null
-}
+# shellcheck disable=SC2034 # read by irc_probe (lib.sh)
+PROBE_TIMEOUT=5 # for irc_probe (lib.sh); one registration takes up to ~1 s here
 
 # irc_ready: a client registers on the client port, and the bridge port accepts.
 irc_ready() {

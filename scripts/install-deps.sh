@@ -5,7 +5,8 @@
 #
 #   zookeeper  Java 17+, Debian's zookeeper package (server + zkCli.sh)
 #   kafka      Java 17+, Maven (fetches the Kafka jars), kcat (readiness probe)
-#   irc        Debian's inspircd (3.x, the IRC server scripts/inspircd.sh runs)
+#   irc        Debian's inspircd (3.x, the IRC server scripts/inspircd.sh runs),
+#              ngircd (a second, independent IRC network: scripts/ngircd.sh)
 #              and ii (a tiny real IRC client the tests drive through FIFOs)
 #   servers    zookeeper + kafka + irc (what scripts/*.sh start needs)
 #   go         Go >= 1.26 (checked only) and gcc + libc6-dev for cgo,
@@ -47,56 +48,61 @@ deps_kafka() {
 	ensure_apt kcat
 }
 
-# packaged_inspircd_pids: PIDs of the inspircd package's own daemon. Both its
-# init script and its systemd unit run it as user irc (with /etc/inspircd);
-# scripts/inspircd.sh runs ours as the invoking user with a config of ours.
-packaged_inspircd_pids() {
-	local pid
-	pid=$(pid_of /var/run/inspircd/inspircd.pid) # the init script's pid file
+# packaged_pids NAME PIDFILE: PIDs of the NAME package's own daemon (inspircd,
+# ngircd). Both packages' init scripts and systemd units run it as user irc
+# (with /etc/NAME); scripts/NAME.sh runs ours with a config of ours.
+packaged_pids() {
+	local name=$1 pid
+	pid=$(pid_of "$2") # the init script's pid file
 	{
 		# A stale pid file's PID may belong to something else by now.
-		if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == inspircd ]]; then
+		if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$name" ]]; then
 			printf '%s\n' "$pid"
 		fi
-		pgrep -u irc -x inspircd 2>/dev/null || true
+		pgrep -u irc -x "$name" 2>/dev/null || true
 	} | sort -u
 }
 
-# stop_packaged_inspircd: installing inspircd runs `invoke-rc.d inspircd start`
-# from its postinst. Docker-style images forbid that (policy-rc.d exits 101)
-# and there is no systemd here, but where it is allowed the packaged daemon
-# comes up on 127.0.0.1:6667 (/etc/inspircd/inspircd.conf) and takes the port
-# ours needs. Stop it, and disable it so a reboot does not bring it back.
-stop_packaged_inspircd() {
-	local pids=()
-	[[ -e /etc/init.d/inspircd || -e /lib/systemd/system/inspircd.service ]] || return 0
+# stop_packaged NAME PIDFILE: installing inspircd or ngircd runs
+# `invoke-rc.d NAME start` from its postinst. Docker-style images forbid that
+# (policy-rc.d exits 101) and there is no systemd here, but where it is
+# allowed the packaged daemon comes up on port 6667 (/etc/NAME/NAME.conf)
+# and takes the port scripts/inspircd.sh needs. Stop it, and disable it so a
+# reboot does not bring it back.
+stop_packaged() {
+	local name=$1 pidfile=$2 pids=()
+	[[ -e /etc/init.d/$name || -e /lib/systemd/system/$name.service ]] || return 0
 	# Only renames the rc?.d links; harmless where there are none.
-	as_root update-rc.d inspircd disable >/dev/null 2>&1 || true
+	as_root update-rc.d "$name" disable >/dev/null 2>&1 || true
 	if [[ -d /run/systemd/system ]]; then
-		as_root systemctl disable --now inspircd >/dev/null 2>&1 || true
+		as_root systemctl disable --now "$name" >/dev/null 2>&1 || true
 	fi
-	mapfile -t pids < <(packaged_inspircd_pids)
+	mapfile -t pids < <(packaged_pids "$name" "$pidfile")
 	((${#pids[@]})) || return 0
-	log "stopping the inspircd service the package started (pid ${pids[*]}); scripts/inspircd.sh runs its own"
-	as_root service inspircd stop >/dev/null 2>&1 || true
+	log "stopping the $name service the package started (pid ${pids[*]}); scripts/$name.sh runs its own"
+	as_root service "$name" stop >/dev/null 2>&1 || true
 	as_root kill -TERM "${pids[@]}" 2>/dev/null || true
-	if ! wait_for 10 "" bash -c '! pgrep -u irc -x inspircd >/dev/null'; then
-		mapfile -t pids < <(packaged_inspircd_pids)
+	# shellcheck disable=SC2016 # $1 expands in the inner bash
+	if ! wait_for 10 "" bash -c '! pgrep -u irc -x "$1" >/dev/null' _ "$name"; then
+		mapfile -t pids < <(packaged_pids "$name" "$pidfile")
 		((${#pids[@]} == 0)) || as_root kill -KILL "${pids[@]}" 2>/dev/null || true
 		sleep 0.5
 	fi
-	mapfile -t pids < <(packaged_inspircd_pids)
+	mapfile -t pids < <(packaged_pids "$name" "$pidfile")
 	((${#pids[@]} == 0)) ||
-		die "could not stop the packaged inspircd service (pid ${pids[*]}, user irc); stop it by hand: service inspircd stop"
+		die "could not stop the packaged $name service (pid ${pids[*]}, user irc); stop it by hand: service $name stop"
 }
 
 deps_irc() {
-	local had_inspircd=1
+	local had_inspircd=1 had_ngircd=1
 	pkg_installed inspircd || had_inspircd=0
-	ensure_apt inspircd ii
+	pkg_installed ngircd || had_ngircd=0
+	ensure_apt inspircd ngircd ii
 	# Only right after our own install: a daemon someone set up on purpose earlier stays.
-	((had_inspircd)) || stop_packaged_inspircd
+	((had_inspircd)) || stop_packaged inspircd /var/run/inspircd/inspircd.pid
+	((had_ngircd)) || stop_packaged ngircd /run/ngircd/ngircd.pid
 	[[ -x /usr/sbin/inspircd ]] || die "/usr/sbin/inspircd missing after installing the inspircd package"
+	[[ -x /usr/sbin/ngircd ]] || die "/usr/sbin/ngircd missing after installing the ngircd package"
 	command -v ii >/dev/null 2>&1 || die "ii not found after installing the ii package"
 }
 

@@ -30,6 +30,9 @@ export ZKCHAT_KAFKA_VERSION=${ZKCHAT_KAFKA_VERSION:-4.1.1}
 # on IRC_BRIDGE_PORT (a connect class without flood limits).
 export ZKCHAT_IRC_PORT=${ZKCHAT_IRC_PORT:-6667}
 export ZKCHAT_IRC_BRIDGE_PORT=${ZKCHAT_IRC_BRIDGE_PORT:-6668}
+# ngIRCd (scripts/ngircd.sh): a second, independent IRC network, one port for
+# clients and bridges alike (no flood penalties).
+export ZKCHAT_NGIRCD_PORT=${ZKCHAT_NGIRCD_PORT:-6670}
 
 # Everything binds to loopback only.
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -223,4 +226,32 @@ show_log_tail() {
 	[[ -s $1 ]] || return 0
 	log "last $2 lines of $1:"
 	tail -n "$2" "$1" >&2
+}
+
+# irc_probe PORT: register on $HOST:PORT as a throwaway client and print what
+# the server sent up to the end of the MOTD (001..005, 375/376 or 422), then
+# QUIT. Fails unless 001 (RPL_WELCOME) arrived, or after PROBE_TIMEOUT
+# seconds (default 5). InspIRCd completes registrations in a once-a-second
+# pass, so this takes up to ~1 s there even on an idle server.
+irc_probe() {
+	# shellcheck disable=SC2016 # $1.. expand in the inner bash
+	timeout "${PROBE_TIMEOUT:-5}" bash -c '
+		exec 3<>"/dev/tcp/$1/$2" || exit 1
+		cr=$(printf "\r")
+		printf "NICK %s\r\nUSER zkprobe 0 * :zkchat readiness probe\r\n" "$3" >&3
+		welcomed=0
+		while IFS= read -r line <&3; do
+			line=${line%"$cr"}
+			printf "%s\n" "$line"
+			case $line in
+			"PING "*) printf "PONG %s\r\n" "${line#PING }" >&3 ;;
+			":"*" 001 "*) welcomed=1 ;;
+			":"*" 376 "* | ":"*" 422 "*) break ;; # end of (missing) MOTD
+			"ERROR "*) break ;;
+			esac
+		done
+		((welcomed)) || exit 1
+		printf "QUIT :probe done\r\n" >&3
+		exit 0
+	' _ "$HOST" "$1" "zkprobe$$x$RANDOM" 2>/dev/null
 }

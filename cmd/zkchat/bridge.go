@@ -20,7 +20,8 @@ func bridgeCommand() *cli.Command {
 			"msg <nick> <text> (or <nick>: <text>). Messages to a user arrive as private\n" +
 			"messages from the bot. Give the bot a connect class without flood limits and\n" +
 			"use --rate -1, or keep the default pacing (20 lines/s, bursts of 40).\n" +
-			"Nick ownership is not verified: whoever holds a registered nick is that user.",
+			"A nick registered while logged in to a services account (IRCv3 accounts) is bound\n" +
+			"to it; other nicks are not protected: whoever holds one is that user.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "irc-server", EnvVars: []string{"ZKCHAT_IRC_SERVER"}, Value: "127.0.0.1:6667",
 				Usage: "IRC server `HOST:PORT`"},
