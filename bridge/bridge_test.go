@@ -353,3 +353,88 @@ func TestBadInput(t *testing.T) {
 		u.waitFrom(s.bot, "NOTICE", "")
 	}
 }
+
+// runBridge starts another bridge for s's channel on server; stop ends it.
+func (s *setup) runBridge(t *testing.T, server string) (stop func()) {
+	t.Helper()
+	b, err := bridge.New(bridge.Config{Server: server, Nick: s.bot, Channel: s.channel,
+		ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka, Rate: -1, Logger: testenv.Logger(t).With("test", "bridge2"),
+		SessionTimeout: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = b.Run(ctx); close(done) }()
+	var once bool
+	stop = func() {
+		if !once {
+			once = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestUnreadDeliveredOnce: messages that reached a user's topic but not
+// the user (the bridge lost the IRC server, then stopped: the user went
+// offline) are delivered once, in order, when a bridge is back.
+func TestUnreadDeliveredOnce(t *testing.T) {
+	t.Parallel()
+	var p *proxy
+	s := start(t, func(addr string) string { p = newProxy(t, addr); return p.addr() })
+	tag := testenv.Tag()
+	nick := "un" + tag
+	u := s.join(t, nick)
+	u.send("PRIVMSG " + s.bot + " :register")
+	u.waitFrom(s.bot, "NOTICE", "Registered")
+	c := s.env.Conn(t)
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
+
+	p.setDown(true)
+	p.cut() // the bridge loses the server and cannot come back
+	const n = 50
+	for i := 0; i < n; i++ {
+		if err := sender.SendMessage(ctx, nick, fmt.Sprintf("unread %d", i)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	s.stop() // the bridge stops: the user goes offline with n unread
+	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
+	for _, l := range u.all() {
+		if strings.Contains(l, " unread ") {
+			t.Fatalf("delivered while the bridge was cut off: %q", l)
+		}
+	}
+	// A new process: new Kafka clients, a new bridge on the real server.
+	s.kafka = newKafkaFor(t, s.env)
+	_, bots := testenv.IRC(t)
+	s.runBridge(t, bots)
+	for i := 0; i < n; i++ {
+		l := u.waitFrom(s.bot, "PRIVMSG", " unread ")
+		if !strings.HasSuffix(l, fmt.Sprintf(" unread %d", i)) {
+			t.Fatalf("message %d: got %q", i, l)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, l := range u.all() {
+		if strings.Contains(l, " unread ") {
+			t.Fatalf("delivered twice: %q", l)
+		}
+	}
+}
+
+func newKafkaFor(t *testing.T, env *testenv.Env) *protocol.Kafka {
+	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}

@@ -15,6 +15,14 @@ type proxy struct {
 	mu     sync.Mutex
 	conns  []net.Conn
 	cuts   int
+	down   bool // refuse new connections
+}
+
+// setDown makes the proxy refuse (down) or accept connections again.
+func (p *proxy) setDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -35,6 +43,13 @@ func (p *proxy) serve() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
 		}
 		s, err := net.Dial("tcp", p.target)
 		if err != nil {
