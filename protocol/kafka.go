@@ -34,7 +34,9 @@ type Kafka struct {
 	log      *slog.Logger
 	producer *kafka.Producer
 	admin    *kafka.AdminClient
-	consumer *kafka.Consumer
+	// adminProducer carries admin and never produces: see NewKafka.
+	adminProducer *kafka.Producer
+	consumer      *kafka.Consumer
 
 	mu      sync.Mutex
 	readers map[string]*reader // by topic
@@ -116,24 +118,42 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	a, err := kafka.NewAdminClientFromProducer(p)
+	// The admin client gets connections of its own: Kafka answers one
+	// request per connection at a time, and an offset commit (5 ms of
+	// coordinator linger) would hold up the produce requests behind it.
+	// Made from a producer that never produces, so its logs can be routed.
+	ac := kafka.ConfigMap{"bootstrap.servers": cfg.Brokers, "client.id": "zkchat-admin",
+		"go.logs.channel.enable": true}
+	for k, v := range cfg.Extra {
+		ac[k] = v
+	}
+	ap, err := kafka.NewProducer(&ac)
 	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	a, err := kafka.NewAdminClientFromProducer(ap)
+	if err != nil {
+		ap.Close()
 		p.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
 	c, err := kafka.NewConsumer(&cc)
 	if err != nil {
 		a.Close()
+		ap.Close()
 		p.Close()
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	k := &Kafka{cfg: cfg, log: cfg.Logger, producer: p, admin: a, consumer: c,
+	k := &Kafka{cfg: cfg, log: cfg.Logger, producer: p, admin: a, adminProducer: ap, consumer: c,
 		readers: map[string]*reader{}, cancel: cancel}
-	k.wg.Add(4)
-	go k.drainProducerEvents()
+	k.wg.Add(6)
+	go k.drainProducerEvents(p)
+	go k.drainProducerEvents(ap)
 	go k.pollLoop(ctx)
 	go k.logLoop(ctx, p.Logs())
+	go k.logLoop(ctx, ap.Logs())
 	go k.logLoop(ctx, c.Logs())
 	return k, nil
 }
@@ -152,6 +172,7 @@ func (k *Kafka) Close() {
 		k.log.Warn("kafka close: messages not acknowledged", "count", n)
 	}
 	k.admin.Close()
+	k.adminProducer.Close()
 	k.producer.Close() // closes Events(), which ends drainProducerEvents
 	k.wg.Wait()
 	if err := k.consumer.Close(); err != nil {
@@ -162,9 +183,9 @@ func (k *Kafka) Close() {
 // drainProducerEvents reads the producer's event channel: delivery reports go
 // to per-message channels, but errors land here, and an undrained channel
 // blocks librdkafka.
-func (k *Kafka) drainProducerEvents() {
+func (k *Kafka) drainProducerEvents(p *kafka.Producer) {
 	defer k.wg.Done()
-	for ev := range k.producer.Events() {
+	for ev := range p.Events() {
 		switch e := ev.(type) {
 		case kafka.Error:
 			k.noisy.log(k.log, "kafka producer", e)
@@ -377,6 +398,7 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 		return nil, err
 	}
 	r := &reader{k: k, topic: topic, group: group, wake: make(chan struct{}, 1)}
+	k.learnTopic(ctx, topic)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed.Load() {
@@ -390,6 +412,20 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 	}
 	k.readers[topic] = r
 	return r, nil
+}
+
+// learnTopic makes the shared consumer fetch topic's metadata now. An
+// assigned topic the consumer has never seen otherwise waits for its
+// once-a-second scan of unknown topics before the first fetch: a new user's
+// first message came a second late.
+func (k *Kafka) learnTopic(ctx context.Context, topic string) {
+	ms := 5000
+	if dl, ok := ctx.Deadline(); ok {
+		ms = max(1, min(ms, int(time.Until(dl)/time.Millisecond)))
+	}
+	if _, err := k.consumer.GetMetadata(&topic, false, ms); err != nil {
+		k.log.Debug("metadata before assign", "topic", topic, "err", err)
+	}
 }
 
 // close stops fetching the reader's topic.

@@ -425,36 +425,45 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 	}
 	defer r.close()
 
-	next := int64(-1) // offset after the last accepted message
-	flush := func() error {
-		if next < 0 {
-			return nil
-		}
-		// Commit even when ctx is over: what fn accepted must not be read again.
+	// commitAt stores next as the group's position, after BeforeCommit.
+	// It runs even when ctx is over: what fn accepted must not be read again.
+	commitAt := func(next int64) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if opts.BeforeCommit != nil {
 			if err := opts.BeforeCommit(cctx); err != nil {
-				next = -1
 				return fmt.Errorf("not committed: %w", err)
 			}
 		}
-		err := k.commit(cctx, group, topic, next)
-		next = -1
-		return err
+		return k.commit(cctx, group, topic, next)
 	}
+	var c *committer
+	if follow {
+		// Commits go in the background, coalesced: a commit takes a few
+		// milliseconds (the group coordinator lingers), and the next message
+		// must not wait for it.
+		c = newCommitter(commitAt)
+		defer func() {
+			if cerr := c.stop(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
+			}
+		}()
+	}
+	next := int64(-1) // offset after the last accepted message
 	defer func() {
-		if cerr := flush(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
+		if !follow && next >= 0 {
+			if cerr := commitAt(next); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
+			}
 		}
 	}()
 	for {
 		if !follow && next >= end {
 			return n, nil
 		}
-		if follow && r.pending() == 0 {
-			if err := flush(); err != nil {
-				return n, fmt.Errorf("read %s: %w", w.id, err)
+		if follow {
+			if cerr := c.failed(); cerr != nil {
+				return n, fmt.Errorf("read %s: %w", w.id, cerr)
 			}
 		}
 		m, err := r.next(ctx)
@@ -468,10 +477,90 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		}
 		n++
 		next = msg.Offset + 1
+		if follow && r.pending() == 0 {
+			c.offer(next) // nothing more waiting: a batch ends here
+		}
 		if !follow && next >= end {
 			return n, nil
 		}
 	}
+}
+
+// committer commits a reader's position in the background: offer replaces
+// the offset to commit, so a burst of messages costs one commit.
+type committer struct {
+	commit func(int64) error
+	wake   chan struct{} // cap 1
+	quit   chan struct{}
+	done   chan struct{}
+
+	mu   sync.Mutex
+	next int64 // to commit; -1: nothing
+	err  error
+}
+
+func newCommitter(commit func(int64) error) *committer {
+	c := &committer{commit: commit, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+		done: make(chan struct{}), next: -1}
+	go c.loop()
+	return c
+}
+
+func (c *committer) offer(next int64) {
+	c.mu.Lock()
+	c.next = next
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *committer) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// take returns the offset to commit and clears it.
+func (c *committer) take() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.next
+	c.next = -1
+	return n
+}
+
+func (c *committer) loop() {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.wake:
+		case <-c.quit:
+			return
+		}
+		if n := c.take(); n >= 0 {
+			if err := c.commit(n); err != nil {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// stop ends the loop and commits what was offered last, if anything.
+func (c *committer) stop() error {
+	close(c.quit)
+	<-c.done
+	if err := c.failed(); err != nil {
+		return err
+	}
+	if n := c.take(); n >= 0 {
+		return c.commit(n)
+	}
+	return nil
 }
 
 // GetOnlineUsers lists the ids that are online, sorted by ZooKeeper.
