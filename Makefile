@@ -17,7 +17,7 @@ build:
 
 ## bench: the benchmarks of docs/BENCHMARKS.md against real servers
 bench:
-	scripts/with-servers.sh go test -run '^$$' -bench . -benchtime 2000x ./manager/
+	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/"
 
 servers-start:
 	scripts/servers.sh start
