@@ -438,3 +438,64 @@ func newKafkaFor(t *testing.T, env *testenv.Env) *protocol.Kafka {
 	t.Cleanup(k.Close)
 	return k
 }
+
+// TestIdentity, on the network with services accounts (InspIRCd linked to
+// Atheme): a nick registered while logged in is bound to its account; the
+// nick taken by someone without the account can neither go online (read),
+// nor send, nor unregister it.
+func TestIdentity(t *testing.T) {
+	t.Parallel()
+	users, bots := testenv.IRCAccounts(t)
+	s := start(t, func(string) string { return bots })
+	s.users = users
+	c := s.env.Conn(t)
+	tag := testenv.Tag()
+	nick, pass := "id"+tag, "pw-"+tag
+	alice := s.join(t, nick)
+	alice.send("PRIVMSG NickServ :REGISTER " + pass + " " + nick + "@example.com")
+	alice.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 900 ") })
+	// The bot learns the account from account-notify.
+	time.Sleep(300 * time.Millisecond)
+	alice.send("PRIVMSG " + s.bot + " :register")
+	alice.waitFrom(s.bot, "NOTICE", "bound to your services account")
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	if d, _, err := c.Get(s.env.Path("/accounts/" + nick)); err != nil || string(d) != nick {
+		t.Fatalf("binding = %q, %v", d, err)
+	}
+
+	// Logging out takes the nick offline.
+	alice.send("PRIVMSG NickServ :LOGOUT")
+	alice.waitFrom(s.bot, "NOTICE", "registered to the services account")
+	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
+	// Logging in again brings it back.
+	alice.send("PRIVMSG NickServ :IDENTIFY " + pass)
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	alice.send("QUIT :bye")
+	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
+
+	// Mallory takes the nick, without the account.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
+	mallory := s.join(t, nick)
+	mallory.waitFrom(s.bot, "NOTICE", "registered to the services account")
+	time.Sleep(500 * time.Millisecond)
+	if ok, _, _ := c.Exists(s.env.Path("/online/" + nick)); ok {
+		t.Fatal("impostor is online")
+	}
+	if err := sender.SendMessage(ctx, nick, "secret"); err == nil {
+		t.Fatal("a message could be sent to the impostor's id while it should be offline")
+	}
+	mallory.send("PRIVMSG " + s.bot + " :msg snd" + tag + " I am " + nick)
+	mallory.waitFrom(s.bot, "NOTICE", "you are not online")
+	mallory.send("PRIVMSG " + s.bot + " :quit")
+	mallory.waitFrom(s.bot, "NOTICE", "registered to the services account")
+	if ok, _, _ := c.Exists(s.env.Path("/registry/" + nick)); !ok {
+		t.Fatal("impostor unregistered the nick")
+	}
+	for _, l := range mallory.all() {
+		if strings.Contains(l, " PRIVMSG ") && strings.Contains(l, "secret") {
+			t.Fatalf("impostor got a message: %q", l)
+		}
+	}
+}

@@ -8,6 +8,8 @@
 #   irc        Debian's inspircd (3.x, the IRC server scripts/inspircd.sh runs),
 #              ngircd (a second, independent IRC network: scripts/ngircd.sh)
 #              and ii (a tiny real IRC client the tests drive through FIFOs)
+#              and atheme-services (NickServ accounts + SASL for the second
+#              InspIRCd, the network with accounts: scripts/atheme.sh)
 #   servers    zookeeper + kafka + irc (what scripts/*.sh start needs)
 #   go         Go >= 1.26 (checked only) and gcc + libc6-dev for cgo,
 #              which confluent-kafka-go needs
@@ -97,13 +99,20 @@ deps_irc() {
 	local had_inspircd=1 had_ngircd=1
 	pkg_installed inspircd || had_inspircd=0
 	pkg_installed ngircd || had_ngircd=0
+	local had_atheme=1
+	pkg_installed atheme-services || had_atheme=0
 	ensure_apt inspircd ngircd ii
+	ensure_apt atheme-services
 	# Only right after our own install: a daemon someone set up on purpose earlier stays.
 	((had_inspircd)) || stop_packaged inspircd /var/run/inspircd/inspircd.pid
 	((had_ngircd)) || stop_packaged ngircd /run/ngircd/ngircd.pid
+	# Debian ships no /etc/atheme/atheme.conf, so its daemon cannot really
+	# start; stopped and disabled all the same, like the two above.
+	((had_atheme)) || stop_packaged atheme-services /var/run/atheme/atheme.pid
 	[[ -x /usr/sbin/inspircd ]] || die "/usr/sbin/inspircd missing after installing the inspircd package"
 	[[ -x /usr/sbin/ngircd ]] || die "/usr/sbin/ngircd missing after installing the ngircd package"
 	command -v ii >/dev/null 2>&1 || die "ii not found after installing the ii package"
+	[[ -x /usr/bin/atheme-services ]] || die "/usr/bin/atheme-services missing after installing the atheme-services package"
 }
 
 deps_go() {

@@ -33,6 +33,12 @@ export ZKCHAT_IRC_BRIDGE_PORT=${ZKCHAT_IRC_BRIDGE_PORT:-6668}
 # ngIRCd (scripts/ngircd.sh): a second, independent IRC network, one port for
 # clients and bridges alike (no flood penalties).
 export ZKCHAT_NGIRCD_PORT=${ZKCHAT_NGIRCD_PORT:-6670}
+# InspIRCd + Atheme services (scripts/atheme.sh): the network WITH accounts
+# (NickServ, SASL). Clients on IRC_ACCOUNTS_PORT, the bridge on
+# IRC_ACCOUNTS_BRIDGE_PORT (no flood limits), Atheme links on ATHEME_LINK_PORT.
+export ZKCHAT_IRC_ACCOUNTS_PORT=${ZKCHAT_IRC_ACCOUNTS_PORT:-6680}
+export ZKCHAT_IRC_ACCOUNTS_BRIDGE_PORT=${ZKCHAT_IRC_ACCOUNTS_BRIDGE_PORT:-6681}
+export ZKCHAT_ATHEME_LINK_PORT=${ZKCHAT_ATHEME_LINK_PORT:-7001}
 
 # Everything binds to loopback only.
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -176,7 +182,10 @@ stop_pidfile() {
 	fi
 	# Leftovers in the group (none expected for a plain JVM), then the group is gone.
 	kill -KILL -- "-$pid" 2>/dev/null || true
-	rm -f "$pidfile"
+	# Only while it still names the process stopped here: a concurrent run
+	# (another with-servers.sh) may have started a new server meanwhile, and
+	# without its pid file no script would know or stop that one.
+	[[ $(pid_of "$pidfile") != "$pid" ]] || rm -f "$pidfile"
 	log "$name stopped"
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The zkchat test servers: ZooKeeper, Kafka, then InspIRCd (the IRC server
-# for the IRC bridge); stopped in reverse order.
+# for the IRC bridge) and ngIRCd (a second, independent IRC network); stopped
+# in reverse order. Then atheme (scripts/atheme.sh: a third network, InspIRCd
+# linked to Atheme services, WITH NickServ accounts and SASL), stopped first.
 #
 #   scripts/servers.sh start|stop|status|restart
 #
@@ -15,11 +17,15 @@ start() {
 	"$S/zookeeper.sh" start
 	"$S/kafka.sh" start
 	"$S/inspircd.sh" start
+	"$S/ngircd.sh" start
+	"$S/atheme.sh" start
 }
 
 # Try all even when one fails, so nothing is left behind.
 stop() {
 	local rc=0
+	"$S/atheme.sh" stop || rc=1
+	"$S/ngircd.sh" stop || rc=1
 	"$S/inspircd.sh" stop || rc=1
 	"$S/kafka.sh" stop || rc=1
 	"$S/zookeeper.sh" stop || rc=1
@@ -28,7 +34,7 @@ stop() {
 
 status() {
 	local rc=0 r
-	for name in zookeeper kafka inspircd; do
+	for name in zookeeper kafka inspircd ngircd atheme; do
 		r=0
 		"$S/$name.sh" status || r=$?
 		((rc != 0)) || rc=$r

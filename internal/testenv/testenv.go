@@ -136,6 +136,105 @@ func IRC(t testing.TB) (users, bots string) {
 	return users, bots
 }
 
+// IRCAccounts returns the addresses of the test IRC network WITH accounts
+// (scripts/atheme.sh: InspIRCd linked to Atheme services, which provide
+// NickServ REGISTER/IDENTIFY/LOGOUT and SASL PLAIN): its port for users
+// (ZKCHAT_IRC_ACCOUNTS_SERVER, default 127.0.0.1:6680) and its port for bots,
+// whose connect class has no flood limits (ZKCHAT_IRC_ACCOUNTS_BRIDGE_SERVER,
+// default 127.0.0.1:6681). It skips t (fails it under ZKCHAT_TEST_STRICT=1)
+// when the server does not answer or the services are not linked to it
+// (InspIRCd offers the "sasl" capability only while they are).
+func IRCAccounts(t testing.TB) (users, bots string) {
+	t.Helper()
+	users, bots = os.Getenv("ZKCHAT_IRC_ACCOUNTS_SERVER"), os.Getenv("ZKCHAT_IRC_ACCOUNTS_BRIDGE_SERVER")
+	if users == "" {
+		users = "127.0.0.1:6680"
+	}
+	if bots == "" {
+		bots = "127.0.0.1:6681"
+	}
+	if err := servicesLinked(users); err != nil {
+		msg := fmt.Sprintf("IRC server with accounts %s: %v; start it with scripts/atheme.sh start, or run the tests with make test", users, err)
+		if os.Getenv("ZKCHAT_TEST_STRICT") == "1" {
+			t.Fatalf("ZKCHAT_TEST_STRICT=1: %s", msg)
+		}
+		t.Skip("integration test skipped: " + msg)
+	}
+	return users, bots
+}
+
+// servicesLinked asks the server at addr for its capabilities (CAP LS needs
+// no registration, so it answers at once) and checks that "sasl" is among
+// them.
+func servicesLinked(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return fmt.Errorf("does not answer (%v)", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("CAP LS 302\r\n")); err != nil {
+		return fmt.Errorf("CAP LS: %v", err)
+	}
+	var caps []string
+	buf := make([]byte, 0, 4096)
+	tmp := make([]byte, 4096)
+	for {
+		n, err := c.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		for {
+			i := strings.Index(string(buf), "\n")
+			if i < 0 {
+				break
+			}
+			line := strings.TrimRight(string(buf[:i]), "\r")
+			buf = buf[i+1:]
+			// ":server CAP * LS * :a b" (more follows) or ":server CAP * LS :a b" (last).
+			f := strings.SplitN(line, " :", 2)
+			w := strings.Fields(f[0])
+			if len(f) < 2 || len(w) < 4 || w[1] != "CAP" || w[3] != "LS" {
+				continue
+			}
+			caps = append(caps, strings.Fields(f[1])...)
+			if len(w) > 4 && w[4] == "*" {
+				continue
+			}
+			_, _ = c.Write([]byte("QUIT\r\n"))
+			for _, cp := range caps {
+				if cp == "sasl" || strings.HasPrefix(cp, "sasl=") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no sasl capability: services (Atheme) are not linked to it")
+		}
+		if err != nil {
+			return fmt.Errorf("no CAP LS reply (%v)", err)
+		}
+	}
+}
+
+// NGIRCd returns the address of the second, independent test IRC network,
+// an ngIRCd (ZKCHAT_NGIRCD_SERVER, default 127.0.0.1:6670), where users and
+// bots share one port without flood penalties. It skips t (fails it under
+// ZKCHAT_TEST_STRICT=1) when the server does not answer.
+func NGIRCd(t testing.TB) string {
+	t.Helper()
+	addr := os.Getenv("ZKCHAT_NGIRCD_SERVER")
+	if addr == "" {
+		addr = "127.0.0.1:6670"
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		msg := fmt.Sprintf("IRC server (ngIRCd) %s does not answer (%v); start it with scripts/ngircd.sh start, or run the tests with make test", addr, err)
+		if os.Getenv("ZKCHAT_TEST_STRICT") == "1" {
+			t.Fatalf("ZKCHAT_TEST_STRICT=1: %s", msg)
+		}
+		t.Skip("integration test skipped: " + msg)
+	}
+	c.Close()
+	return addr
+}
+
 // Tag is a short random string for names a test makes (nicks, channels).
 func Tag() string {
 	var b [3]byte
