@@ -64,10 +64,12 @@ type Bridge struct {
 	synced    bool             // connected, in the channel, member list read
 	connCtx   context.Context  // ends when the IRC connection does
 	connStop  context.CancelFunc
-	casemap   CaseMapping
+	names     []string // NAMES replies being collected
 	pongs     map[string]chan struct{}
 	runCtx    context.Context
 	wg        sync.WaitGroup // user goroutines
+	casemapMu sync.Mutex     // the server's CASEMAPPING, read from ISUPPORT
+	casemap   CaseMapping
 	listMu    sync.Mutex
 	list      *protocol.Session // for who and users
 	connected chan struct{}     // closed at each successful sync; for tests
@@ -160,13 +162,35 @@ func (b *Bridge) handlers() {
 	h := b.irc.Handlers
 	h.Add(girc.CONNECTED, func(c *girc.Client, e girc.Event) {
 		cm, _ := c.GetServerOption("CASEMAPPING")
-		b.mu.Lock()
+		b.casemapMu.Lock()
 		b.casemap = ParseCaseMapping(cm)
+		b.casemapMu.Unlock()
+		b.mu.Lock()
+		b.names = nil
 		b.mu.Unlock()
 		b.log.Info("irc connected; joining", "server", b.host, "channel", b.cfg.Channel, "casemapping", cm)
 		c.Cmd.Join(b.cfg.Channel)
 	})
 	h.Add(girc.DISCONNECTED, func(*girc.Client, girc.Event) { b.disconnected() })
+	// The member list is read from the NAMES replies themselves: girc's
+	// channel state folds nicks with RFC 1459 rules whatever the server's
+	// CASEMAPPING, so on an ASCII server "[a]" and "{a}" would collapse.
+	h.Add(girc.RPL_NAMREPLY, func(c *girc.Client, e girc.Event) {
+		if len(e.Params) < 4 || !b.sameChannel(e.Params[2]) {
+			return
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, n := range strings.Fields(e.Last()) {
+			n = strings.TrimLeft(n, "~&@%+")            // membership prefixes (multi-prefix)
+			if i := strings.IndexByte(n, '!'); i >= 0 { // userhost-in-names
+				n = n[:i]
+			}
+			if n != "" {
+				b.names = append(b.names, n)
+			}
+		}
+	})
 	h.Add(girc.RPL_ENDOFNAMES, func(c *girc.Client, e girc.Event) {
 		if len(e.Params) >= 2 && b.sameChannel(e.Params[1]) {
 			b.resync()
@@ -261,7 +285,7 @@ func (b *Bridge) setAccount(nick, account string) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	id, err := NickToID(nick, b.casemap)
+	id, err := NickToID(nick, b.caseMapping())
 	if err != nil {
 		return
 	}
@@ -287,11 +311,19 @@ func (b *Bridge) setAccount(nick, account string) {
 var netsplit = regexp.MustCompile(`^[\w.-]+\.[\w-]+ [\w.-]+\.[\w-]+$`)
 
 func (b *Bridge) isMe(nick string) bool {
-	return girc.ToRFC1459(nick) == girc.ToRFC1459(b.irc.GetNick())
+	cm := b.caseMapping()
+	return cm.Fold(nick) == cm.Fold(b.irc.GetNick())
 }
 
 func (b *Bridge) sameChannel(name string) bool {
-	return girc.ToRFC1459(name) == girc.ToRFC1459(b.cfg.Channel)
+	cm := b.caseMapping()
+	return cm.Fold(name) == cm.Fold(b.cfg.Channel)
+}
+
+func (b *Bridge) caseMapping() CaseMapping {
+	b.casemapMu.Lock()
+	defer b.casemapMu.Unlock()
+	return b.casemap
 }
 
 // Run connects and serves until ctx ends, reconnecting with jittered
@@ -381,20 +413,17 @@ func (b *Bridge) lostChannel(why string) {
 // resync reads the channel's member list after joining it: members are
 // online, everyone else offline. Delivery starts.
 func (b *Bridge) resync() {
-	ch := b.irc.LookupChannel(b.cfg.Channel)
-	if ch == nil {
-		return
-	}
-	members := ch.Users(b.irc)
+	cm := b.caseMapping()
 	b.mu.Lock()
-	cm := b.casemap
+	names := b.names
+	b.names = nil
 	in := map[string]string{}
-	for _, m := range members {
-		if b.isMe(m.Nick) {
+	for _, n := range names {
+		if b.isMe(n) {
 			continue
 		}
-		if id, err := NickToID(m.Nick, cm); err == nil {
-			in[id] = m.Nick
+		if id, err := NickToID(n, cm); err == nil {
+			in[id] = n
 		}
 	}
 	for id, u := range b.users {
@@ -421,7 +450,7 @@ func (b *Bridge) resync() {
 // presence records that nick is (or is not) in the channel.
 func (b *Bridge) presence(nick string, in, split bool) {
 	b.mu.Lock()
-	id, err := NickToID(nick, b.casemap)
+	id, err := NickToID(nick, b.caseMapping())
 	if err != nil {
 		b.mu.Unlock()
 		if in {

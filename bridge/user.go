@@ -262,7 +262,7 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 // command handles a private message from nick.
 func (b *Bridge) command(nick, line string) {
 	b.mu.Lock()
-	id, err := NickToID(nick, b.casemap)
+	id, err := NickToID(nick, b.caseMapping())
 	if err != nil {
 		b.mu.Unlock()
 		b.notice(nick, fmt.Sprintf("Your nick cannot be a zkchat user (%v); change it with /nick.", err))
@@ -383,9 +383,7 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 		}
 		b.notice(nick, fmt.Sprintf("%s (%d): %s", label, len(names), strings.Join(names, " ")))
 	case "msg":
-		b.mu.Lock()
-		to, err := NickToID(cmd.To, b.casemap)
-		b.mu.Unlock()
+		to, err := NickToID(cmd.To, b.caseMapping())
 		if err != nil {
 			// Not a nick: maybe an id of another front end.
 			to = strings.ToLower(cmd.To)
