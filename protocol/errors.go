@@ -21,6 +21,8 @@ var (
 	ErrRequestFailed = errors.New("manager answered: failed")
 	// ErrBadRequest: a request node holds data that is not a status code.
 	ErrBadRequest = errors.New("malformed request data")
+	// ErrKafkaUnreachable: no Kafka broker answered.
+	ErrKafkaUnreachable = errors.New("cannot reach Kafka")
 	// ErrNoKafka: a Kafka operation was asked of a worker made without Kafka.
 	ErrNoKafka = errors.New("worker has no Kafka client")
 )

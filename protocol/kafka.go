@@ -297,6 +297,10 @@ func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
+			var ke kafka.Error
+			if errors.As(last, &ke) && (ke.Code() == kafka.ErrTransport || ke.Code() == kafka.ErrAllBrokersDown) {
+				return fmt.Errorf("%w (%s): %v", ErrKafkaUnreachable, k.cfg.Brokers, last)
+			}
 			if last != nil {
 				return fmt.Errorf("topic %s not seen (last error: %v): %w", topic, last, context.Cause(ctx))
 			}

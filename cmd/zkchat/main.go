@@ -102,7 +102,7 @@ func globalFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "session-timeout", EnvVars: []string{"ZKCHAT_SESSION_TIMEOUT"},
 			Value: protocol.DefaultSessionTimeout, Usage: "ZooKeeper session timeout"},
 		&cli.StringFlag{Name: "log-level", EnvVars: []string{"ZKCHAT_LOG_LEVEL"},
-			Usage: "debug, info, warn or error (default: info for the manager, warn otherwise)"},
+			Usage: "debug, info, warn or error (default: info for manager and bridge, error otherwise)"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"ZKCHAT_LOG_FORMAT"}, Value: "text",
 			Usage: "text or json (logs go to stderr)"},
 	}

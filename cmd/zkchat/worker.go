@@ -32,7 +32,8 @@ func (e *workerEnv) close() {
 }
 
 func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
-	log, err := logger(c, slog.LevelWarn)
+	// One-shot commands print their failure as one line: logs only on request.
+	log, err := logger(c, slog.LevelError)
 	if err != nil {
 		return nil, err
 	}
