@@ -16,6 +16,7 @@ import (
 )
 
 type setup struct {
+	paced   bool // see TestPacedUnderFloodLimits
 	env     *testenv.Env
 	users   string // IRC address for users
 	bot     string // the bot's nick
@@ -29,13 +30,18 @@ type setup struct {
 // With a proxy function, the bridge reaches the server through it.
 func start(t *testing.T, via ...func(string) string) *setup {
 	t.Helper()
+	return startSetup(t, &setup{}, via...)
+}
+
+func startSetup(t *testing.T, s *setup, via ...func(string) string) *setup {
+	t.Helper()
 	env := testenv.New(t)
 	users, bots := testenv.IRC(t)
 	for _, f := range via {
 		bots = f(bots)
 	}
 	tag := testenv.Tag()
-	s := &setup{env: env, users: users, bot: "zk" + tag, channel: "#t" + tag}
+	s.env, s.users, s.bot, s.channel = env, users, "zk"+tag, "#t"+tag
 	log := testenv.Logger(t)
 	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log.With("test", "manager")})
@@ -47,9 +53,15 @@ func start(t *testing.T, via ...func(string) string) *setup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.b, err = bridge.New(bridge.Config{Server: bots, Nick: s.bot, Channel: s.channel,
+	cfg := bridge.Config{Server: bots, Nick: s.bot, Channel: s.channel,
 		ZooKeeper: env.ZooKeeper, Kafka: s.kafka, Rate: -1, Logger: log.With("test", "bridge"),
-		SessionTimeout: 4 * time.Second})
+		SessionTimeout: 4 * time.Second}
+	if s.paced {
+		// The users' connect class, with its flood limits, and the bridge's
+		// default pacing.
+		cfg.Server, cfg.Rate, cfg.Burst = users, 0, 0
+	}
+	s.b, err = bridge.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,5 +509,41 @@ func TestIdentity(t *testing.T) {
 		if strings.Contains(l, " PRIVMSG ") && strings.Contains(l, "secret") {
 			t.Fatalf("impostor got a message: %q", l)
 		}
+	}
+}
+
+// TestPacedUnderFloodLimits: a bot in the users' connect class (burst 50,
+// then 20 lines a second) delivering a backlog is never disconnected for
+// flooding: its default pacing (20 lines/s, bursts of 40) stays under the
+// limit, and every message arrives.
+func TestPacedUnderFloodLimits(t *testing.T) {
+	t.Parallel()
+	s := startSetup(t, &setup{paced: true})
+	tag := testenv.Tag()
+	nick := "pc" + tag
+	u := s.join(t, nick)
+	u.send("PRIVMSG " + s.bot + " :register")
+	u.waitFrom(s.bot, "NOTICE", "Registered")
+	c := s.env.Conn(t)
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
+	const n = 150 // 40 at once, then 20/s: about 5.5 s
+	for i := 0; i < n; i++ {
+		if err := sender.SendMessage(ctx, nick, fmt.Sprintf("paced %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		l := u.waitFrom(s.bot, "PRIVMSG", " paced ")
+		if !strings.HasSuffix(l, fmt.Sprintf(" paced %d", i)) {
+			t.Fatalf("message %d: got %q", i, l)
+		}
+	}
+	t.Logf("%d messages through the flood-limited class in %s", n, time.Since(start).Round(time.Millisecond))
+	if _, ok := s.b.Synced(); !ok {
+		t.Fatal("the bot lost its connection")
 	}
 }
