@@ -70,40 +70,28 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 }
 
 func registerCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "register",
-		Usage:     "register a user (asks the manager through /request/enroll)",
-		ArgsUsage: "ID",
-		Description: "ID is 1 to 64 characters of a-z, 0-9, - and _, not starting with - or _.\n" +
-			"Registering an id that is registered already succeeds.",
-		Action: func(c *cli.Context) error {
-			id, err := oneArg(c, "ID")
-			if err != nil {
-				return err
-			}
-			env, err := newWorker(c, id, false)
-			if err != nil {
-				return err
-			}
-			defer env.close()
-			st, err := env.w.Register(c.Context)
-			if err != nil {
-				return err
-			}
-			if st == protocol.StatusAlready {
-				fmt.Fprintf(c.App.Writer, "%s was already registered\n", id)
-			} else {
-				fmt.Fprintf(c.App.Writer, "registered %s\n", id)
-			}
-			return nil
-		},
-	}
+	cmd := requestCommand("registered %s\n", "%s was already registered\n",
+		func(w *protocol.Worker, ctx context.Context) (protocol.Status, error) { return w.Register(ctx) })
+	cmd.Name = "register"
+	cmd.Usage = "register a user (asks the manager through /request/enroll)"
+	cmd.Description = "ID is 1 to 64 characters of a-z, 0-9, - and _, not starting with - or _.\n" +
+		"Registering an id that is registered already succeeds."
+	return cmd
 }
 
 func unregisterCommand() *cli.Command {
+	cmd := requestCommand("unregistered %s\n", "%s was not registered\n",
+		func(w *protocol.Worker, ctx context.Context) (protocol.Status, error) { return w.Quit(ctx) })
+	cmd.Name = "unregister"
+	cmd.Usage = "unregister a user and delete its topic (the spec's Quit, through /request/quit)"
+	cmd.Description = "Unregistering an id that is not registered succeeds."
+	return cmd
+}
+
+// requestCommand is a command that makes one request of the manager for
+// its ID and says which of the two successes it got.
+func requestCommand(done, already string, request func(*protocol.Worker, context.Context) (protocol.Status, error)) *cli.Command {
 	return &cli.Command{
-		Name:      "unregister",
-		Usage:     "unregister a user and delete its topic (the spec's Quit, through /request/quit)",
 		ArgsUsage: "ID",
 		Action: func(c *cli.Context) error {
 			id, err := oneArg(c, "ID")
@@ -115,14 +103,14 @@ func unregisterCommand() *cli.Command {
 				return err
 			}
 			defer env.close()
-			st, err := env.w.Quit(c.Context)
+			st, err := request(env.w, c.Context)
 			if err != nil {
 				return err
 			}
 			if st == protocol.StatusAlready {
-				fmt.Fprintf(c.App.Writer, "%s was not registered\n", id)
+				fmt.Fprintf(c.App.Writer, already, id)
 			} else {
-				fmt.Fprintf(c.App.Writer, "unregistered %s\n", id)
+				fmt.Fprintf(c.App.Writer, done, id)
 			}
 			return nil
 		},
