@@ -307,8 +307,8 @@ func (b *Bridge) setAccount(nick, account string) {
 }
 
 // netsplit matches the QUIT reason servers give for a netsplit:
-// "irc.left.net irc.right.net".
-var netsplit = regexp.MustCompile(`^[\w.-]+\.[\w-]+ [\w.-]+\.[\w-]+$`)
+// "irc.left.net irc.right.net", or "*.net *.split" where server names are hidden.
+var netsplit = regexp.MustCompile(`^[\w*.-]+\.[\w*-]+ [\w*.-]+\.[\w*-]+$`)
 
 func (b *Bridge) isMe(nick string) bool {
 	cm := b.caseMapping()

@@ -86,3 +86,19 @@ func FuzzNickToID(f *testing.F) {
 		}
 	})
 }
+
+func TestNetsplitReason(t *testing.T) {
+	for reason, want := range map[string]bool{
+		"irc.left.net irc.right.net":         true,
+		"*.net *.split":                      false, // hidden split names: no dots on both sides of a host
+		"hub.example.org leaf-2.example.org": true,
+		"Quit: bye":                          false,
+		"Ping timeout: 240 seconds":          false,
+		"a.b c.d e.f":                        false,
+		"":                                   false,
+	} {
+		if got := netsplit.MatchString(reason); got != want {
+			t.Errorf("netsplit(%q) = %v, want %v", reason, got, want)
+		}
+	}
+}
