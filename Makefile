@@ -2,7 +2,7 @@
 # Maven Central) and runs against real ZooKeeper and Kafka on 127.0.0.1.
 .PHONY: run test build servers-start servers-stop bench clean
 
-## run: start ZooKeeper, Kafka and a manager; print how to chat (Ctrl-C stops all)
+## run: start ZooKeeper, Kafka, InspIRCd and the IRC bridge; print how to chat (Ctrl-C stops all)
 run:
 	scripts/run.sh
 
