@@ -139,11 +139,20 @@ func New(cfg Config) (*Bridge, error) {
 		GlobalFormat: false,
 		PingDelay:    30 * time.Second,
 	}
+	log := cfg.Logger.With("component", "bridge")
+	gc.HandleNickCollide = func(taken string) string {
+		// Another bot (or a user) has the nick. Going on under another nick
+		// is what girc does by default; say so loudly, since two bridges in
+		// one channel each take the other for a user.
+		next := taken + "_"
+		log.Error("the bot's nick is taken on the server; using another one", "taken", taken, "using", next)
+		return next
+	}
 	if cfg.SASLUser != "" {
 		gc.SASL = &girc.SASLPlain{User: cfg.SASLUser, Pass: cfg.SASLPass}
 	}
 	b := &Bridge{
-		cfg: cfg, log: cfg.Logger.With("component", "bridge"),
+		cfg: cfg, log: log,
 		irc: girc.New(gc), out: make(chan *girc.Event, 1024),
 		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
 		users: map[string]*user{}, pongs: map[string]chan struct{}{},
@@ -575,6 +584,16 @@ func (b *Bridge) listSession(ctx context.Context) (*protocol.Session, error) {
 	}
 	b.list = s
 	return s, nil
+}
+
+// syncTimeout is how long a delivery proof may take: the time to drain a
+// full pacer queue at the configured rate, and at least 10 s.
+func (b *Bridge) syncTimeout() time.Duration {
+	d := 10 * time.Second
+	if b.cfg.Rate > 0 {
+		d += time.Duration(float64(cap(b.out)) / b.cfg.Rate * float64(time.Second))
+	}
+	return d
 }
 
 // Synced returns a channel closed at the next time the bridge has joined the

@@ -529,7 +529,9 @@ func TestPacedUnderFloodLimits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
-	const n = 150 // 40 at once, then 20/s: about 5.5 s
+	// 40 at once, then 20/s: about 15 s, longer than a 10 s wait for the
+	// PONG behind the queue would allow (once a source of duplicates).
+	const n = 300
 	for i := 0; i < n; i++ {
 		if err := sender.SendMessage(ctx, nick, fmt.Sprintf("paced %d", i)); err != nil {
 			t.Fatal(err)
@@ -543,6 +545,12 @@ func TestPacedUnderFloodLimits(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages through the flood-limited class in %s", n, time.Since(start).Round(time.Millisecond))
+	time.Sleep(time.Second)
+	for _, l := range u.all() {
+		if strings.Contains(l, " paced ") {
+			t.Fatalf("duplicate: %q", l)
+		}
+	}
 	if _, ok := s.b.Synced(); !ok {
 		t.Fatal("the bot lost its connection")
 	}

@@ -241,7 +241,10 @@ func (u *user) goOffline() {
 func (u *user) deliver(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	b := u.b
-	err := u.w.FollowMessagesWith(ctx, protocol.ReadOptions{BeforeCommit: b.sync}, func(m protocol.Message) error {
+	// The PING waits behind every line queued for the pacer (at most
+	// cap(b.out)); sync itself fails at once if the connection drops.
+	opts := protocol.ReadOptions{BeforeCommit: b.sync, BeforeCommitTimeout: b.syncTimeout()}
+	err := u.w.FollowMessagesWith(ctx, opts, func(m protocol.Message) error {
 		u.mu.Lock()
 		nick := u.nick
 		u.mu.Unlock()
@@ -342,11 +345,13 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 		u.stopDelivery()
 		st, err := u.w.Quit(ctx)
 		if err == nil {
+			// Quit took the worker offline; on failure it stays online and
+			// run's reconcile restarts its delivery.
+			u.online = false
 			if uerr := b.unbind(ctx, u.id); uerr != nil {
 				b.log.Warn("unbind after quit", "id", u.id, "err", uerr)
 			}
 		}
-		u.online = false
 		switch {
 		case err != nil:
 			b.notice(nick, "Unregistering failed: "+err.Error())
@@ -355,9 +360,11 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 		default:
 			b.notice(nick, fmt.Sprintf("Unregistered %s. Send `register` to come back.", nick))
 		}
-		u.mu.Lock()
-		u.unregistered = true
-		u.mu.Unlock()
+		if err == nil {
+			u.mu.Lock()
+			u.unregistered = true
+			u.mu.Unlock()
+		}
 	case "who", "users":
 		s, err := b.listSession(ctx)
 		var ids []string

@@ -385,6 +385,9 @@ type ReadOptions struct {
 	// A front end uses it to prove that what fn handed on was really
 	// delivered (the IRC bridge waits for a PONG).
 	BeforeCommit func(context.Context) error
+	// BeforeCommitTimeout bounds BeforeCommit; 0: 10 s. A front end that
+	// paces its output waits longer for its proof.
+	BeforeCommitTimeout time.Duration
 }
 
 // FollowMessagesWith is FollowMessages with options.
@@ -431,13 +434,20 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 	// commitAt stores next as the group's position, after BeforeCommit.
 	// It runs even when ctx is over: what fn accepted must not be read again.
 	commitAt := func(next int64) error {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
 		if opts.BeforeCommit != nil {
-			if err := opts.BeforeCommit(cctx); err != nil {
+			wait := opts.BeforeCommitTimeout
+			if wait <= 0 {
+				wait = 10 * time.Second
+			}
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
+			err := opts.BeforeCommit(bctx)
+			cancel()
+			if err != nil {
 				return fmt.Errorf("not committed: %w", err)
 			}
 		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
 		return k.commit(cctx, group, topic, next)
 	}
 	var c *committer
