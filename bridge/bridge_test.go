@@ -555,3 +555,29 @@ func TestPacedUnderFloodLimits(t *testing.T) {
 		t.Fatal("the bot lost its connection")
 	}
 }
+
+// TestBotKicked: an operator kicks the bot. Everyone it served goes
+// offline (it can no longer see the channel), and when it has rejoined
+// (after a pause, not in a loop) they are online again.
+func TestBotKicked(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	tag := testenv.Tag()
+	nick := "kk" + tag
+	u := s.join(t, nick)
+	u.send("PRIVMSG " + s.bot + " :register")
+	u.waitFrom(s.bot, "NOTICE", "Registered")
+	c := s.env.Conn(t)
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+
+	op := dialIRC(t, s.users, "op"+tag)
+	op.send("OPER zkadmin zkadmin")
+	op.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 381 ") })
+	op.send("SAKICK " + s.channel + " " + s.bot + " :test kick")
+	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
+	// The bot rejoins after 5-10 s and reads the member list again.
+	u.wait(30*time.Second, func(l string) bool {
+		return strings.HasPrefix(strings.ToLower(l), ":"+strings.ToLower(s.bot)+"!") && strings.Contains(l, " JOIN ")
+	})
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+}
