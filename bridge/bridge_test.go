@@ -3,6 +3,8 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -580,4 +582,61 @@ func TestBotKicked(t *testing.T) {
 		return strings.HasPrefix(strings.ToLower(l), ":"+strings.ToLower(s.bot)+"!") && strings.Contains(l, " JOIN ")
 	})
 	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+}
+
+// TestVisitorsLeakNoSession: nicks that talk to the bot without being in
+// the channel, or join without registering and leave, leave no ZooKeeper
+// session behind (each command may open one).
+func TestVisitorsLeakNoSession(t *testing.T) {
+	// Not parallel: it counts this process's ZooKeeper connections.
+	s := start(t)
+	tag := testenv.Tag()
+	before := zkConnections(t)
+	for i := 0; i < 10; i++ {
+		v := dialIRC(t, s.users, fmt.Sprintf("v%d%s", i, tag))
+		v.send("PRIVMSG " + s.bot + " :who") // a command from outside the channel
+		v.waitFrom(s.bot, "NOTICE", "Online")
+		v.send("JOIN " + s.channel) // joins unregistered, is told, leaves
+		v.waitFrom(s.bot, "NOTICE", "not registered")
+		v.send("PART " + s.channel)
+		v.send("QUIT :bye")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		after := zkConnections(t)
+		if after <= before+2 { // the bridge's own listing session, and slack
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ZooKeeper connections from this process: %d before, %d after 10 visitors", before, after)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// zkConnections counts this process's TCP connections to ZooKeeper.
+func zkConnections(t *testing.T) int {
+	t.Helper()
+	port := ""
+	if i := strings.LastIndexByte(strings.Split(os.Getenv("ZKCHAT_ZOOKEEPER"), "/")[0], ':'); i >= 0 {
+		port = strings.Split(os.Getenv("ZKCHAT_ZOOKEEPER"), "/")[0][i+1:]
+	}
+	if port == "" {
+		port = "2181"
+	}
+	data, err := os.ReadFile("/proc/self/net/tcp")
+	if err != nil {
+		t.Skip("no /proc/self/net/tcp")
+	}
+	p, _ := strconv.Atoi(port)
+	want := fmt.Sprintf(":%04X ", p)
+	n := 0
+	for _, l := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(l)
+		// remote address is field 2; state 01 is ESTABLISHED
+		if len(f) > 3 && strings.HasSuffix(f[2]+" ", want) && f[3] == "01" {
+			n++
+		}
+	}
+	return n
 }

@@ -214,6 +214,9 @@ func (u *user) reconcile(ctx context.Context) bool {
 		return false
 	}
 	delete(b.users, u.id)
+	// A command (register, who, ...) may have opened a session while the
+	// nick was not in the channel: close it, or every visitor leaks one.
+	u.w.Close()
 	return true
 }
 
