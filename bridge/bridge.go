@@ -352,7 +352,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	backoff := time.Second
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := b.irc.Connect()
+		err := b.irc.DialerConnect(quickAckDialer{})
 		if ctx.Err() != nil {
 			break
 		}
