@@ -64,7 +64,10 @@ type Bridge struct {
 	synced    bool             // connected, in the channel, member list read
 	connCtx   context.Context  // ends when the IRC connection does
 	connStop  context.CancelFunc
-	names     []string // NAMES replies being collected
+	names     []string   // NAMES replies being collected
+	outMu     sync.Mutex // numbers the lines queued in out
+	outSeq    uint64
+	lastPing  *ping // the latest delivery proof queued
 	pongs     map[string]chan struct{}
 	runCtx    context.Context
 	wg        sync.WaitGroup // user goroutines
@@ -497,8 +500,13 @@ func (b *Bridge) notice(nick, text string) {
 }
 
 func (b *Bridge) enqueue(ctx context.Context, e *girc.Event) bool {
+	// Numbering and queueing are one step, so a line's number says where it
+	// stands in the queue: sync relies on it.
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
 	select {
 	case b.out <- e:
+		b.outSeq++
 		return true
 	case <-ctx.Done():
 		return false
@@ -540,34 +548,59 @@ func (b *Bridge) pacer(ctx context.Context) {
 // sync proves that the server has read every line queued before it: it
 // queues a PING with a fresh token behind them and waits for the PONG.
 func (b *Bridge) sync(ctx context.Context) error {
-	var tok [8]byte
-	_, _ = crand.Read(tok[:])
-	token := "zkchat-" + hex.EncodeToString(tok[:])
-	ch := make(chan struct{})
-	b.mu.Lock()
-	if !b.synced {
+	b.outMu.Lock()
+	mine := b.outSeq // every line the caller queued is numbered <= mine
+	p := b.lastPing
+	if p == nil || p.seq <= mine || p.failed() {
+		// No PING queued after the caller's lines yet: queue one. Callers
+		// that come while it is out wait for it too, so under load one
+		// PING proves the lines of many users.
+		var tok [8]byte
+		_, _ = crand.Read(tok[:])
+		p = &ping{token: "zkchat-" + hex.EncodeToString(tok[:]), done: make(chan struct{})}
+		b.mu.Lock()
+		if !b.synced {
+			b.mu.Unlock()
+			b.outMu.Unlock()
+			return errors.New("irc disconnected")
+		}
+		b.pongs[p.token] = p.done
+		p.conn = b.connCtx
 		b.mu.Unlock()
-		return errors.New("irc disconnected")
+		select {
+		case b.out <- &girc.Event{Command: girc.PING, Params: []string{p.token}}:
+			b.outSeq++
+			p.seq = b.outSeq
+			b.lastPing = p
+		case <-ctx.Done():
+			b.outMu.Unlock()
+			return context.Cause(ctx)
+		}
 	}
-	b.pongs[token] = ch
-	conn := b.connCtx
-	b.mu.Unlock()
-	if !b.enqueue(ctx, &girc.Event{Command: girc.PING, Params: []string{token}}) {
-		return context.Cause(ctx)
-	}
+	b.outMu.Unlock()
 	select {
-	case <-ch:
-		if conn.Err() != nil {
+	case <-p.done:
+		if p.failed() {
 			return errors.New("irc disconnected before the server answered")
 		}
 		return nil
 	case <-ctx.Done():
-		b.mu.Lock()
-		delete(b.pongs, token)
-		b.mu.Unlock()
 		return context.Cause(ctx)
 	}
 }
+
+// ping is a delivery proof in flight: the PONG for token proves that the
+// server read every line numbered below seq.
+type ping struct {
+	token string
+	seq   uint64
+	done  chan struct{} // closed by the PONG, or by a disconnect
+	conn  context.Context
+}
+
+// failed reports whether the connection the PING went out on has ended (a
+// PONG can no longer come, or came from a later connection's cleanup).
+func (p *ping) failed() bool { return p.conn.Err() != nil }
 
 // listSession is the bridge's own session for listing users: large
 // buffers, unlike the users' sessions.
