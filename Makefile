@@ -1,6 +1,6 @@
 # zkchat — every target installs what it needs (Debian packages, Kafka from
 # Maven Central) and runs against real ZooKeeper and Kafka on 127.0.0.1.
-.PHONY: run test build servers-start servers-stop bench clean
+.PHONY: run test build servers-start servers-stop bench bench-bridge clean
 
 ## run: start ZooKeeper, Kafka, InspIRCd and the IRC bridge; print how to chat (Ctrl-C stops all)
 run:
@@ -18,6 +18,10 @@ build:
 ## bench: the benchmarks of docs/BENCHMARKS.md against real servers
 bench:
 	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/"
+
+## bench-bridge: the IRC bridge benchmarks of docs/BENCHMARKS.md (about 5 minutes)
+bench-bridge:
+	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 30m ./bridge/ && go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 30m ./bridge/"
 
 servers-start:
 	scripts/servers.sh start
