@@ -254,11 +254,7 @@ func TestReconnect(t *testing.T) {
 	s := start(t, func(addr string) string { p = newProxy(t, addr); return p.addr() })
 	tag := testenv.Tag()
 	nick := "rc" + tag
-	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
-	c := s.env.Conn(t)
-	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	u, c := s.onlineUser(t, nick)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -401,11 +397,7 @@ func TestUnreadDeliveredOnce(t *testing.T) {
 	s := start(t, func(addr string) string { p = newProxy(t, addr); return p.addr() })
 	tag := testenv.Tag()
 	nick := "un" + tag
-	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
-	c := s.env.Conn(t)
-	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	u, c := s.onlineUser(t, nick)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
@@ -523,11 +515,7 @@ func TestPacedUnderFloodLimits(t *testing.T) {
 	s := startSetup(t, &setup{paced: true})
 	tag := testenv.Tag()
 	nick := "pc" + tag
-	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
-	c := s.env.Conn(t)
-	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	u, _ := s.onlineUser(t, nick)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
@@ -566,11 +554,7 @@ func TestBotKicked(t *testing.T) {
 	s := start(t)
 	tag := testenv.Tag()
 	nick := "kk" + tag
-	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
-	c := s.env.Conn(t)
-	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	u, c := s.onlineUser(t, nick)
 
 	op := dialIRC(t, s.users, "op"+tag)
 	op.send("OPER zkadmin zkadmin")
@@ -639,4 +623,16 @@ func zkConnections(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// onlineUser joins nick to the channel, registers it with the bot, and
+// waits until it is online; it returns the user and a ZooKeeper connection.
+func (s *setup) onlineUser(t *testing.T, nick string) (*ircUser, *zk.Conn) {
+	t.Helper()
+	u := s.join(t, nick)
+	u.send("PRIVMSG " + s.bot + " :register")
+	u.waitFrom(s.bot, "NOTICE", "Registered")
+	c := s.env.Conn(t)
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	return u, c
 }

@@ -56,11 +56,7 @@ func TestIRCServerRestart(t *testing.T) {
 	s.users = addr
 	tag := testenv.Tag()
 	nick := "rs" + tag
-	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
-	c := s.env.Conn(t)
-	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	u, c := s.onlineUser(t, nick)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
