@@ -168,18 +168,18 @@ func (l *leader) untrack(k kind, name, key string) {
 
 // handle acts on one node; false stops the leader's term (fence failed).
 func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) bool {
-	select {
-	case l.sem <- struct{}{}:
-		defer func() { <-l.sem }()
-	case <-l.ctx.Done():
-		return false
-	}
 	log := l.m.log.With("kind", k.String(), "id", name)
 	var err error
 	switch k {
 	case kindEnroll, kindQuit:
+		if !l.acquire() {
+			return false
+		}
 		err = l.request(k, name, path, data, stat)
+		l.release()
 	case kindOnline:
+		// Not under the semaphore as a whole: creating a topic retries for
+		// as long as Kafka is away, and must not hold up registrations.
 		err = l.online(name, path)
 	}
 	switch {
@@ -194,6 +194,18 @@ func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) b
 	log.Error("handling node failed", "path", path, "err", err)
 	return true
 }
+
+// acquire takes a slot of the semaphore that bounds concurrent handling.
+func (l *leader) acquire() bool {
+	select {
+	case l.sem <- struct{}{}:
+		return true
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+func (l *leader) release() { <-l.sem }
 
 // request answers one register or quit request if it is pending.
 func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) error {
@@ -238,12 +250,18 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 // a registered one gets its topic.
 func (l *leader) online(id, path string) error {
 	log := l.m.log.With("kind", "online", "id", id)
+	if !l.acquire() {
+		return context.Cause(l.ctx)
+	}
+	release := sync.OnceFunc(l.release)
+	defer release()
 	if protocol.ValidateID(id) == nil {
 		ok, _, err := l.s.Exists(l.ctx, l.s.Paths.Registered(id))
 		if err != nil {
 			return err
 		}
 		if ok {
+			release()
 			return l.ensureTopic(id)
 		}
 	}

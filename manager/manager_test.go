@@ -1,13 +1,16 @@
 package manager_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -340,4 +343,39 @@ func TestDirectAPI(t *testing.T) {
 	if topics := env.Topics(t); len(topics) != 0 {
 		t.Fatalf("topics left: %v", topics)
 	}
+}
+
+// TestRegistrationsWhileKafkaIsAway: users going online wait for topics
+// that cannot be created while Kafka is unreachable; registrations are
+// still answered (topic retries do not hold the handling slots).
+func TestRegistrationsWhileKafkaIsAway(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: "127.0.0.1:1",
+		Topics: protocol.Topics{Prefix: env.Prefix}, Concurrency: 4, Name: "nokafka",
+		Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; m.Close() })
+	waitLeader(t, m)
+	c := env.Conn(t)
+	for i := 0; i < 10; i++ {
+		id := fmt.Sprintf("w%d", i)
+		if _, err := m.RegisterUser(ctxT(t), id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Create(env.Path("/online/"+id), []byte("{}"), zk.FlagEphemeral, acl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the online handlers start retrying
+	req := env.Path("/request/enroll/late")
+	if _, err := c.Create(req, []byte("-1"), 0, acl); err != nil {
+		t.Fatal(err)
+	}
+	waitData(t, c, req, "1")
 }
