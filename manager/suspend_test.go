@@ -1,0 +1,104 @@
+package manager_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/manager"
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// privateZooKeeper starts a ZooKeeper of the test's own with the project's
+// script, so the test can freeze it without disturbing the shared one. It
+// returns its address and its pid.
+func privateZooKeeper(t *testing.T) (string, int) {
+	t.Helper()
+	testenv.Require(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir, err := os.MkdirTemp("", "zkchat-zk-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := filepath.Abs("../scripts/zookeeper.sh")
+	run := func(action string) {
+		cmd := exec.Command(script, action)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("ZKCHAT_ZK_PORT=%d", port), "ZKCHAT_DATA_DIR="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("zookeeper.sh %s: %v\n%s", action, err, out)
+		}
+	}
+	run("start")
+	t.Cleanup(func() { run("stop"); os.RemoveAll(dir) })
+	b, err := os.ReadFile(filepath.Join(dir, "zookeeper", "zookeeper.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port), pid
+}
+
+// TestLeaderSuspendsAndComesBack: the ZooKeeper server freezes for longer
+// than the session timeout. The leader stops acting as soon as it loses the
+// connection (it cannot know whether its session lives), and when the
+// server is back and the session turns out expired, it joins the election
+// again in a new session and leads again: requests made meanwhile are
+// answered.
+func TestLeaderSuspendsAndComesBack(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	addr, pid := privateZooKeeper(t)
+	m, err := manager.New(manager.Config{ZooKeeper: addr + "/suspend", Kafka: env.Kafka,
+		Topics: protocol.Topics{Prefix: env.Prefix}, SessionTimeout: 4 * time.Second,
+		Name: "frozen", Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; m.Close() })
+	waitLeader(t, m)
+
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	// The client notices the silent server after 2/3 of the session
+	// timeout; the leader must stop acting then, not later.
+	waitFor(t, 10*time.Second, "leader stops acting", func() bool { return !m.Leading() })
+	t.Logf("stopped leading %s after the server froze", time.Since(frozen).Round(10*time.Millisecond))
+	time.Sleep(5 * time.Second) // past the session timeout
+	if m.Leading() {
+		t.Fatal("leading while the server is frozen")
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, m)
+	w, err := protocol.NewWorker("after", protocol.WorkerConfig{ZooKeeper: addr + "/suspend", RequestTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if st, err := w.Register(ctxT(t)); err != nil || st != protocol.StatusDone {
+		t.Fatalf("register after the freeze = %v, %v", st, err)
+	}
+}
