@@ -76,6 +76,21 @@ func TestLeaderSuspendsAndComesBack(t *testing.T) {
 	go func() { _ = m.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; m.Close() })
 	waitLeader(t, m)
+	// A worker online before the freeze: its session expires with the
+	// server's, and go-zookeeper quietly opens a new one; the worker must
+	// put its ephemeral /online node back.
+	wk, err := protocol.NewWorker("wkr", protocol.WorkerConfig{ZooKeeper: addr + "/suspend",
+		SessionTimeout: 4 * time.Second, RequestTimeout: 20 * time.Second, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wk.Close()
+	if _, err := wk.Register(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := wk.GoOnline(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -101,4 +116,8 @@ func TestLeaderSuspendsAndComesBack(t *testing.T) {
 	if st, err := w.Register(ctxT(t)); err != nil || st != protocol.StatusDone {
 		t.Fatalf("register after the freeze = %v, %v", st, err)
 	}
+	waitFor(t, 20*time.Second, "the worker is online again after its session expired", func() bool {
+		ids, err := w.GetOnlineUsers(ctxT(t))
+		return err == nil && len(ids) == 1 && ids[0] == "wkr"
+	})
 }
