@@ -336,11 +336,32 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 	if w.cfg.Kafka == nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, ErrNoKafka)
 	}
+	w.mu.Lock()
+	sess := w.sess
+	w.mu.Unlock()
+	if sess == nil {
+		return fmt.Errorf("send %s→%s: %w", w.id, to, ErrNotOnline)
+	}
+	// Both checks at once: go-zookeeper pipelines them on the connection,
+	// so a send waits one round trip for them, not two.
+	type res struct {
+		ok  bool
+		err error
+	}
+	peer := make(chan res, 1)
+	go func() {
+		ok, _, err := sess.Exists(ctx, sess.Paths.OnlineNode(to))
+		peer <- res{ok, err}
+	}()
 	s, err := w.checkOnline(ctx)
+	r := <-peer
 	if err != nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
-	ok, _, err := s.Exists(ctx, s.Paths.OnlineNode(to))
+	if s != sess { // a new session meanwhile: ask again in it
+		r.ok, _, r.err = s.Exists(ctx, s.Paths.OnlineNode(to))
+	}
+	ok, err := r.ok, r.err
 	if err != nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
