@@ -75,7 +75,7 @@ type Bridge struct {
 	casemap   CaseMapping
 	listMu    sync.Mutex
 	list      *protocol.Session // for who and users
-	connected chan struct{}     // closed at each successful sync; for tests
+	syncedCh  chan struct{}     // closed at each successful sync; see Synced
 }
 
 // Log messages an operator greps for.
@@ -159,7 +159,7 @@ func New(cfg Config) (*Bridge, error) {
 		irc: girc.New(gc), out: make(chan *girc.Event, 1024),
 		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
 		users: map[string]*user{}, pongs: map[string]chan struct{}{},
-		casemap: RFC1459, connected: make(chan struct{}),
+		casemap: RFC1459, syncedCh: make(chan struct{}),
 	}
 	b.connCtx, b.connStop = context.WithCancel(context.Background())
 	b.connStop()
@@ -445,8 +445,8 @@ func (b *Bridge) resync() {
 	}
 	b.connCtx, b.connStop = context.WithCancel(context.Background())
 	b.synced = true
-	close(b.connected)
-	b.connected = make(chan struct{})
+	close(b.syncedCh)
+	b.syncedCh = make(chan struct{})
 	b.mu.Unlock()
 	for _, nick := range in {
 		b.presence(nick, true, false)
@@ -634,5 +634,5 @@ func (b *Bridge) syncTimeout() time.Duration {
 func (b *Bridge) Synced() (<-chan struct{}, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.connected, b.synced
+	return b.syncedCh, b.synced
 }

@@ -382,7 +382,6 @@ func (k *Kafka) bounds(ctx context.Context, topic string) (low, high int64, err 
 type reader struct {
 	k     *Kafka
 	topic string
-	group string
 	wake  chan struct{} // cap 1: something was queued
 
 	mu     sync.Mutex
@@ -401,7 +400,7 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{k: k, topic: topic, group: group, wake: make(chan struct{}, 1)}
+	r := &reader{k: k, topic: topic, wake: make(chan struct{}, 1)}
 	k.learnTopic(ctx, topic)
 	k.mu.Lock()
 	defer k.mu.Unlock()
