@@ -372,11 +372,11 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 		s, err := b.listSession(ctx)
 		var ids []string
 		if err == nil {
-			dir := s.Paths.Online()
+			list := s.OnlineUsers
 			if cmd.Name == "users" {
-				dir = s.Paths.Registry()
+				list = s.RegisteredUsers
 			}
-			ids, err = s.Children(ctx, dir)
+			ids, err = list(ctx)
 		}
 		if err != nil {
 			b.notice(nick, "Listing failed: "+err.Error())

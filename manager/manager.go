@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
 	"sync"
 	"time"
 
@@ -217,12 +216,7 @@ func (m *Manager) GetRegisteredUsers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registered users: %w", err)
 	}
-	ids, err := s.Children(ctx, s.Paths.Registry())
-	if err != nil {
-		return nil, fmt.Errorf("registered users: %w", err)
-	}
-	sort.Strings(ids)
-	return ids, nil
+	return s.RegisteredUsers(ctx)
 }
 
 // errNotLeader: a fenced write failed on its check: this manager's election

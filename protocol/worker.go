@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
 	"sync"
 	"time"
 
@@ -597,30 +596,20 @@ func (c *committer) stop() error {
 	return nil
 }
 
-// GetOnlineUsers lists the ids that are online, sorted by ZooKeeper.
+// GetOnlineUsers lists the ids that are online, sorted.
 func (w *Worker) GetOnlineUsers(ctx context.Context) ([]string, error) {
 	s, err := w.session(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("online users: %w", err)
 	}
-	ids, err := s.Children(ctx, s.Paths.Online())
-	if err != nil {
-		return nil, fmt.Errorf("online users: %w", err)
-	}
-	sort.Strings(ids)
-	return ids, nil
+	return s.OnlineUsers(ctx)
 }
 
-// GetRegisteredUsers lists the registered ids.
+// GetRegisteredUsers lists the registered ids, sorted.
 func (w *Worker) GetRegisteredUsers(ctx context.Context) ([]string, error) {
 	s, err := w.session(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("registered users: %w", err)
 	}
-	ids, err := s.Children(ctx, s.Paths.Registry())
-	if err != nil {
-		return nil, fmt.Errorf("registered users: %w", err)
-	}
-	sort.Strings(ids)
-	return ids, nil
+	return s.RegisteredUsers(ctx)
 }

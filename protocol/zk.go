@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -168,6 +169,25 @@ func (s *Session) Children(ctx context.Context, path string) ([]string, error) {
 		c, _, err := s.Conn.Children(path)
 		return c, err
 	})
+}
+
+// OnlineUsers lists the ids online now, sorted.
+func (s *Session) OnlineUsers(ctx context.Context) ([]string, error) {
+	return s.sortedChildren(ctx, s.Paths.Online(), "online users")
+}
+
+// RegisteredUsers lists the registered ids, sorted.
+func (s *Session) RegisteredUsers(ctx context.Context) ([]string, error) {
+	return s.sortedChildren(ctx, s.Paths.Registry(), "registered users")
+}
+
+func (s *Session) sortedChildren(ctx context.Context, dir, what string) ([]string, error) {
+	ids, err := s.Children(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	sort.Strings(ids)
+	return ids, nil
 }
 
 // CreateTree creates the persistent nodes of the tree that are missing.

@@ -126,19 +126,24 @@ func usersCommand() *cli.Command {
 			if c.NArg() != 0 {
 				return usagef("users: takes no arguments")
 			}
-			// Listing needs a session but no id of its own; "_" cannot be a
-			// worker id, so use a fixed valid placeholder that makes no node.
-			env, err := newWorker(c, "zkchat-cli", false)
+			// Listing is a read under no id: a plain session, not a worker.
+			if _, err := logger(c, slog.LevelError); err != nil {
+				return err
+			}
+			if _, _, err := protocol.SplitConnect(c.String("zookeeper")); err != nil {
+				return usageError{err}
+			}
+			s, err := protocol.Dial(c.Context, protocol.SessionConfig{Connect: c.String("zookeeper"),
+				SessionTimeout: c.Duration("session-timeout"), BufferSize: protocol.LargeZKBuffer})
 			if err != nil {
 				return err
 			}
-			defer env.close()
-			var ids []string
+			defer s.Close()
+			list := s.RegisteredUsers
 			if c.Bool("online") {
-				ids, err = env.w.GetOnlineUsers(c.Context)
-			} else {
-				ids, err = env.w.GetRegisteredUsers(c.Context)
+				list = s.OnlineUsers
 			}
+			ids, err := list(c.Context)
 			if err != nil {
 				return err
 			}
