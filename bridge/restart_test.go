@@ -3,10 +3,6 @@ package bridge_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,44 +10,14 @@ import (
 	"github.com/zkchat/zkchat/internal/testenv"
 )
 
-// privateNgircd starts an ngIRCd of the test's own with the project's
-// script (its own data folder and port), so the test can restart it without
-// disturbing the shared servers. It returns the address and a function that
-// runs the script with an action.
-func privateNgircd(t *testing.T) (string, func(action string)) {
-	t.Helper()
-	testenv.NGIRCd(t) // skips, or fails under strict, without ngIRCd
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir, err := os.MkdirTemp("", "zkchat-ngircd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script, _ := filepath.Abs("../scripts/ngircd.sh")
-	run := func(action string) {
-		t.Helper()
-		cmd := exec.Command(script, action)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("ZKCHAT_NGIRCD_PORT=%d", port), "ZKCHAT_DATA_DIR="+dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("ngircd.sh %s: %v\n%s", action, err, out)
-		}
-	}
-	run("start")
-	t.Cleanup(func() { run("stop"); os.RemoveAll(dir) })
-	return fmt.Sprintf("127.0.0.1:%d", port), run
-}
-
 // TestIRCServerRestart: the IRC server is restarted in the middle of a
 // conversation. The bridge reconnects (once, with backoff), the user comes
 // back online when it has rejoined, and no message is lost or reordered;
 // duplicates are counted and bounded by one delivery batch.
 func TestIRCServerRestart(t *testing.T) {
 	t.Parallel()
-	addr, ngircd := privateNgircd(t)
+	testenv.NGIRCd(t) // skips, or fails under strict, without ngIRCd
+	addr, _, ngircd := testenv.PrivateServer(t, "ngircd", "ZKCHAT_NGIRCD_PORT")
 	s := start(t, func(string) string { return addr })
 	s.users = addr
 	tag := testenv.Tag()

@@ -2,10 +2,7 @@ package manager_test
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,32 +15,12 @@ import (
 	"github.com/zkchat/zkchat/protocol"
 )
 
-// privateZooKeeper starts a ZooKeeper of the test's own with the project's
-// script, so the test can freeze it without disturbing the shared one. It
-// returns its address and its pid.
+// privateZooKeeper starts a ZooKeeper of the test's own and returns its
+// address and pid, so the test can freeze it.
 func privateZooKeeper(t *testing.T) (string, int) {
 	t.Helper()
 	testenv.Require(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir, err := os.MkdirTemp("", "zkchat-zk-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	script, _ := filepath.Abs("../scripts/zookeeper.sh")
-	run := func(action string) {
-		cmd := exec.Command(script, action)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("ZKCHAT_ZK_PORT=%d", port), "ZKCHAT_DATA_DIR="+dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("zookeeper.sh %s: %v\n%s", action, err, out)
-		}
-	}
-	run("start")
-	t.Cleanup(func() { run("stop"); os.RemoveAll(dir) })
+	addr, dir, _ := testenv.PrivateServer(t, "zookeeper", "ZKCHAT_ZK_PORT")
 	b, err := os.ReadFile(filepath.Join(dir, "zookeeper", "zookeeper.pid"))
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +29,7 @@ func privateZooKeeper(t *testing.T) (string, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", port), pid
+	return addr, pid
 }
 
 // TestLeaderSuspendsAndComesBack: the ZooKeeper server freezes for longer

@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -240,6 +242,59 @@ func Tag() string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// PrivateServer starts a server of the test's own with one of the
+// project's scripts (scripts/<name>.sh), on a free port given in the
+// environment variable portVar and in a data folder of its own, so a test
+// can freeze, kill or restart it without disturbing the shared servers. It
+// returns the address, the data folder and a function that runs the script
+// with another action ("restart", ...). The server is stopped at cleanup.
+func PrivateServer(t testing.TB, name, portVar string) (addr, dataDir string, run func(action string)) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dataDir, err = os.MkdirTemp("", "zkchat-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := filepath.Abs(filepath.Join(repoRoot(t), "scripts", name+".sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run = func(action string) {
+		t.Helper()
+		cmd := exec.Command(script, action)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", portVar, port), "ZKCHAT_DATA_DIR="+dataDir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s.sh %s: %v\n%s", name, action, err, out)
+		}
+	}
+	run("start")
+	t.Cleanup(func() { run("stop"); os.RemoveAll(dataDir) })
+	return fmt.Sprintf("127.0.0.1:%d", port), dataDir, run
+}
+
+// repoRoot is the folder holding go.mod, above the test's package.
+func repoRoot(t testing.TB) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test")
+		}
+		dir = parent
+	}
 }
 
 // Logger is a slog logger that writes to the test log.
