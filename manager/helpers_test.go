@@ -45,6 +45,14 @@ func runManager(t testing.TB, env *testenv.Env, name string) (m *manager.Manager
 	return m, stop
 }
 
+// leadingManager runs a manager named m1 and waits until it leads.
+func leadingManager(t testing.TB, env *testenv.Env) *manager.Manager {
+	t.Helper()
+	m, _ := runManager(t, env, "m1")
+	waitLeader(t, m)
+	return m
+}
+
 // waitLeader waits until m leads.
 func waitLeader(t testing.TB, m *manager.Manager) {
 	t.Helper()

@@ -21,8 +21,7 @@ var acl = zk.WorldACL(zk.PermAll)
 func TestRequestStatusCodes(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	leadingManager(t, env)
 	c := env.Conn(t)
 	enroll := func(id string) string { return env.Path("/request/enroll/" + id) }
 	quit := func(id string) string { return env.Path("/request/quit/" + id) }
@@ -65,8 +64,7 @@ func TestRequestStatusCodes(t *testing.T) {
 func TestWorkerRegisterQuit(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	leadingManager(t, env)
 	c := env.Conn(t)
 	w := newWorker(t, env, "frank", nil)
 	ctx := ctxT(t)
@@ -221,8 +219,7 @@ func TestStaleLeaderIsFenced(t *testing.T) {
 func TestOnlineRules(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	leadingManager(t, env)
 	k := newKafka(t, env)
 	ctx := ctxT(t)
 	mustRegister(t, env, "liam")
@@ -266,8 +263,7 @@ func TestOnlineRules(t *testing.T) {
 func TestSendErrors(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	leadingManager(t, env)
 	k := newKafka(t, env)
 	ctx := ctxT(t)
 	mustRegister(t, env, "nina", "omar")
@@ -309,8 +305,7 @@ func TestSendErrors(t *testing.T) {
 func TestDirectAPI(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	m := leadingManager(t, env)
 	ctx := ctxT(t)
 	if err := m.CreateZkTreeStructure(ctx); err != nil { // idempotent
 		t.Fatal(err)

@@ -41,8 +41,7 @@ func records(t *testing.T, env *testenv.Env, topic string, n int) []*kafka.Messa
 func TestMessagesOnceInOrder(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	leadingManager(t, env)
 	k := newKafka(t, env)
 	ctx := ctxT(t)
 	mustRegister(t, env, "alice", "bob")
@@ -146,8 +145,7 @@ func TestMessagesOnceInOrder(t *testing.T) {
 func TestQuitDeletesTopic(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	leadingManager(t, env)
 	k := newKafka(t, env)
 	ctx := ctxT(t)
 	mustRegister(t, env, "pat", "quinn")
@@ -206,8 +204,7 @@ func TestQuitDeletesTopic(t *testing.T) {
 func TestSharedReaderBackpressure(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	m, _ := runManager(t, env, "m1")
-	waitLeader(t, m)
+	leadingManager(t, env)
 	k := newKafka(t, env)
 	ctx := ctxT(t)
 	mustRegister(t, env, "src", "slow", "fast")
