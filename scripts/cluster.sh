@@ -21,6 +21,10 @@
 #              controllers on 29192..29194; config from
 #              testdata/cluster/server.properties. Ready: kcat lists 3 brokers.
 #
+# ZKCHAT_CLUSTER_BASE (0, 10, 20 .. 90; default 0) is added to every port
+# above, so several clusters (each with its own ZKCHAT_DATA_DIR) can run side
+# by side without their port ranges overlapping.
+#
 # Everything lives in $ZKCHAT_DATA_DIR/cluster/<name>/ (config, data, logs,
 # <name>.pid). The servers of scripts/zookeeper.sh and scripts/kafka.sh
 # (2181, 9092/9093) are separate and never touched. Nothing is exported; start
@@ -50,14 +54,18 @@ ZK_START_TIMEOUT=60
 KAFKA_START_TIMEOUT=120
 STOP_TIMEOUT=30
 
-ZK_CONNECT=$HOST:22181,$HOST:22182,$HOST:22183
-KAFKA_CONNECT=$HOST:29092,$HOST:29093,$HOST:29094
+BASE=${ZKCHAT_CLUSTER_BASE:-0}
+[[ $BASE =~ ^[0-9]?0$ ]] || die "ZKCHAT_CLUSTER_BASE=$BASE: want 0, 10, 20 .. 90"
+ZK_CONNECT=$HOST:$((22181 + BASE)),$HOST:$((22182 + BASE)),$HOST:$((22183 + BASE))
+KAFKA_CONNECT=$HOST:$((29092 + BASE)),$HOST:$((29093 + BASE)),$HOST:$((29094 + BASE))
 
 # Per-member facts, from the name.
 num_of() { printf '%s\n' "${1//[!0-9]/}"; }
-zk_port() { printf '%s\n' "$((22180 + $(num_of "$1")))"; }
-kafka_port() { printf '%s\n' "$((29091 + $(num_of "$1")))"; }
-controller_port() { printf '%s\n' "$((29191 + $(num_of "$1")))"; }
+zk_port() { printf '%s\n' "$((22180 + BASE + $(num_of "$1")))"; }
+kafka_port() { printf '%s\n' "$((29091 + BASE + $(num_of "$1")))"; }
+controller_port() { printf '%s\n' "$((29191 + BASE + $(num_of "$1")))"; }
+quorum_port() { printf '%s\n' "$((22880 + BASE + $1))"; }
+election_port() { printf '%s\n' "$((23880 + BASE + $1))"; }
 member_dir() { printf '%s\n' "$CLUSTER_DIR/$1"; }
 pidfile_of() { printf '%s\n' "$CLUSTER_DIR/$1/$1.pid"; }
 cfg_of() {
@@ -78,7 +86,7 @@ ports_of() {
 	local n
 	n=$(num_of "$1")
 	case $1 in
-	zk*) printf '%s\n' "$(zk_port "$1")" "$((22880 + n))" "$((23880 + n))" ;;
+	zk*) printf '%s\n' "$(zk_port "$1")" "$(quorum_port "$n")" "$(election_port "$n")" ;;
 	kafka*) printf '%s\n' "$(kafka_port "$1")" "$(controller_port "$1")" ;;
 	esac
 }
@@ -143,7 +151,7 @@ kafka_member_ready() {
 
 kafka_cluster_ready() {
 	local md
-	md=$(timeout 10 kcat -b "$HOST:29092" -L -m 3 2>/dev/null) || return 1
+	md=$(timeout 10 kcat -b "$KAFKA_CONNECT" -L -m 3 2>/dev/null) || return 1
 	[[ $md == *" 3 brokers:"* ]]
 }
 
@@ -192,7 +200,9 @@ prepare() {
 	zk*)
 		mkdir -p "$dir/data" "$dir/conf"
 		render_template "$TEMPLATES/zoo.cfg" "$(cfg_of "$name")" \
-			"DATA_DIR=$dir/data" "CLIENT_PORT=$(zk_port "$name")"
+			"DATA_DIR=$dir/data" "CLIENT_PORT=$(zk_port "$name")" \
+			"QUORUM_1=$(quorum_port 1)" "QUORUM_2=$(quorum_port 2)" "QUORUM_3=$(quorum_port 3)" \
+			"ELECTION_1=$(election_port 1)" "ELECTION_2=$(election_port 2)" "ELECTION_3=$(election_port 3)"
 		printf '%s\n' "$n" >"$dir/data/myid"
 		cp "$ROOT/testdata/zookeeper/log4j.properties" "$dir/conf/log4j.properties"
 		;;
@@ -200,7 +210,8 @@ prepare() {
 		mkdir -p "$dir/data" "$dir/logs"
 		render_template "$TEMPLATES/server.properties" "$(cfg_of "$name")" \
 			"NODE_ID=$n" "KAFKA_PORT=$(kafka_port "$name")" \
-			"CONTROLLER_PORT=$(controller_port "$name")" "LOG_DIRS=$dir/data"
+			"CONTROLLER_PORT=$(controller_port "$name")" "LOG_DIRS=$dir/data" \
+			"VOTERS=1@$HOST:$(controller_port kafka1),2@$HOST:$(controller_port kafka2),3@$HOST:$(controller_port kafka3)"
 		if [[ ! -f $dir/data/meta.properties ]]; then
 			id=$(kafka_cluster_id)
 			log "$name: formatting storage (cluster id $id)…"
