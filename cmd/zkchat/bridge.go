@@ -42,6 +42,7 @@ func bridgeCommand() *cli.Command {
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics (built-in manager)"},
 			&cli.StringFlag{Name: "name", Usage: "the built-in manager's name in logs (default host:pid)"},
+			debugFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
@@ -81,6 +82,11 @@ func bridgeCommand() *cli.Command {
 				wg.Add(1)
 				go func() { defer wg.Done(); mErr = m.Run(c.Context) }()
 			}
+			stopDebug, err := serveDebug(c.Context, c.String("debug-addr"), log)
+			if err != nil {
+				return err
+			}
+			defer stopDebug()
 			log.Info("bridge starting", "irc", c.String("irc-server"), "channel", c.String("channel"),
 				"zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
 			bErr := b.Run(c.Context)

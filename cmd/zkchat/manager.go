@@ -60,6 +60,7 @@ func managerCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Usage: "name in logs and in the election node (default host:pid)"},
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics"},
+			debugFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
@@ -70,6 +71,11 @@ func managerCommand() *cli.Command {
 				return err
 			}
 			defer m.Close()
+			stopDebug, err := serveDebug(c.Context, c.String("debug-addr"), log)
+			if err != nil {
+				return err
+			}
+			defer stopDebug()
 			log.Info("manager starting", "zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
 			err = m.Run(c.Context)
 			log.Info("manager stopped")

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// debugFlag serves Go's profiles for an operator (and the fault suite, which
+// reads the goroutine count from /debug/pprof/goroutine?debug=1). Off by
+// default; bind it to loopback: profiles show internals.
+var debugFlag = &cli.StringFlag{Name: "debug-addr", EnvVars: []string{"ZKCHAT_DEBUG_ADDR"},
+	Usage: "serve /debug/pprof/ on `HOST:PORT` (e.g. 127.0.0.1:6060; off when empty)"}
+
+// serveDebug serves /debug/pprof/ on addr until ctx ends; the returned
+// function stops it and waits for the server goroutine.
+func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--debug-addr %s: %w", addr, err)}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("debug server", "addr", addr, "err", err)
+		}
+	}()
+	log.Info("debug server listening", "addr", ln.Addr().String())
+	ctx, cancel := context.WithCancel(ctx)
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return func() { cancel(); <-done }, nil
+}
