@@ -1,14 +1,18 @@
 # zkchat — every target installs what it needs (Debian packages, Kafka from
 # Maven Central) and runs against real ZooKeeper and Kafka on 127.0.0.1.
-.PHONY: run test build servers-start servers-stop bench bench-bridge clean
+.PHONY: run test reliability build servers-start servers-stop bench bench-bridge clean
 
 ## run: start ZooKeeper, Kafka, InspIRCd and the IRC bridge; print how to chat (Ctrl-C stops all)
 run:
 	scripts/run.sh
 
-## test: gofmt, go vet and go test -race ./... against real servers
+## test: gofmt, go vet, go test -race ./... against real servers, then the fault suite
 test:
 	scripts/test.sh
+
+## reliability: only the fault suite (3 ZooKeeper + 3 Kafka, faults injected; doc/reliability.md)
+reliability:
+	scripts/reliability.sh
 
 ## build: the zkchat binary in ./zkchat
 build:
