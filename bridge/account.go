@@ -61,8 +61,13 @@ func (b *Bridge) bind(ctx context.Context, id, account string) error {
 		return err
 	}
 	path := s.Paths.Account(id)
+	// Open, or with ACLs on: the bridge's principal ALL, world READ.
+	acl, _, err := s.NodeACL(ctx, s.Paths.Accounts())
+	if err != nil {
+		return fmt.Errorf("bind %s to account %s: %w", id, account, err)
+	}
 	_, err = protocol.Do(ctx, func() (string, error) {
-		return s.Conn.Create(path, []byte(account), 0, zk.WorldACL(zk.PermAll))
+		return s.Conn.Create(path, []byte(account), 0, acl)
 	})
 	if errors.Is(err, zk.ErrNodeExists) {
 		_, err = protocol.Do(ctx, func() (*zk.Stat, error) { return s.Conn.Set(path, []byte(account), -1) })

@@ -48,6 +48,10 @@ type Config struct {
 	SessionTimeout     time.Duration // of each user's session; 0: default
 	RequestTimeout     time.Duration // manager answers; 0: 15 s
 	Logger             *slog.Logger
+	// ZKAuth is zkchat's own principal (ZooKeeper digest). The bridge's
+	// sessions, its users' included, authenticate with it: with ACLs on,
+	// the manager lets that principal act for any id. nil: no credentials.
+	ZKAuth *protocol.Auth
 }
 
 // Bridge is the IRC bot. Run it with Run.
@@ -611,7 +615,7 @@ func (b *Bridge) listSession(ctx context.Context) (*protocol.Session, error) {
 		return b.list, nil
 	}
 	s, err := protocol.Dial(ctx, protocol.SessionConfig{Connect: b.cfg.ZooKeeper,
-		BufferSize: protocol.LargeZKBuffer, Logger: b.log})
+		BufferSize: protocol.LargeZKBuffer, Logger: b.log, Auth: b.cfg.ZKAuth})
 	if err != nil {
 		return nil, err
 	}

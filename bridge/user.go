@@ -51,7 +51,7 @@ func (b *Bridge) newUser(id string) *user {
 	w, err := protocol.NewWorker(id, protocol.WorkerConfig{
 		ZooKeeper: b.cfg.ZooKeeper, SessionTimeout: b.cfg.SessionTimeout,
 		RequestTimeout: b.cfg.RequestTimeout, Kafka: b.cfg.Kafka,
-		ZKBufferSize: protocol.SmallZKBuffer, Logger: b.cfg.Logger,
+		ZKBufferSize: protocol.SmallZKBuffer, Logger: b.cfg.Logger, Auth: b.cfg.ZKAuth,
 		Metadata: map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
 	})
 	if err != nil { // id came from NickToID, so valid

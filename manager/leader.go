@@ -136,10 +136,13 @@ func (l *leader) follow(k kind, name, key string) {
 			return
 		}
 		if g.stat.Czxid != handled || k != kindOnline {
-			if !l.handle(k, name, path, g.data, g.stat) {
+			cont, done := l.handle(k, name, path, g.data, g.stat)
+			if !cont {
 				return
 			}
-			handled = g.stat.Czxid
+			if done {
+				handled = g.stat.Czxid
+			}
 		}
 		select {
 		case ev := <-g.ch:
@@ -166,33 +169,37 @@ func (l *leader) untrack(k kind, name, key string) {
 	}
 }
 
-// handle acts on one node; false stops the leader's term (fence failed).
-func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) bool {
+// handle acts on one node. cont false stops following it (the leader's
+// term ends: fence failed); done false means it is to be looked at again at
+// its next change (an online node not yet touched by its creator).
+func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) (cont, done bool) {
 	log := l.m.log.With("kind", k.String(), "id", name)
 	var err error
 	switch k {
 	case kindEnroll, kindQuit:
 		if !l.acquire() {
-			return false
+			return false, false
 		}
 		err = l.request(k, name, path, data, stat)
 		l.release()
 	case kindOnline:
 		// Not under the semaphore as a whole: creating a topic retries for
 		// as long as Kafka is away, and must not hold up registrations.
-		err = l.online(name, path)
+		err = l.online(name, path, stat)
 	}
 	switch {
+	case protocol.ErrNotTouched(err):
+		return true, false
 	case err == nil, errors.Is(err, errAnswered):
-		return true
+		return true, true
 	case errors.Is(err, errNotLeader):
 		l.cancel(err)
-		return false
+		return false, false
 	case l.ctx.Err() != nil:
-		return false
+		return false, false
 	}
 	log.Error("handling node failed", "path", path, "err", err)
-	return true
+	return true, true
 }
 
 // acquire takes a slot of the semaphore that bounds concurrent handling.
@@ -225,10 +232,24 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
 		return err
 	}
-	var err error
+	// With ACLs on: who made the request? Refused unless the id itself (a
+	// quit: with the password it registered with) or zkchat's principal.
+	ident, err := l.m.identity(l.ctx, l.s, path, id, stat.Version, k == kindQuit)
+	switch {
+	case protocol.ErrNotTouched(err):
+		return nil // its creator's touch is a data change: looked at again then
+	case errors.Is(err, protocol.ErrIdentity):
+		log.Warn("request refused: answering failed", "err", err)
+		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
+		return err
+	case errors.Is(err, zk.ErrNoNode):
+		return errAnswered // withdrawn
+	case err != nil:
+		return err
+	}
 	switch k {
 	case kindEnroll:
-		st, err = l.m.register(l.ctx, l.s, l.fence, id, req)
+		st, err = l.m.register(l.ctx, l.s, l.fence, id, ident, req)
 	default:
 		st, err = l.m.remove(l.ctx, l.s, l.fence, id, req)
 	}
@@ -247,15 +268,31 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 }
 
 // online checks a new /online node: an unregistered id is taken offline,
-// a registered one gets its topic.
-func (l *leader) online(id, path string) error {
+// a registered one gets its topic. With ACLs on, a node not made by the id
+// (with the password it registered with) or by zkchat's principal is taken
+// offline too; one not yet touched by its creator waits for the touch.
+func (l *leader) online(id, path string, stat *zk.Stat) error {
 	log := l.m.log.With("kind", "online", "id", id)
 	if !l.acquire() {
 		return context.Cause(l.ctx)
 	}
 	release := sync.OnceFunc(l.release)
 	defer release()
-	if protocol.ValidateID(id) == nil {
+	valid, why := protocol.ValidateID(id) == nil, "invalid id"
+	if valid {
+		_, err := l.m.identity(l.ctx, l.s, path, id, stat.Version, true)
+		switch {
+		case protocol.ErrNotTouched(err):
+			return err
+		case errors.Is(err, zk.ErrNoNode):
+			return nil // gone offline meanwhile
+		case errors.Is(err, protocol.ErrIdentity):
+			valid, why = false, err.Error()
+		case err != nil:
+			return err
+		}
+	}
+	if valid {
 		ok, _, err := l.s.Exists(l.ctx, l.s.Paths.Registered(id))
 		if err != nil {
 			return err
@@ -264,8 +301,9 @@ func (l *leader) online(id, path string) error {
 			release()
 			return l.ensureTopic(id)
 		}
+		why = "not registered"
 	}
-	log.Warn("online but not registered: deleting its online node")
+	log.Warn("online node refused: deleting it", "reason", why)
 	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: -1})
 	if err != nil {
 		if i, _ := failedOp(resp, err); i >= 0 && i < len(l.fence) {

@@ -34,6 +34,11 @@ type Config struct {
 	// Concurrency bounds the requests handled at once. 0: 64.
 	Concurrency int
 	Logger      *slog.Logger
+	// ZKAuth is zkchat's own principal (ZooKeeper digest "user:password").
+	// With it the manager locks the tree down with ACLs and refuses
+	// requests and online nodes not made by the id they name (see
+	// protocol/acl.go). nil: no credentials, open ACLs, as without security.
+	ZKAuth *protocol.Auth
 }
 
 // Manager is the zkchat manager.
@@ -152,6 +157,7 @@ func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*protocol.S
 		BufferSize: protocol.LargeZKBuffer,
 		Logger:     m.log,
 		OnState:    onState,
+		Auth:       m.cfg.ZKAuth,
 	})
 }
 
@@ -194,7 +200,7 @@ func (m *Manager) RegisterUser(ctx context.Context, id string) (protocol.Status,
 	if err != nil {
 		return protocol.StatusFailed, fmt.Errorf("register %s: %w", id, err)
 	}
-	return m.register(ctx, s, nil, id, nil)
+	return m.register(ctx, s, nil, id, "", nil)
 }
 
 // RemoveUser unregisters id directly and deletes its topic: StatusDone or
@@ -250,10 +256,11 @@ func multi(ctx context.Context, s *protocol.Session, fence []any, ops ...any) ([
 }
 
 // register creates /registry/<id> and, with req, answers the request in the
-// same transaction.
-func (m *Manager) register(ctx context.Context, s *protocol.Session, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
+// same transaction. ident is the requester's digest identity, bound to the
+// id in the registry node's ACL ("" for none).
+func (m *Manager) register(ctx context.Context, s *protocol.Session, fence []any, id, ident string, req *zk.SetDataRequest) (protocol.Status, error) {
 	meta, _ := json.Marshal(map[string]any{"registered_at": time.Now().UTC().Format(time.RFC3339)})
-	ops := []any{&zk.CreateRequest{Path: s.Paths.Registered(id), Data: meta, Acl: zk.WorldACL(zk.PermAll)}}
+	ops := []any{&zk.CreateRequest{Path: s.Paths.Registered(id), Data: meta, Acl: m.registryACL(ident)}}
 	if req != nil {
 		ops = append(ops, answer(req, protocol.StatusDone))
 	}
@@ -342,4 +349,71 @@ func (m *Manager) settle(ctx context.Context, s *protocol.Session, fence []any, 
 		return protocol.StatusFailed, errAnswered
 	}
 	return protocol.StatusFailed, fmt.Errorf("answer %s: %w", req.Path, opErr)
+}
+
+// registryACL is the ACL of a new /registry/<id>: open without credentials;
+// else zkchat's principal ALL, world READ, and the registrant's identity
+// READ, which binds the id to it (protocol.Binding).
+func (m *Manager) registryACL(ident string) []zk.ACL {
+	if m.cfg.ZKAuth == nil {
+		return zk.WorldACL(zk.PermAll)
+	}
+	acl := []zk.ACL{m.cfg.ZKAuth.ACL(zk.PermAll), {Perms: zk.PermRead, Scheme: "world", ID: "anyone"}}
+	if ident != "" {
+		acl = append(acl, zk.ACL{Perms: zk.PermRead, Scheme: "digest", ID: ident})
+	}
+	return acl
+}
+
+// nodeACL is the ACL of a node the manager creates for itself (its election
+// node): zkchat's principal ALL and world READ; open without credentials.
+func (m *Manager) nodeACL() []zk.ACL {
+	if m.cfg.ZKAuth == nil {
+		return zk.WorldACL(zk.PermAll)
+	}
+	return []zk.ACL{m.cfg.ZKAuth.ACL(zk.PermAll), {Perms: zk.PermRead, Scheme: "world", ID: "anyone"}}
+}
+
+// identity decides, with ACLs on, who made the request or online node at
+// path (protocol.RequestIdentity), and checks it against the id's binding:
+// a quit or an online node of a registered id must come from the identity
+// that registered it (or from zkchat's principal). version is the data
+// version the caller read. Without credentials it returns "", nil.
+func (m *Manager) identity(ctx context.Context, s *protocol.Session, path, id string, version int32, checkBinding bool) (string, error) {
+	if m.cfg.ZKAuth == nil {
+		return "", nil
+	}
+	type got struct {
+		acl  []zk.ACL
+		stat *zk.Stat
+	}
+	g, err := protocol.Do(ctx, func() (got, error) {
+		a, st, err := s.Conn.GetACL(path)
+		return got{a, st}, err
+	})
+	if err != nil {
+		return "", fmt.Errorf("ACL of %s: %w", path, err)
+	}
+	// The version read with the data: a touch after that read comes with a
+	// watch event, and the node is looked at again.
+	st := *g.stat
+	st.Version = version
+	ident, err := protocol.RequestIdentity(g.acl, &st, id, []string{m.cfg.ZKAuth.ID()})
+	if err != nil || !checkBinding || ident == "" {
+		return ident, err
+	}
+	r, err := protocol.Do(ctx, func() (got, error) {
+		a, _, err := s.Conn.GetACL(s.Paths.Registered(id))
+		return got{a, nil}, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return ident, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("ACL of %s: %w", s.Paths.Registered(id), err)
+	}
+	if b := protocol.Binding(r.acl, id); b != "" && b != ident {
+		return "", fmt.Errorf("%w: %s was registered with another password", protocol.ErrIdentity, id)
+	}
+	return ident, nil
 }

@@ -57,7 +57,7 @@ func (m *Manager) runSession(ctx context.Context) error {
 		return err
 	}
 	node, err := protocol.Do(ctx, func() (string, error) {
-		return s.Conn.CreateProtectedEphemeralSequential(s.Paths.Election()+"/n_", []byte(m.cfg.Name), zk.WorldACL(zk.PermAll))
+		return s.Conn.CreateProtectedEphemeralSequential(s.Paths.Election()+"/n_", []byte(m.cfg.Name), m.nodeACL())
 	})
 	if err != nil {
 		return fmt.Errorf("join election: %w", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,11 @@ type WorkerConfig struct {
 	// Metadata is stored as JSON in /online/<id>; nil: host and pid.
 	Metadata map[string]any
 	Logger   *slog.Logger
+	// Auth authenticates the worker's session (ZooKeeper digest scheme),
+	// normally as "<id>:<password>"; zkchat's own principal may act for any
+	// id (the bridge's workers do). Needed when the tree is locked down with
+	// ACLs (acl.go); nil: no credentials.
+	Auth *Auth
 }
 
 // Worker is one chat user. It owns one ZooKeeper session at a time: going
@@ -86,6 +92,7 @@ func (w *Worker) sessionLocked(ctx context.Context) (*Session, error) {
 		SessionTimeout: w.cfg.SessionTimeout,
 		BufferSize:     w.cfg.ZKBufferSize,
 		Logger:         w.log,
+		Auth:           w.cfg.Auth,
 	})
 	if err != nil {
 		return nil, err
@@ -129,8 +136,15 @@ func (w *Worker) Quit(ctx context.Context) (Status, error) {
 func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrManagerTimeout)
 	defer cancel()
-	_, err := Do(ctx, func() (string, error) {
-		return s.Conn.Create(path, StatusPending.Bytes(), 0, zk.WorldACL(zk.PermAll))
+	acl, locked, err := s.NodeACL(ctx, parentOf(path))
+	if errors.Is(err, zk.ErrNoNode) {
+		return 0, fmt.Errorf("create %s: the zkchat tree does not exist (run `zkchat init`): %w", path, err)
+	}
+	if err != nil {
+		return 0, err
+	}
+	_, err = Do(ctx, func() (string, error) {
+		return s.Conn.Create(path, StatusPending.Bytes(), 0, acl)
 	})
 	switch {
 	case errors.Is(err, zk.ErrNodeExists):
@@ -149,6 +163,12 @@ func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, 
 			w.log.Warn("delete request", "path", path, "err", err)
 		}
 	}()
+	if locked {
+		// The proof that this identity made the request (acl.go).
+		if err := s.Touch(ctx, path, StatusPending.Bytes()); err != nil {
+			return 0, err
+		}
+	}
 	for {
 		type got struct {
 			data []byte
@@ -172,6 +192,9 @@ func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, 
 		case StatusDone, StatusAlready:
 			return st, nil
 		case StatusFailed:
+			if locked {
+				return st, fmt.Errorf("%w (with ZooKeeper ACLs on, the manager also refuses a request not made by the id itself or by zkchat's principal, and a quit by another password than the registration's)", ErrRequestFailed)
+			}
 			return st, ErrRequestFailed
 		}
 		select {
@@ -234,8 +257,12 @@ func (w *Worker) createOnline(ctx context.Context, s *Session) error {
 		return fmt.Errorf("metadata: %w", err)
 	}
 	path := s.Paths.OnlineNode(w.id)
+	acl, locked, err := s.NodeACL(ctx, s.Paths.Online())
+	if err != nil {
+		return err
+	}
 	_, err = Do(ctx, func() (string, error) {
-		return s.Conn.Create(path, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		return s.Conn.Create(path, data, zk.FlagEphemeral, acl)
 	})
 	if errors.Is(err, zk.ErrNodeExists) {
 		// Ours from a session that just expired is impossible (expiry deletes
@@ -246,6 +273,12 @@ func (w *Worker) createOnline(ctx context.Context, s *Session) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	w.ownerID = s.Conn.SessionID()
+	if locked {
+		// The manager takes the node for this identity's only once touched.
+		if err := s.Touch(ctx, path, data); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -612,4 +645,12 @@ func (w *Worker) GetRegisteredUsers(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("registered users: %w", err)
 	}
 	return s.RegisteredUsers(ctx)
+}
+
+// parentOf is the parent of an absolute path.
+func parentOf(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i > 0 {
+		return path[:i]
+	}
+	return "/"
 }

@@ -36,6 +36,10 @@ type SessionConfig struct {
 	// OnState, if set, is called from go-zookeeper's event loop on every
 	// session state change. It must not block.
 	OnState func(zk.State)
+	// Auth, if set, authenticates the session with ZooKeeper's digest scheme
+	// (and again after every reconnect), and the tree it creates is locked
+	// down with ACLs (see acl.go). nil: no credentials, open ACLs.
+	Auth *Auth
 }
 
 // Session is a ZooKeeper connection and the zkchat tree under its chroot.
@@ -44,6 +48,9 @@ type SessionConfig struct {
 type Session struct {
 	Conn  *zk.Conn
 	Paths Paths
+
+	auth *Auth // nil: no credentials
+	log  *slog.Logger
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every state change
@@ -66,7 +73,7 @@ func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Session{Paths: paths, changed: make(chan struct{})}
+	s := &Session{Paths: paths, auth: cfg.Auth, log: log, changed: make(chan struct{})}
 	conn, _, err := zk.Connect(servers, cfg.SessionTimeout,
 		zk.WithLogger(zkLogger{log}),
 		zk.WithLogInfo(false),
@@ -96,6 +103,17 @@ func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	if err := s.WaitSession(wctx); err != nil {
 		conn.Close()
 		return nil, err
+	}
+	if cfg.Auth != nil {
+		// go-zookeeper keeps the credentials and sends them again after
+		// every reconnect. The digest scheme accepts any password (it only
+		// computes the identity), so this fails only on a broken connection.
+		if _, err := Do(wctx, func() (struct{}, error) {
+			return struct{}{}, conn.AddAuth("digest", cfg.Auth.bytes())
+		}); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("zookeeper %s: authenticating as %s: %w", cfg.Connect, cfg.Auth.User, err)
+		}
 	}
 	return s, nil
 }
@@ -191,17 +209,83 @@ func (s *Session) sortedChildren(ctx context.Context, dir, what string) ([]strin
 }
 
 // CreateTree creates the persistent nodes of the tree that are missing.
-// It is idempotent: createZkTreeStructure of the spec.
+// It is idempotent: createZkTreeStructure of the spec. A session with
+// credentials locks the tree down (acl.go): it creates the nodes from the
+// chroot down with their ACLs, and sets those ACLs on nodes that exist with
+// others (a tree made open before), which needs the ADMIN permission that
+// an open node gives everyone. The chroot's ancestors, shared with other
+// installations, stay open.
 func (s *Session) CreateTree(ctx context.Context) error {
 	for _, p := range s.Paths.Persistent() {
+		acl, data := zk.WorldACL(zk.PermAll), []byte(nil)
+		locked := s.auth != nil && s.Paths.inTree(p)
+		if locked {
+			acl, data = s.Paths.persistentACL(p, s.auth), adminData(s.auth)
+		}
 		_, err := Do(ctx, func() (string, error) {
-			return s.Conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll))
+			return s.Conn.Create(p, data, 0, acl)
 		})
 		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			if errors.Is(err, zk.ErrNoAuth) {
+				err = fmt.Errorf("%w: %w", ErrNoAuth, err)
+			}
 			return fmt.Errorf("create %s: %w", p, err)
+		}
+		if err != nil && locked {
+			if err := s.lockDown(ctx, p, acl, data); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// lockDown sets acl and data on node unless it has them already.
+func (s *Session) lockDown(ctx context.Context, node string, acl []zk.ACL, data []byte) error {
+	type got struct {
+		acl  []zk.ACL
+		data []byte
+	}
+	g, err := Do(ctx, func() (got, error) {
+		a, _, err := s.Conn.GetACL(node)
+		if err != nil {
+			return got{}, err
+		}
+		d, _, err := s.Conn.Get(node)
+		return got{a, d}, err
+	})
+	if err != nil {
+		return fmt.Errorf("ACL of %s: %w", node, err)
+	}
+	if sameACL(g.acl, acl) && string(g.data) == string(data) {
+		return nil
+	}
+	// The data first: it needs WRITE, which an open node gives everyone
+	// and the locked one gives the admin.
+	_, err = Do(ctx, func() (*zk.Stat, error) { return s.Conn.Set(node, data, -1) })
+	if err == nil {
+		_, err = Do(ctx, func() (*zk.Stat, error) { return s.Conn.SetACL(node, acl, -1) })
+	}
+	if errors.Is(err, zk.ErrNoAuth) {
+		return fmt.Errorf("set ACL of %s: %w: it belongs to another principal (%v)", node, ErrNoAuth, Admins(g.acl))
+	}
+	if err != nil {
+		return fmt.Errorf("set ACL of %s: %w", node, err)
+	}
+	s.log.Info("ZooKeeper ACL set on an existing node", "node", node, "admin", s.auth.User)
+	return nil
+}
+
+func sameACL(a, b []zk.ACL) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // zkLogger routes go-zookeeper's log lines to slog at debug level; its

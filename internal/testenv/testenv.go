@@ -39,6 +39,13 @@ type Env struct {
 	Kafka string
 	// Prefix is the test's topic and consumer group prefix.
 	Prefix string
+	// CleanupAuth, if set ("user:password"), authenticates the connection
+	// that removes the chroot at the end: a test that locks its tree down
+	// with ZooKeeper ACLs sets it to the tree's admin principal.
+	CleanupAuth string
+	// KafkaExtra are librdkafka properties for the cleanup's Kafka admin
+	// client and for Admin (SASL settings of a private broker).
+	KafkaExtra map[string]string
 }
 
 var (
@@ -332,7 +339,7 @@ func (quiet) Printf(string, ...any) {}
 // Admin is a Kafka admin client, closed when the test ends.
 func (e *Env) Admin(t testing.TB) *kafka.AdminClient {
 	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": e.Kafka})
+	a, err := kafka.NewAdminClient(e.kafkaConfig())
 	if err != nil {
 		t.Fatalf("kafka admin: %v", err)
 	}
@@ -357,15 +364,28 @@ func (e *Env) Topics(t testing.TB) []string {
 	return out
 }
 
+func (e *Env) kafkaConfig() *kafka.ConfigMap {
+	c := kafka.ConfigMap{"bootstrap.servers": e.Kafka}
+	for k, v := range e.KafkaExtra {
+		c[k] = v
+	}
+	return &c
+}
+
 func (e *Env) cleanup(t testing.TB) {
 	c, _, err := zk.Connect(strings.Split(e.ZKServers, ","), 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
 	if err == nil {
+		if e.CleanupAuth != "" {
+			if err := c.AddAuth("digest", []byte(e.CleanupAuth)); err != nil {
+				t.Logf("cleanup %s: authenticating: %v", e.Chroot, err)
+			}
+		}
 		if err := deleteAll(c, e.Chroot); err != nil {
 			t.Logf("cleanup %s: %v", e.Chroot, err)
 		}
 		c.Close()
 	}
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": e.Kafka})
+	a, err := kafka.NewAdminClient(e.kafkaConfig())
 	if err != nil {
 		return
 	}
