@@ -72,4 +72,3 @@ func (l *Ledger) SawTopic(t testing.TB, brokers, topic string) int {
 	}
 	return len(recs)
 }
-
