@@ -16,8 +16,8 @@
 # split  makes a real netsplit: an oper on irc1 sends SQUIT irc2.zkchat.test.
 #        Both servers stay up; each quits the other side's users towards its
 #        own clients with the netsplit reason "irc1.zkchat.test
-#        irc2.zkchat.test" ("*.net *.split" with ZKCHAT_IRCL_HIDESPLITS=yes),
-#        exactly as when a link breaks. Returns once a client on each side
+#        irc2.zkchat.test" ("*.net *.split" with ZKCHAT_IRCL_HIDESPLITS=yes;
+#        opers still see the names), exactly as when a link breaks. Returns once a client on each side
 #        has seen a client of the other side QUIT that way (prints the
 #        reasons and the time). Already split: says so, exits 0.
 # join   relinks them: an oper on irc1 sends CONNECT irc2.zkchat.test (there
