@@ -200,4 +200,3 @@ func TestNetsplitKeepsUsersOnline(t *testing.T) {
 	t.Logf("split grace %s; join took %s; /online agrees with NAMES %v %s after the heal started (%s after the split)",
 		grace, joined.Round(time.Millisecond), ids, time.Since(heal).Round(time.Millisecond), time.Since(split).Round(time.Millisecond))
 }
-
