@@ -22,9 +22,17 @@ import (
 // so the test's users sit on the other side of the link from the bridge.
 func startLinked(t *testing.T, l *testenv.Linked, grace time.Duration) *setup {
 	t.Helper()
+	return startOn(t, l.Bot1, l.Addr2, func(c *bridge.Config) { c.SplitGrace = grace })
+}
+
+// startOn runs a manager and a bridge (connected to server, unpaced unless
+// mod says otherwise) for the test, on its own channel; users is where
+// s.join connects.
+func startOn(t *testing.T, server, users string, mod func(*bridge.Config)) *setup {
+	t.Helper()
 	env := testenv.New(t)
 	tag := testenv.Tag()
-	s := &setup{env: env, users: l.Addr2, bot: "zk" + tag, channel: "#t" + tag}
+	s := &setup{env: env, users: users, bot: "zk" + tag, channel: "#t" + tag}
 	log := testenv.Logger(t)
 	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log.With("test", "manager")})
@@ -36,9 +44,13 @@ func startLinked(t *testing.T, l *testenv.Linked, grace time.Duration) *setup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.b, err = bridge.New(bridge.Config{Server: l.Bot1, Nick: s.bot, Channel: s.channel,
+	cfg := bridge.Config{Server: server, Nick: s.bot, Channel: s.channel,
 		ZooKeeper: env.ZooKeeper, Kafka: s.kafka, Rate: -1, Logger: log.With("test", "bridge"),
-		SessionTimeout: 4 * time.Second, SplitGrace: grace})
+		SessionTimeout: 4 * time.Second}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s.b, err = bridge.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
