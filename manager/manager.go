@@ -23,8 +23,11 @@ type Config struct {
 	SessionTimeout time.Duration // 0: protocol.DefaultSessionTimeout
 	// Kafka is the bootstrap server list; KafkaExtra are further librdkafka
 	// properties (security settings, say).
-	Kafka             string
-	KafkaExtra        map[string]string
+	Kafka      string
+	KafkaExtra map[string]string
+	// KafkaAuth, if set, authenticates the manager's Kafka client with SASL
+	// (protocol/kafkaauth.go); KafkaExtra may still override its properties.
+	KafkaAuth         *protocol.KafkaAuth
 	Topics            protocol.Topics
 	ReplicationFactor int               // 0: 1
 	TopicConfig       map[string]string // per-topic configs, e.g. min.insync.replicas
@@ -87,8 +90,10 @@ func New(cfg Config) (*Manager, error) {
 	}
 	kc := kafka.ConfigMap{"bootstrap.servers": cfg.Kafka, "client.id": "zkchat-manager",
 		"go.logs.channel.enable": true}
-	for k, v := range cfg.KafkaExtra {
-		kc[k] = v
+	for _, props := range []map[string]string{cfg.KafkaAuth.Properties(), cfg.KafkaExtra} {
+		for k, v := range props {
+			kc[k] = v
+		}
 	}
 	// A bare AdminClient cannot route librdkafka's logs (they would go to
 	// stderr unformatted); one made from a producer can. The producer never

@@ -21,6 +21,8 @@ var (
 	ErrRequestFailed = errors.New("manager answered: failed")
 	// ErrBadRequest: a request node holds data that is not a status code.
 	ErrBadRequest = errors.New("malformed request data")
+	// ErrKafkaAuth: the Kafka brokers refused the client's SASL credentials.
+	ErrKafkaAuth = errors.New("Kafka refused the credentials (check ZKCHAT_KAFKA_AUTH / ZKCHAT_KAFKA_AUTH_FILE)")
 	// ErrKafkaUnreachable: no Kafka broker answered.
 	ErrKafkaUnreachable = errors.New("cannot reach Kafka")
 	// ErrNoKafka: a Kafka operation was asked of a worker made without Kafka.

@@ -19,7 +19,12 @@ type KafkaConfig struct {
 	Logger  *slog.Logger
 	// Extra librdkafka properties for every client (security settings, say).
 	Extra map[string]string
+	// Auth, if set, makes every client authenticate with SASL (kafkaauth.go).
+	Auth *KafkaAuth
 }
+
+// sharedReaderGroup is the shared consumer's group.id.
+const sharedReaderGroup = "zkchat-shared-reader"
 
 // Kafka holds the Kafka clients one process shares between all its workers:
 // one idempotent producer, one admin client, and one consumer whose
@@ -45,6 +50,37 @@ type Kafka struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	noisy  errorLimiter
+	// lastErr is the last client-level error librdkafka reported (an
+	// authentication failure, a listener that speaks another protocol):
+	// a failed call only says "transport failure", this says why.
+	lastErr atomic.Pointer[clientError]
+}
+
+type clientError struct {
+	err kafka.Error
+	at  time.Time
+}
+
+// explain adds the client's last error, if recent, to err, a failed call:
+// wrapping ErrKafkaAuth when the brokers refused the credentials.
+func (k *Kafka) explain(err error) error {
+	last := k.lastErr.Load()
+	var ke kafka.Error
+	if err != nil && k.cfg.Auth == nil && errors.As(err, &ke) && ke.Code() == kafka.ErrTransport &&
+		(last == nil || last.err.Code() == kafka.ErrTransport) {
+		// A SASL listener drops a client that does not authenticate.
+		if last != nil {
+			err = fmt.Errorf("%w (client error: %v)", err, last.err)
+		}
+		return fmt.Errorf("%w (if the brokers require SASL, set %s or %s)", err, EnvKafkaAuth, EnvKafkaAuthFile)
+	}
+	if err == nil || last == nil || time.Since(last.at) > time.Minute {
+		return err
+	}
+	if last.err.Code() == kafka.ErrAuthentication {
+		return fmt.Errorf("%w: %v (%v)", ErrKafkaAuth, last.err, err)
+	}
+	return fmt.Errorf("%w (client error: %v)", err, last.err)
 }
 
 // errorLimiter logs a client error at warning level once per code per
@@ -99,7 +135,7 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		"bootstrap.servers": cfg.Brokers,
 		"client.id":         "zkchat-reader",
 		// Needed by librdkafka for offsets APIs; never joined or committed to.
-		"group.id":                 "zkchat-shared-reader",
+		"group.id":                 sharedReaderGroup,
 		"enable.auto.commit":       false,
 		"enable.auto.offset.store": false,
 		"auto.offset.reset":        "earliest",
@@ -110,9 +146,11 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		"topic.metadata.refresh.interval.ms": 10000,
 		"go.logs.channel.enable":             true,
 	}
-	for k, v := range cfg.Extra {
-		pc[k] = v
-		cc[k] = v
+	for _, props := range []map[string]string{cfg.Auth.Properties(), cfg.Extra} {
+		for k, v := range props {
+			pc[k] = v
+			cc[k] = v
+		}
 	}
 	p, err := kafka.NewProducer(&pc)
 	if err != nil {
@@ -124,8 +162,10 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	// Made from a producer that never produces, so its logs can be routed.
 	ac := kafka.ConfigMap{"bootstrap.servers": cfg.Brokers, "client.id": "zkchat-admin",
 		"go.logs.channel.enable": true}
-	for k, v := range cfg.Extra {
-		ac[k] = v
+	for _, props := range []map[string]string{cfg.Auth.Properties(), cfg.Extra} {
+		for k, v := range props {
+			ac[k] = v
+		}
 	}
 	ap, err := kafka.NewProducer(&ac)
 	if err != nil {
@@ -188,6 +228,9 @@ func (k *Kafka) drainProducerEvents(p *kafka.Producer) {
 	for ev := range p.Events() {
 		switch e := ev.(type) {
 		case kafka.Error:
+			if e.Code() != kafka.ErrAllBrokersDown { // says less than the error before it
+				k.lastErr.Store(&clientError{e, time.Now()})
+			}
 			k.noisy.log(k.log, "kafka producer", e)
 		case *kafka.Message:
 			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
@@ -266,7 +309,7 @@ func (k *Kafka) TopicExists(ctx context.Context, topic string) (bool, error) {
 	}
 	md, err := k.admin.GetMetadata(&topic, false, ms)
 	if err != nil {
-		return false, fmt.Errorf("metadata of %s: %w", topic, err)
+		return false, fmt.Errorf("metadata of %s: %w", topic, k.explain(err))
 	}
 	t, ok := md.Topics[topic]
 	if !ok {
@@ -297,6 +340,9 @@ func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
+			if errors.Is(last, ErrKafkaAuth) {
+				return last
+			}
 			var ke kafka.Error
 			if errors.As(last, &ke) && (ke.Code() == kafka.ErrTransport || ke.Code() == kafka.ErrAllBrokersDown) {
 				return fmt.Errorf("%w (%s): %v", ErrKafkaUnreachable, k.cfg.Brokers, last)

@@ -12,6 +12,21 @@
 # is rendered from testdata/kafka/{server.properties,log4j2.properties}.
 # status exits 0 when the broker answers, 1 when it runs but does not answer,
 # 3 when it is not running.
+#
+# ZKCHAT_KAFKA_SASL=1 (on a fresh data dir: SCRAM users are made when the
+# storage is formatted) turns security on: the client listener becomes
+# SASL_PLAINTEXT with SCRAM-SHA-256, the StandardAuthorizer refuses whatever
+# no ACL allows, and two SCRAM users exist: the super user
+# $ZKCHAT_KAFKA_ADMIN_USER (default admin) and zkchat's principal
+# $ZKCHAT_KAFKA_SASL_USER (default zkchat). Their passwords are generated
+# once into $ZKCHAT_DATA_DIR/kafka/sasl/<user>.auth ("user:password", mode
+# 0600: give zkchat ZKCHAT_KAFKA_AUTH_FILE=.../zkchat.auth). zkchat's ACLs
+# (every operation on topics and groups starting with ZKCHAT_TOPIC_PREFIX)
+# are granted with `zkchat kafka-acls`, as the admin. The controller
+# listener stays PLAINTEXT on 127.0.0.1 (SCRAM cannot serve it in KRaft), and
+# its anonymous principal is a super user, as the broker's requests to its
+# controller need; only local processes can reach it. The passwords appear on
+# the StorageTool command line once, while the storage is formatted.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,6 +49,12 @@ CLUSTER_ID_FILE=$KAFKA_DIR/cluster.id
 PIDFILE=$KAFKA_DIR/kafka.pid
 # Matches only the broker started with our config (guards against reused PIDs).
 PATTERN="kafka.Kafka $CFG"
+SASL=${ZKCHAT_KAFKA_SASL:-0}
+SASL_DIR=$KAFKA_DIR/sasl
+ADMIN_USER=${ZKCHAT_KAFKA_ADMIN_USER:-admin}
+ZKCHAT_USER=${ZKCHAT_KAFKA_SASL_USER:-zkchat}
+# The admin's librdkafka settings (kcat -F, say); its presence marks SASL mode.
+KCAT_CFG=$SASL_DIR/kcat.conf
 START_TIMEOUT=120
 STOP_TIMEOUT=20
 
@@ -90,9 +111,60 @@ metadata() {
 	timeout 10 kcat -b "$HOST:$ZKCHAT_KAFKA_PORT" -L -m 3 2>/dev/null
 }
 
-# broker_answers: the metadata lists broker 1 at our address.
+# sasl_password USER: the user's password, generated on first use into
+# $SASL_DIR/USER.auth ("user:password", mode 0600).
+sasl_password() {
+	local f=$SASL_DIR/$1.auth line
+	if [[ ! -s $f ]]; then
+		(
+			umask 077
+			mkdir -p "$SASL_DIR"
+			printf '%s:%s\n' "$1" "$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" >"$f.tmp"
+			mv -f "$f.tmp" "$f"
+		)
+	fi
+	read -r line <"$f"
+	printf '%s\n' "${line#*:}"
+}
+
+# sasl_config: the broker settings of SASL mode, appended to the rendered
+# server.properties (later keys win), and kcat's client settings.
+sasl_config() {
+	local admin_pw
+	admin_pw=$(sasl_password "$ADMIN_USER")
+	sasl_password "$ZKCHAT_USER" >/dev/null
+	chmod 600 "$CFG"
+	cat >>"$CFG" <<PROPS
+
+# ZKCHAT_KAFKA_SASL=1 (scripts/kafka.sh): SASL/SCRAM and ACLs.
+listeners=SASL_PLAINTEXT://$HOST:$ZKCHAT_KAFKA_PORT,CONTROLLER://$HOST:$ZKCHAT_KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://$HOST:$ZKCHAT_KAFKA_PORT
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$ADMIN_USER" password="$admin_pw";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:$ADMIN_USER;User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
+PROPS
+	(
+		umask 077
+		printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=SCRAM-SHA-256\nsasl.username=%s\nsasl.password=%s\n' \
+			"$ADMIN_USER" "$admin_pw" >"$KCAT_CFG"
+	)
+}
+
+# broker_answers: the metadata lists broker 1 at our address. With SASL the
+# SASL listener accepting connections has to do: Debian's kcat 1.7
+# (librdkafka 2.0.2) fails SCRAM against Kafka 4.1 ("invalid credentials"
+# with the right password; librdkafka 2.11, which zkchat uses, succeeds).
 broker_answers() {
 	local md
+	if [[ -f $KCAT_CFG ]]; then
+		port_open "$HOST" "$ZKCHAT_KAFKA_PORT"
+		return
+	fi
 	md=$(metadata) || return 1
 	[[ $md == *"broker 1 at $HOST:$ZKCHAT_KAFKA_PORT"* ]]
 }
@@ -143,10 +215,17 @@ ensure_formatted() {
 	fi
 	read -r id <"$CLUSTER_ID_FILE"
 	log "formatting Kafka storage in $LOG_DIRS (cluster id $id)…"
+	local scram=()
+	if [[ $SASL == 1 ]]; then
+		scram=(--add-scram "SCRAM-SHA-256=[name=$ADMIN_USER,password=$(sasl_password "$ADMIN_USER")]"
+			--add-scram "SCRAM-SHA-256=[name=$ZKCHAT_USER,password=$(sasl_password "$ZKCHAT_USER")]")
+	fi
 	# Static controller.quorum.voters, so no --standalone / --initial-controllers.
-	out=$(storage_tool format -t "$id" -c "$CFG" 2>&1) ||
+	out=$(storage_tool format -t "$id" -c "$CFG" "${scram[@]}" 2>&1) ||
 		{ printf '%s\n' "$out" >&2; die "formatting Kafka storage failed"; }
 	printf '%s\n' "$out" >>"$OUTFILE"
+	[[ $SASL == 1 ]] && touch "$SASL_DIR/formatted"
+	return 0
 }
 
 cmd_start() {
@@ -174,6 +253,14 @@ cmd_start() {
 		"CONTROLLER_PORT=$ZKCHAT_KAFKA_CONTROLLER_PORT" \
 		"LOG_DIRS=$LOG_DIRS"
 	cp "$TEMPLATES/log4j2.properties" "$LOG4J_CFG"
+	if [[ $SASL == 1 ]]; then
+		if [[ -f $LOG_DIRS/meta.properties && ! -f $SASL_DIR/formatted ]]; then
+			die "ZKCHAT_KAFKA_SASL=1 needs storage formatted with SCRAM users; $LOG_DIRS was formatted without (use another ZKCHAT_DATA_DIR)"
+		fi
+		sasl_config
+	else
+		rm -f "$KCAT_CFG"
+	fi
 	ensure_formatted
 
 	raise_nofile
@@ -194,6 +281,9 @@ cmd_start() {
 	wait_for "$START_TIMEOUT" "$PIDFILE" kafka_ready || rc=$?
 	if ((rc == 0)); then
 		log "kafka ready on $HOST:$ZKCHAT_KAFKA_PORT after $(since_s "$t0") s (pid $(pid_of "$PIDFILE"), log $LOGS/server.log)"
+		if [[ $SASL == 1 ]]; then
+			log "SASL/SCRAM on: credentials in $SASL_DIR ($ADMIN_USER.auth: super user, $ZKCHAT_USER.auth: zkchat's principal; grant its ACLs with zkchat kafka-acls)"
+		fi
 		return 0
 	fi
 	if ((rc == 2)); then

@@ -52,8 +52,17 @@ func bridgeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			za, err := zkAuth(c)
+			if err != nil {
+				return err
+			}
+			ka, err := kafkaAuth(c)
+			if err != nil {
+				return err
+			}
 			k, err := protocol.NewKafka(protocol.KafkaConfig{
 				Brokers: c.String("kafka"), Topics: protocol.Topics{Prefix: c.String("topic-prefix")}, Logger: log,
+				Auth: ka,
 			})
 			if err != nil {
 				return err
@@ -66,7 +75,7 @@ func bridgeCommand() *cli.Command {
 				Rate: c.Float64("rate"), Burst: c.Int("burst"), SplitGrace: c.Duration("split-grace"),
 				ZooKeeper: c.String("zookeeper"), Kafka: k,
 				SessionTimeout: c.Duration("session-timeout"), RequestTimeout: c.Duration("timeout"),
-				Logger: log,
+				Logger: log, ZKAuth: za,
 			})
 			if err != nil {
 				return usageError{err}

@@ -53,7 +53,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			"   zkchat register alice && zkchat register bob\n" +
 			"   zkchat read bob --follow   # in one terminal: bob is online, prints what he gets\n" +
 			"   zkchat chat alice          # in another; type `bob: hello`\n\n" +
-			"Every failure prints one line on stderr. Exit codes: 0 success, 1 failure, 2 bad usage.",
+			"Every failure prints one line on stderr. Exit codes: 0 success, 1 failure, 2 bad usage.\n\n" +
+			securityHelp,
 		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			initCommand(), managerCommand(),
 			registerCommand(), unregisterCommand(), usersCommand(),
 			sendCommand(), readCommand(), chatCommand(), bridgeCommand(),
+			kafkaACLsCommand(),
 		},
 	}
 	for _, c := range app.Commands {
@@ -90,7 +92,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func globalFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "zookeeper", Aliases: []string{"z"}, EnvVars: []string{"ZKCHAT_ZOOKEEPER"},
 			Value: "127.0.0.1:2181", Usage: "ZooKeeper connection string `HOSTS[/chroot]`"},
 		&cli.StringFlag{Name: "kafka", Aliases: []string{"k"}, EnvVars: []string{"ZKCHAT_KAFKA"},
@@ -105,7 +107,7 @@ func globalFlags() []cli.Flag {
 			Usage: "debug, info, warn or error (default: info for manager and bridge, error otherwise)"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"ZKCHAT_LOG_FORMAT"}, Value: "text",
 			Usage: "text or json (logs go to stderr)"},
-	}
+	}, authFlags()...)
 }
 
 // logger builds the slog logger from the global flags.

@@ -15,6 +15,14 @@ func newManager(c *cli.Context) (*manager.Manager, *slog.Logger, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	za, err := zkAuth(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	ka, err := kafkaAuth(c)
+	if err != nil {
+		return nil, nil, err
+	}
 	m, err := manager.New(manager.Config{
 		ZooKeeper:         c.String("zookeeper"),
 		SessionTimeout:    c.Duration("session-timeout"),
@@ -23,6 +31,8 @@ func newManager(c *cli.Context) (*manager.Manager, *slog.Logger, error) {
 		ReplicationFactor: c.Int("replication-factor"),
 		Name:              c.String("name"),
 		Logger:            log,
+		ZKAuth:            za,
+		KafkaAuth:         ka,
 	})
 	if err != nil {
 		return nil, nil, usageError{err}

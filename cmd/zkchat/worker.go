@@ -40,12 +40,21 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 	if err := protocol.ValidateID(id); err != nil {
 		return nil, err
 	}
+	za, err := zkAuth(c)
+	if err != nil {
+		return nil, err
+	}
 	env := &workerEnv{log: log}
 	if withKafka {
+		ka, err := kafkaAuth(c)
+		if err != nil {
+			return nil, err
+		}
 		env.kafka, err = protocol.NewKafka(protocol.KafkaConfig{
 			Brokers: c.String("kafka"),
 			Topics:  protocol.Topics{Prefix: c.String("topic-prefix")},
 			Logger:  log,
+			Auth:    ka,
 		})
 		if err != nil {
 			return nil, err
@@ -59,6 +68,7 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 		ZKBufferSize: protocol.LargeZKBuffer,
 		Kafka:        env.kafka,
 		Logger:       log,
+		Auth:         za,
 	})
 	if err != nil {
 		if env.kafka != nil {
@@ -133,8 +143,12 @@ func usersCommand() *cli.Command {
 			if _, _, err := protocol.SplitConnect(c.String("zookeeper")); err != nil {
 				return usageError{err}
 			}
+			za, err := zkAuth(c)
+			if err != nil {
+				return err
+			}
 			s, err := protocol.Dial(c.Context, protocol.SessionConfig{Connect: c.String("zookeeper"),
-				SessionTimeout: c.Duration("session-timeout"), BufferSize: protocol.LargeZKBuffer})
+				SessionTimeout: c.Duration("session-timeout"), BufferSize: protocol.LargeZKBuffer, Auth: za})
 			if err != nil {
 				return err
 			}

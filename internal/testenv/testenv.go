@@ -259,13 +259,27 @@ func Tag() string {
 // with another action ("restart", ...). The server is stopped at cleanup.
 func PrivateServer(t testing.TB, name, portVar string) (addr, dataDir string, run func(action string)) {
 	t.Helper()
+	return PrivateServerEnv(t, name, portVar)
+}
+
+// FreePort is a TCP port on 127.0.0.1 that nothing listened on a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dataDir, err = os.MkdirTemp("", "zkchat-"+name+"-")
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// PrivateServerEnv is PrivateServer with more environment for the script,
+// as "NAME=value" (a private Kafka needs its own
+// ZKCHAT_KAFKA_CONTROLLER_PORT, from FreePort).
+func PrivateServerEnv(t testing.TB, name, portVar string, env ...string) (addr, dataDir string, run func(action string)) {
+	t.Helper()
+	port := FreePort(t)
+	dataDir, err := os.MkdirTemp("", "zkchat-"+name+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +290,7 @@ func PrivateServer(t testing.TB, name, portVar string) (addr, dataDir string, ru
 	run = func(action string) {
 		t.Helper()
 		cmd := exec.Command(script, action)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", portVar, port), "ZKCHAT_DATA_DIR="+dataDir)
+		cmd.Env = append(append(os.Environ(), fmt.Sprintf("%s=%d", portVar, port), "ZKCHAT_DATA_DIR="+dataDir), env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s.sh %s: %v\n%s", name, action, err, out)
 		}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/urfave/cli/v2"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// Credentials come from the environment or from files the flags name, never
+// from a flag's value: the command line is visible to every user of the
+// machine (ps, /proc/<pid>/cmdline).
+func authFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "zk-auth-file", EnvVars: []string{protocol.EnvZKAuthFile}, TakesFile: true,
+			Usage: "`FILE` (mode 0600) holding ZooKeeper digest credentials user:password, for ZooKeeper ACLs; " +
+				"or put them in $" + protocol.EnvZKAuth + ". A worker's user is its id; the manager's and bridge's is zkchat's own principal"},
+		&cli.StringFlag{Name: "kafka-auth-file", EnvVars: []string{protocol.EnvKafkaAuthFile}, TakesFile: true,
+			Usage: "`FILE` (mode 0600) holding Kafka SASL credentials user:password; or put them in $" + protocol.EnvKafkaAuth +
+				" ($" + protocol.EnvKafkaSASLMechanism + ", default SCRAM-SHA-256; $" + protocol.EnvKafkaSecurityProtocol + ", default SASL_PLAINTEXT)"},
+	}
+}
+
+// securityHelp is the part of `zkchat --help` about credentials.
+const securityHelp = "Security (off unless configured; see the README): ZooKeeper ACLs with the digest scheme take\n" +
+	"credentials user:password from $" + protocol.EnvZKAuth + " or the file --zk-auth-file / $" + protocol.EnvZKAuthFile + "\n" +
+	"names; Kafka SASL takes them from $" + protocol.EnvKafkaAuth + " or --kafka-auth-file / $" + protocol.EnvKafkaAuthFile + ".\n" +
+	"Secrets are never taken from the command line and never logged."
+
+// zkAuth is the ZooKeeper credentials configured, nil for none.
+func zkAuth(c *cli.Context) (*protocol.Auth, error) {
+	a, err := protocol.AuthFromEnv(c.String("zk-auth-file"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return a, nil
+}
+
+// kafkaAuth is the Kafka credentials configured, nil for none.
+func kafkaAuth(c *cli.Context) (*protocol.KafkaAuth, error) {
+	a, err := protocol.KafkaAuthFromEnv(c.String("kafka-auth-file"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return a, nil
+}
+
+func kafkaACLsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "kafka-acls",
+		Usage: "grant zkchat's Kafka principal its ACLs (run with a super user's Kafka credentials)",
+		Description: "Creates ALLOW ALL ACLs for --principal on the topics and consumer groups whose names start\n" +
+			"with --topic-prefix (PREFIXED; every topic and group with an empty prefix), and on the\n" +
+			"shared reader's group. The Kafka credentials (--kafka-auth-file or $" + protocol.EnvKafkaAuth + ") must be\n" +
+			"a super user's, e.g. the admin.auth file of `ZKCHAT_KAFKA_SASL=1 scripts/kafka.sh start`.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "principal", Value: "User:zkchat", Usage: "zkchat's Kafka principal"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usagef("kafka-acls: takes no arguments")
+			}
+			if !strings.HasPrefix(c.String("principal"), "User:") {
+				return usagef("kafka-acls: --principal %q: want User:<name>", c.String("principal"))
+			}
+			ka, err := kafkaAuth(c)
+			if err != nil {
+				return err
+			}
+			cfg := kafka.ConfigMap{"bootstrap.servers": c.String("kafka")}
+			for k, v := range ka.Properties() {
+				cfg[k] = v
+			}
+			admin, err := kafka.NewAdminClient(&cfg)
+			if err != nil {
+				return fmt.Errorf("kafka admin: %w", err)
+			}
+			defer admin.Close()
+			t := protocol.Topics{Prefix: c.String("topic-prefix")}
+			if err := protocol.GrantKafkaACLs(c.Context, admin, c.String("principal"), t); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "granted %s all operations on topics and groups %q*\n", c.String("principal"), t.Prefix)
+			return nil
+		},
+	}
+}
