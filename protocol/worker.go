@@ -237,7 +237,7 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 		defer cancel()
 		if err := w.cfg.Kafka.WaitTopic(tctx, w.cfg.Kafka.Topics().Topic(w.id)); err != nil {
 			w.goOfflineLocked()
-			if errors.Is(err, ErrKafkaUnreachable) {
+			if errors.Is(err, ErrKafkaUnreachable) || errors.Is(err, ErrKafkaAuth) {
 				return fmt.Errorf("online %s: %w", w.id, err)
 			}
 			return fmt.Errorf("online %s: the manager did not create the topic: %w", w.id, err)

@@ -12,7 +12,8 @@
 #   server link        $ZKCHAT_IRCL1_LINK_PORT (6696) $ZKCHAT_IRCL2_LINK_PORT (6697)
 #
 # start  starts both servers and links them; returns once a client on each
-#        side sees a client of the other side in a channel.
+#        side sees a client of the other side in a channel. On a running
+#        pair it only links them (a split pair joins).
 # split  makes a real netsplit: an oper on irc1 sends SQUIT irc2.zkchat.test.
 #        Both servers stay up; each quits the other side's users towards its
 #        own clients with the netsplit reason "irc1.zkchat.test
