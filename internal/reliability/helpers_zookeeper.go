@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -420,4 +422,55 @@ func (p *Proc) BackToBaselineLive(t testing.TB, base Live, d time.Duration) Live
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// CreateMany creates dir/<name> with data for every name, 1,000 per multi.
+func CreateMany(t testing.TB, c *zk.Conn, dir string, names []string, data []byte) {
+	t.Helper()
+	for i := 0; i < len(names); i += 1000 {
+		var ops []any
+		for _, n := range names[i:min(i+1000, len(names))] {
+			ops = append(ops, &zk.CreateRequest{Path: dir + "/" + n, Data: data, Acl: zk.WorldACL(zk.PermAll)})
+		}
+		if _, err := c.Multi(ops...); err != nil {
+			t.Fatalf("create %d nodes under %s: %v", len(ops), dir, err)
+		}
+	}
+}
+
+// DeleteChildren deletes every child of dir (childless ones), 1,000 per
+// multi, and returns how many it deleted. c must be able to list dir.
+func DeleteChildren(t testing.TB, c *zk.Conn, dir string) int {
+	t.Helper()
+	names, _, err := c.Children(dir)
+	if err != nil {
+		t.Fatalf("list %s: %v", dir, err)
+	}
+	n := 0
+	for i := 0; i < len(names); i += 1000 {
+		var ops []any
+		for _, name := range names[i:min(i+1000, len(names))] {
+			ops = append(ops, &zk.DeleteRequest{Path: dir + "/" + name, Version: -1})
+		}
+		if _, err := c.Multi(ops...); err != nil {
+			// Someone deleted one meanwhile: one at a time for this batch.
+			for _, op := range ops {
+				if err := c.Delete(op.(*zk.DeleteRequest).Path, -1); err == nil {
+					n++
+				}
+			}
+			continue
+		}
+		n += len(ops)
+	}
+	return n
+}
+
+// NumChildren is dir's child count (from its stat: no listing).
+func NumChildren(c *zk.Conn, dir string) (int, error) {
+	_, st, err := c.Exists(dir)
+	if err != nil {
+		return 0, err
+	}
+	return int(st.NumChildren), nil
 }

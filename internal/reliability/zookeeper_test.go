@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zkchat/zkchat/protocol"
 )
 
 // ms formats a duration as whole milliseconds for a ROW line.
@@ -201,4 +203,123 @@ func TestZKPauseLeadingManager(t *testing.T) {
 		"old leader stepped down after thaw", ms(stepDown), "requests", q.Requests, "attempts", q.Attempts,
 		"answered twice", q.AnsweredTwice, "lost", q.Lost, "registry wrong", q.RegistryWrong,
 		"terms", len(terms), "m1", h1, "m2", h2)
+}
+
+// TestZKRequestBacklog: 60,000 register requests are pending under
+// /request/enroll (written by hand, with no manager running; their ids make
+// the listing 2.4 MB, over ZooKeeper's 1 MB jute.maxbuffer default: the
+// server sends it all the same, and the manager's 4 MiB client buffer
+// takes it) when a manager starts. It must answer them all, in one term,
+// never exiting or restarting in a loop. Its goroutines and fds come back
+// once the requests are gone (as their workers would delete them); its
+// memory does not quite (the Go runtime keeps the descriptors of every
+// goroutine it ever ran, and maps keep their size: one goroutine and one
+// watch per pending request), so a second, smaller backlog checks that this
+// is a high-water mark and not a leak per request.
+func TestZKRequestBacklog(t *testing.T) {
+	const n, n2 = 60000, 20000
+	s := New(t)
+	enroll, registry := s.Env.Path("/request/enroll"), s.Env.Path("/registry")
+	// A plain connection with no reply limit, to list and delete the backlog
+	// (the suite's cleanup deletes one node at a time: far too slow here).
+	c := s.Env.Conn(t)
+	t.Cleanup(func() {
+		DeleteChildren(t, c, enroll)
+		DeleteChildren(t, c, registry)
+	})
+
+	// The manager's baseline on an empty tree, then it stops.
+	m := s.Manager("m1")
+	if _, ok := m.WaitLog(time.Minute, 0, becameRE); !ok {
+		t.Fatal("m1 never became leader")
+	}
+	time.Sleep(2 * time.Second)
+	base := m.LiveHealth(t)
+	if !m.Stop(15 * time.Second) {
+		t.Fatal("m1 did not stop on SIGTERM")
+	}
+
+	names := make([]string, n+n2)
+	listing := 0
+	for i := range names {
+		names[i] = fmt.Sprintf("backlog-user-with-a-long-name-%06d", i) // 36 bytes
+		if i < n {
+			listing += 4 + len(names[i])
+		}
+	}
+	t0 := time.Now()
+	CreateMany(t, c, enroll, names[:n], protocol.StatusPending.Bytes())
+	t.Logf("%d pending requests written in %v; listing them is %.2f MB", n, time.Since(t0), float64(listing)/1e6)
+
+	// wait polls the registry's size until want are registered (or 150 s),
+	// tracking the manager's peak health and checking it never exits.
+	wait := func(want int, start time.Time) (done int, took time.Duration, peak Health) {
+		for {
+			if ex, code := m.Exited(); ex {
+				t.Fatalf("the manager exited (code %d) with the backlog pending:\n%s", code, tail(m.LogPath, 30))
+			}
+			if h, err := HealthOf(m.PID(), m.DebugAddr); err == nil {
+				peak.Goroutines = max(peak.Goroutines, h.Goroutines)
+				peak.FDs = max(peak.FDs, h.FDs)
+				peak.RSSKiB = max(peak.RSSKiB, h.RSSKiB)
+			}
+			var err error
+			if done, err = NumChildren(c, registry); err != nil {
+				t.Fatalf("registry: %v", err)
+			}
+			if done >= want || time.Since(start) > 150*time.Second {
+				return done, time.Since(start), peak
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	off := len(m.Log())
+	start := time.Now()
+	m.Start()
+	done, took, peak := wait(n, start)
+	rate := float64(done) / took.Seconds()
+	mlog := m.Log()[off:]
+	terms, _ := Terms("m1", mlog)
+	listErrs := strings.Count(mlog, `msg="list requests"`)
+	t.Logf("answered %d of %d in %v (%.0f/s); peak %v; terms %d; listing errors %d",
+		done, n, took.Round(time.Millisecond), rate, peak, len(terms), listErrs)
+	if done < n {
+		t.Fatalf("only %d of %d requests answered in %v", done, n, took)
+	}
+	if len(terms) != 1 {
+		t.Errorf("the manager led %d times over the backlog (want one term): %v", len(terms), terms)
+	}
+	if a := Answered(mlog); len(a) != n {
+		t.Errorf("%d requests logged as answered, %d registered", len(a), n)
+	}
+	// The workers delete their answered requests: the manager's trackers
+	// end.
+	t0 = time.Now()
+	del := DeleteChildren(t, c, enroll)
+	t.Logf("deleted %d answered requests in %v", del, time.Since(t0))
+	WaitFor(t, time.Minute, "goroutines back", func() bool {
+		h, err := HealthOf(m.PID(), m.DebugAddr)
+		return err == nil && h.Goroutines <= base.Goroutines+5
+	})
+	after1 := m.LiveHealth(t)
+	t.Logf("after the backlog: %v (baseline %v)", after1, base)
+
+	// A second backlog, a third the size: memory must stay at the mark the
+	// first one left (a per-request leak would add a third of its growth).
+	CreateMany(t, c, enroll, names[n:], protocol.StatusPending.Bytes())
+	done2, took2, _ := wait(n+n2, time.Now())
+	if done2 < n+n2 {
+		t.Fatalf("second backlog: only %d of %d answered in %v", done2-n, n2, took2)
+	}
+	DeleteChildren(t, c, enroll)
+	after2 := m.BackToBaselineLive(t, after1, time.Minute)
+	if ex, _ := m.Exited(); ex {
+		t.Error("the manager exited")
+	}
+	NoPanic(t, m.Log())
+	Row(t, "zk request backlog (60,000 pending enrolls, no manager, then one starts)",
+		"listing", fmt.Sprintf("%.2fMB", float64(listing)/1e6), "answered", done, "all answered after", ms(took),
+		"rate", fmt.Sprintf("%.0f/s", rate), "peak", peak, "terms", len(terms), "listing errors", listErrs,
+		"baseline", base, "after backlog", after1, "after a second backlog of 20,000", after2,
+		"second backlog answered in", ms(took2))
 }
