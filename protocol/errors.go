@@ -27,4 +27,8 @@ var (
 	ErrKafkaUnreachable = errors.New("cannot reach Kafka")
 	// ErrNoKafka: a Kafka operation was asked of a worker made without Kafka.
 	ErrNoKafka = errors.New("worker has no Kafka client")
+	// ErrOutcomeUnknown: Kafka did not acknowledge a message in time, yet
+	// it may have been written (and be read) all the same. Sending it again
+	// may deliver it twice.
+	ErrOutcomeUnknown = errors.New("outcome unknown: the message may have been written")
 )

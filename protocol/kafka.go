@@ -291,13 +291,23 @@ func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (i
 	select {
 	case ev := <-done:
 		m := ev.(*kafka.Message)
-		if m.TopicPartition.Error != nil {
-			return 0, fmt.Errorf("produce to %s: %w", topic, m.TopicPartition.Error)
+		if err := m.TopicPartition.Error; err != nil {
+			var ke kafka.Error
+			if errors.As(err, &ke) && ke.Code() == kafka.ErrMsgTimedOut {
+				// librdkafka gives up after delivery.timeout.ms also on a
+				// record it had sent to a broker that went silent: it may
+				// well be written. The fault suite froze every broker
+				// longer than that, and sends told "timed out" were in
+				// Kafka once they thawed: the sender must not be told "not
+				// sent" (Go cannot tell a record that never left).
+				return 0, fmt.Errorf("produce to %s: no acknowledgement within the delivery timeout: %w: %w", topic, ErrOutcomeUnknown, err)
+			}
+			return 0, fmt.Errorf("produce to %s: %w", topic, err)
 		}
 		return int64(m.TopicPartition.Offset), nil
 	case <-ctx.Done():
 		// The record may still be written: librdkafka cannot take it back.
-		return 0, fmt.Errorf("produce to %s: no acknowledgement yet, outcome unknown: %w", topic, context.Cause(ctx))
+		return 0, fmt.Errorf("produce to %s: no acknowledgement yet: %w: %w", topic, ErrOutcomeUnknown, context.Cause(ctx))
 	}
 }
 

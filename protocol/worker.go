@@ -501,14 +501,17 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		return k.commit(cctx, group, topic, next)
+		if err := k.commit(cctx, group, topic, next); err != nil {
+			return kafkaCommitError{err}
+		}
+		return nil
 	}
 	var c *committer
 	if follow {
 		// Commits go in the background, coalesced: a commit takes a few
 		// milliseconds (the group coordinator lingers), and the next message
 		// must not wait for it.
-		c = newCommitter(commitAt)
+		c = newCommitter(commitAt, w.log.With("topic", topic))
 		defer func() {
 			if cerr := c.stop(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
@@ -556,6 +559,7 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 // the offset to commit, so a burst of messages costs one commit.
 type committer struct {
 	commit func(int64) error
+	log    *slog.Logger
 	wake   chan struct{} // cap 1
 	quit   chan struct{}
 	done   chan struct{}
@@ -565,8 +569,8 @@ type committer struct {
 	err  error
 }
 
-func newCommitter(commit func(int64) error) *committer {
-	c := &committer{commit: commit, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+func newCommitter(commit func(int64) error, log *slog.Logger) *committer {
+	c := &committer{commit: commit, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}),
 		done: make(chan struct{}), next: -1}
 	go c.loop()
 	return c
@@ -597,22 +601,62 @@ func (c *committer) take() int64 {
 	return n
 }
 
+// kafkaCommitError is a commit that Kafka did not take (as opposed to a
+// failed BeforeCommit).
+type kafkaCommitError struct{ error }
+
+func (e kafkaCommitError) Unwrap() error { return e.error }
+
+// transientCommit reports whether a failed commit is worth trying again:
+// Kafka away or slow (a broker down, the group coordinator moving).
+func transientCommit(err error) bool {
+	var ke kafkaCommitError
+	return errors.As(err, &ke) && (retriable(err) || errors.Is(err, context.DeadlineExceeded))
+}
+
 func (c *committer) loop() {
 	defer close(c.done)
+	again := false
 	for {
-		select {
-		case <-c.wake:
-		case <-c.quit:
-			return
-		}
-		if n := c.take(); n >= 0 {
-			if err := c.commit(n); err != nil {
-				c.mu.Lock()
-				c.err = err
-				c.mu.Unlock()
+		if !again {
+			select {
+			case <-c.wake:
+			case <-c.quit:
 				return
 			}
 		}
+		again = false
+		n := c.take()
+		if n < 0 {
+			continue
+		}
+		err := c.commit(n)
+		if err == nil {
+			continue
+		}
+		if transientCommit(err) {
+			// Keep reading and commit later. Ending the read here made its
+			// caller read again, from the last commit, what it had already
+			// handed on: the fault suite saw duplicates whenever the group
+			// coordinator's broker died or froze for 10 s.
+			c.log.Warn("commit of the read position failed; retrying", "offset", n, "err", err)
+			c.mu.Lock()
+			if c.next < 0 {
+				c.next = n
+			}
+			c.mu.Unlock()
+			select {
+			case <-time.After(time.Second):
+				again = true
+				continue
+			case <-c.quit:
+				return
+			}
+		}
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		return
 	}
 }
 
