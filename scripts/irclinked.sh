@@ -26,7 +26,11 @@
 #        client on each side sees the other side's client JOIN the channel
 #        again (that JOIN is part of the netburst). Already linked: exits 0.
 # pids   prints "irc1 PID" and "irc2 PID" (running servers only), e.g. for
-#        kill -STOP in fault tests.
+#        kill -STOP in fault tests. A frozen irc2 is a link failure rather
+#        than a SQUIT: irc1 quits irc2's users with "irc1.zkchat.test
+#        irc2.zkchat.test" once the server PING times out (11 s measured,
+#        <options:serverpingfreq> 10s); after kill -CONT irc2 quits irc1's
+#        users at once, and the pair stays split until join.
 # status exits 0 when both servers answer (and says "linked" or "split"),
 #        1 when something runs but does not answer (or only one runs), 3
 #        when neither runs.
