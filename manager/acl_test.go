@@ -198,6 +198,16 @@ func TestZKACLs(t *testing.T) {
 	})
 	fakeBob.GoOffline()
 
+	// zkchat's own principal acts for any id (the bridge's workers do).
+	erin := authWorker(t, env, "erin", admin, k)
+	if st, err := erin.Register(ctx); err != nil || st != protocol.StatusDone {
+		t.Fatalf("register erin as zkchat's principal: %v %v", st, err)
+	}
+	if err := erin.GoOnline(ctx); err != nil {
+		t.Fatalf("erin online as zkchat's principal: %v", err)
+	}
+	erin.GoOffline()
+
 	// The real users quit.
 	if st, err := bob.Quit(ctx); err != nil || st != protocol.StatusDone {
 		t.Fatalf("bob quits: %v %v", st, err)
