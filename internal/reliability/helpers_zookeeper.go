@@ -474,3 +474,30 @@ func NumChildren(c *zk.Conn, dir string) (int, error) {
 	}
 	return int(st.NumChildren), nil
 }
+
+// OnlineNode is one /online node's owner session and creation time.
+type OnlineNode struct {
+	Owner int64
+	Ctime time.Time
+}
+
+// OnlineOwners maps every id under /online to its node's owner session and
+// creation time (the server's clock: the same machine's).
+func (s *Suite) OnlineOwners(t testing.TB) map[string]OnlineNode {
+	t.Helper()
+	ids, err := s.OnlineIDs()
+	if err != nil {
+		t.Fatalf("list online: %v", err)
+	}
+	out := map[string]OnlineNode{}
+	for _, id := range ids {
+		ok, st, err := s.ZK.Exists(s.Env.Path("/online/" + id))
+		if err != nil {
+			t.Fatalf("online %s: %v", id, err)
+		}
+		if ok {
+			out[id] = OnlineNode{Owner: st.EphemeralOwner, Ctime: time.UnixMilli(st.Ctime)}
+		}
+	}
+	return out
+}

@@ -323,3 +323,130 @@ func TestZKRequestBacklog(t *testing.T) {
 		"baseline", base, "after backlog", after1, "after a second backlog of 20,000", after2,
 		"second backlog answered in", ms(took2))
 }
+
+// TestZKPauseEnsemble: a bridge serves IRC users who are registered and in
+// the channel, in-process workers send them messages and register/quit
+// requests flow, when all three ZooKeeper members are frozen (SIGSTOP) for
+// longer than the sessions' timeouts, then thawed: the sessions expire.
+// The freeze (8 s) stays under the ensemble's own sync limit (syncLimit 5 x
+// tickTime 2 s = 10 s): frozen longer, the members elect a leader again on
+// thawing, and a new leader gives every session a fresh timeout, so that
+// clients that reconnect in time keep their sessions (seen with 15 s). Presence must come back from IRC (/online agrees with NAMES),
+// no request is lost or answered twice, and no acked message is lost, in
+// Kafka or at the IRC users.
+func TestZKPauseEnsemble(t *testing.T) {
+	const session, frozenFor = 3 * time.Second, 8 * time.Second
+	const channel, bot = "#zkr", "zkbot"
+	irc := StartIRC(t)
+	s := New(t)
+	b := s.BridgeWith("b1", irc.Bots, bot, channel, []string{"--session-timeout", session.String()})
+	ctx := Ctx(t, 5*time.Minute)
+
+	obs := DialIRC(t, irc.Users, "zkobs", nil)
+	obs.Send("JOIN " + channel)
+	WaitFor(t, time.Minute, "the bot in "+channel, func() bool {
+		names, err := obs.Names(channel)
+		return err == nil && slices.Contains(names, bot)
+	})
+	nicks := []string{"zu1", "zu2", "zu3"} // their ids are the same
+	for _, nick := range nicks {
+		u := DialIRC(t, irc.Users, nick, func(from, text string) {
+			if from == bot {
+				s.Ledger.Saw("irc", text)
+			}
+		})
+		u.Send("JOIN " + channel)
+		u.Send("PRIVMSG " + bot + " :register")
+		if l, ok := u.Wait(time.Minute, func(l string) bool { return strings.Contains(l, "Registered "+nick) }); !ok {
+			t.Fatalf("%s: no registration notice (last: %q)", nick, l)
+		}
+	}
+	workers := []string{"w1", "w2"}
+	ws := s.Online(ctx, workers...)
+	online := func() ([]string, error) {
+		ids, err := s.OnlineIDs()
+		return slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(workers, id) }), err
+	}
+	names := func() ([]string, error) {
+		n, err := obs.Names(channel)
+		return slices.DeleteFunc(n, func(x string) bool { return x == bot || x == obs.Nick }), err
+	}
+	before := WaitAgree(t, time.Minute, online, names)
+
+	snd := s.StartSending(ws, nicks, 0, 20*time.Millisecond)
+	req := s.StartRequests("r", 1)
+	time.Sleep(4 * time.Second)
+	base := b.LiveHealth(t)
+
+	owners := s.OnlineOwners(t)
+	off := len(b.Log())
+	pauseAt := time.Now()
+	resume := s.C.Pause(t, ZKMembers...)
+	time.Sleep(frozenFor)
+	resumeAt := time.Now()
+	resume()
+	// Let the ensemble expire what it expires (a polling oracle started at
+	// once would see the old nodes and agree before the expiry), then wait
+	// for /online and NAMES to agree.
+	time.Sleep(2 * session)
+	agreeWait := WaitAgree(t, 2*time.Minute, online, names)
+	agreed := time.Since(resumeAt)
+	if agreeWait < 300*time.Millisecond {
+		agreed = 0 // agreed at once: the last re-created node says when
+	}
+	expired := 0
+	for id, n := range s.OnlineOwners(t) {
+		if o, ok := owners[id]; ok && o.Owner != n.Owner {
+			expired++
+			agreed = max(agreed, n.Ctime.Sub(resumeAt))
+		}
+	}
+	if expired == 0 {
+		t.Errorf("no session of the %d online users expired (frozen %v, session timeouts %v and 6 s)", len(owners), resumeAt.Sub(pauseAt), session)
+	}
+	ok1, failed1 := snd.Counts()
+	time.Sleep(5 * time.Second)
+	snd.Stop()
+	req.Stop()
+	end := time.Now()
+	sentOK, sentFailed := snd.Counts()
+
+	blog := b.Log()[off:]
+	t.Logf("froze ZooKeeper at %s, thawed at %s; the bridge's log since:", pauseAt.UTC().Format(time.RFC3339Nano), resumeAt.UTC().Format(time.RFC3339Nano))
+	for i, l := range linesAfter(blog, pauseAt, regexp.MustCompile(`became leader|stopped being leader|session expired|session ended|joined election|online again|going online`)) {
+		if i < 15 {
+			t.Log(l)
+		}
+	}
+
+	// Messages: Kafka holds every acked one; the IRC users get them all.
+	for _, id := range nicks {
+		s.Ledger.SawTopic(t, s.Env.Kafka, s.Topic(id))
+	}
+	rk := s.Ledger.Report("kafka", nil)
+	rk.Check(t, 0, 0)
+	var ri Report
+	settle := WaitFor(t, 2*time.Minute, "IRC users got every acked message", func() bool {
+		ri = s.Ledger.Report("irc", nil)
+		return ri.Lost == 0
+	})
+	time.Sleep(2 * time.Second) // late duplicates
+	ri = s.Ledger.Report("irc", nil)
+	ri.Check(t, 0, 0)
+
+	// Requests: each answered once (the bridge's built-in manager).
+	q := req.Check(t, s.Registry(t), b.Log())
+	NoOverlap(t, TermsOf(t, b), nil)
+	h := b.BackToBaselineLive(t, base, time.Minute)
+	NoPanic(t, b.Log())
+	Row(t, "zk pause ensemble (all 3 members frozen 8 s)",
+		"session timeout", session, "frozen", resumeAt.Sub(pauseAt).Round(time.Millisecond),
+		"presence agreed before", ms(before), "presence agreed after thaw", ms(agreed),
+		"sessions expired", fmt.Sprintf("%d of %d online", expired, len(owners)), "sends acked", sentOK, "sends failed", sentFailed,
+		"sends during pause ok/failed", fmt.Sprintf("%d/%d", ok1, failed1),
+		"kafka lost", rk.Lost, "kafka dup", rk.Duplicated, "irc lost", ri.Lost, "irc dup", ri.Duplicated,
+		"irc reordered", ri.Reordered, "irc complete after", ms(settle),
+		"requests", q.Requests, "attempts", q.Attempts, "answered twice", q.AnsweredTwice, "lost requests", q.Lost,
+		"first answer after thaw", ms(req.Recovery(resumeAt)), "max request latency", ms(req.MaxLatency(pauseAt, end)),
+		"bridge", h)
+}
