@@ -80,6 +80,8 @@ type Bridge struct {
 	listMu    sync.Mutex
 	list      *protocol.Session // for who and users
 	syncedCh  chan struct{}     // closed at each successful sync; see Synced
+	// joinBackoff is the next wait after a refused JOIN; see joinRefused.
+	joinBackoff time.Duration
 }
 
 // Log messages an operator greps for.
@@ -283,6 +285,31 @@ func (b *Bridge) handlers() {
 		}
 		b.command(e.Source.Name, e.Last())
 	})
+	// The server refused the JOIN (banned, invite only, full, keyed).
+	// Nothing else would ever try again: the bot stayed out of the channel
+	// for good, even after the ban was lifted.
+	for _, code := range []string{girc.ERR_BANNEDFROMCHAN, girc.ERR_INVITEONLYCHAN, girc.ERR_CHANNELISFULL, girc.ERR_BADCHANNELKEY} {
+		h.Add(code, func(c *girc.Client, e girc.Event) {
+			if len(e.Params) >= 2 && b.sameChannel(e.Params[1]) {
+				b.joinRefused(e.Command, e.Last())
+			}
+		})
+	}
+	// 401 to a PRIVMSG of a delivery: the nick is gone (left, split or
+	// renamed before the bridge saw it). See user.refusedLines.
+	h.Add(girc.ERR_NOSUCHNICK, func(c *girc.Client, e girc.Event) {
+		if len(e.Params) < 2 {
+			return
+		}
+		b.mu.Lock()
+		id, err := NickToID(e.Params[1], b.caseMapping())
+		u := b.users[id]
+		b.mu.Unlock()
+		if err == nil && u != nil {
+			u.refusedLines.Add(1)
+			b.log.Warn("the server refused a line: no such nick; it will be delivered again", "id", id, "nick", e.Params[1])
+		}
+	})
 	h.Add(girc.PONG, func(c *girc.Client, e girc.Event) {
 		b.mu.Lock()
 		if ch, ok := b.pongs[e.Last()]; ok {
@@ -359,12 +386,23 @@ func (b *Bridge) Run(ctx context.Context) error {
 	backoff := time.Second
 	for ctx.Err() == nil {
 		start := time.Now()
+		syncedCh, _ := b.Synced()
 		err := b.irc.DialerConnect(quickAckDialer{})
 		if ctx.Err() != nil {
 			break
 		}
 		if time.Since(start) > 2*time.Minute {
 			backoff = time.Second
+		}
+		select {
+		case <-syncedCh:
+			// The connection worked (joined, member list read): a server
+			// restart after it is a new fault, not the next failure of a
+			// series. Without this reset the backoff of earlier failures
+			// carried over, and a few quick server restarts left the bot
+			// away (and its users offline) for up to 2 minutes.
+			backoff = time.Second
+		default:
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		b.log.Warn("irc connection ended; reconnecting", "server", b.host, "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -426,6 +464,25 @@ func (b *Bridge) lostChannel(why string) {
 	})
 }
 
+// joinRefused retries a refused JOIN with jittered exponential backoff
+// (5 s doubling to 2 minutes; reset when the bot is in again), so a ban
+// neither makes the bot hammer the server nor keeps it out after the ban is
+// lifted.
+func (b *Bridge) joinRefused(code, reason string) {
+	b.mu.Lock()
+	d := max(b.joinBackoff, 5*time.Second)
+	b.joinBackoff = min(d*2, 2*time.Minute)
+	b.mu.Unlock()
+	wait := d/2 + rand.N(d/2+1)
+	b.log.Error("the server refused the bot's JOIN; users stay offline until it is in, retrying",
+		"channel", b.cfg.Channel, "code", code, "reason", reason, "retry_in", wait.Round(time.Millisecond))
+	time.AfterFunc(wait, func() {
+		if b.irc.IsConnected() {
+			b.irc.Cmd.Join(b.cfg.Channel)
+		}
+	})
+}
+
 // resync reads the channel's member list after joining it: members are
 // online, everyone else offline. Delivery starts.
 func (b *Bridge) resync() {
@@ -449,6 +506,7 @@ func (b *Bridge) resync() {
 	}
 	b.connCtx, b.connStop = context.WithCancel(context.Background())
 	b.synced = true
+	b.joinBackoff = 0
 	close(b.syncedCh)
 	b.syncedCh = make(chan struct{})
 	b.mu.Unlock()

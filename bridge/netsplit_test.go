@@ -3,7 +3,6 @@ package bridge_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -181,16 +180,13 @@ func TestNetsplitKeepsUsersOnline(t *testing.T) {
 		}
 	}
 	if len(lost) > 0 {
-		// Known bug (issue 4): the bridge writes them to a nick the server
-		// no longer knows (401 ERR_NOSUCHNICK, ignored), its PING proof
-		// still comes back, and the position is committed.
-		msg := fmt.Sprintf("%d of %d messages sent to %s during the split were lost (%v): delivered to a nick the bridge's server did not know, and committed", len(lost), during, an, lost)
-		if os.Getenv("ZKCHAT_TEST_KNOWN_BUGS") == "1" {
-			t.Error(msg)
-		} else {
-			t.Log("KNOWN BUG (set ZKCHAT_TEST_KNOWN_BUGS=1 to fail on it): " + msg)
-		}
+		// Once a bug: the bridge wrote them to a nick its server no longer
+		// knew (401, ignored), the PING proof still came back, and the
+		// position was committed. Now delivery pauses while the nick is
+		// away in a split, and a 401 fails the proof.
+		t.Errorf("%d of %d messages sent to %s during the split were lost (%v)", len(lost), during, an, lost)
 	}
+	t.Logf("all %d messages sent to %s during the split arrived after the heal", during, an)
 
 	// Presence agrees with the channel again: carol offline once the grace
 	// is over, the rest online.

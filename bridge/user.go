@@ -2,13 +2,16 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/lrstanley/girc"
 
 	"github.com/zkchat/zkchat/protocol"
@@ -27,9 +30,14 @@ type user struct {
 	kick chan struct{}              // cap 1: presence may need work
 
 	mu         sync.Mutex
-	nick       string // current nick, for delivery
-	in         bool   // in the channel (or leaving in a netsplit)
-	splitTimer *time.Timer
+	nick       string      // current nick, for delivery
+	in         bool        // in the channel (or leaving in a netsplit)
+	splitTimer *time.Timer // set while the nick is away in a netsplit
+	// refusedLines counts PRIVMSGs to the nick the server answered with
+	// 401 (no such nick): the nick left before the bridge knew. The
+	// delivery's commit proof fails while it is not zero, so those
+	// messages come again instead of being committed unseen.
+	refusedLines atomic.Int64
 	// unregistered: going online failed for want of registration (or of
 	// the bound account); retried after register, an account change, or
 	// the nick joining again.
@@ -41,9 +49,10 @@ type user struct {
 	account      string
 	accountKnown bool
 
-	online   bool
-	delivery context.CancelFunc
-	delDone  chan struct{}
+	online     bool
+	staleTries int // see staleOwn
+	delivery   context.CancelFunc
+	delDone    chan struct{}
 }
 
 // newUser makes and starts a user; b.mu is held.
@@ -106,6 +115,7 @@ func (u *user) splitLeave(grace time.Duration) {
 		u.mu.Unlock()
 		u.poke()
 	})
+	u.poke() // reconcile pauses the delivery at once
 }
 
 func (u *user) run(ctx context.Context) {
@@ -167,13 +177,23 @@ func (u *user) reconcile(ctx context.Context) bool {
 		<-b.sem
 		switch {
 		case err == nil:
-			u.online = true
+			u.online, u.staleTries = true, 0
 			b.log.Info(msgOnline, "id", u.id, "nick", nick)
 		case errors.Is(err, protocol.ErrNotRegistered):
 			u.mu.Lock()
 			u.unregistered = true
 			u.mu.Unlock()
 			b.notice(nick, fmt.Sprintf("Hi %s! You are not registered with zkchat: send me `register` (/msg %s register) to chat here.", nick, b.irc.GetNick()))
+		case errors.Is(err, protocol.ErrAlreadyOnline) && u.staleTries < 60 && b.staleOwn(ctx, u.id):
+			// The node is this bridge's own, left by an earlier run that was
+			// killed: its ZooKeeper session ends within the session timeout
+			// and the node with it. Without a retry the user stayed offline
+			// (while in the channel) until they rejoined by hand.
+			b.log.Warn("user's presence is still held by an earlier run of this bridge; retrying until that session expires", "id", u.id)
+			// Bounded (2 minutes), in case a twin with the same nick and
+			// channel really runs on another server.
+			u.staleTries++
+			time.AfterFunc(2*time.Second, u.poke)
 		case errors.Is(err, protocol.ErrAlreadyOnline):
 			u.mu.Lock()
 			u.unregistered = true // do not retry in a loop; a new join retries
@@ -195,7 +215,17 @@ func (u *user) reconcile(ctx context.Context) bool {
 		default:
 		}
 	}
-	if u.online && synced && u.delivery == nil {
+	// No delivery while the nick is away in a netsplit: the server would
+	// answer every line with 401 and, the PING still answered, the lines
+	// would be committed unseen. The user stays online (messages are
+	// accepted) and gets them when the split heals.
+	u.mu.Lock()
+	away := u.splitTimer != nil
+	u.mu.Unlock()
+	if away {
+		u.stopDelivery()
+	}
+	if u.online && synced && !away && u.delivery == nil {
 		dctx, stop := context.WithCancel(conn)
 		u.delivery, u.delDone = stop, make(chan struct{})
 		go u.deliver(dctx, u.delDone)
@@ -218,6 +248,25 @@ func (u *user) reconcile(ctx context.Context) bool {
 	// nick was not in the channel: close it, or every visitor leaks one.
 	u.w.Close()
 	return true
+}
+
+// staleOwn reports whether id's /online node was made by a bridge with this
+// bridge's nick and channel (its metadata): an earlier run of this bridge,
+// since two live bridges cannot share a nick on one server.
+func (b *Bridge) staleOwn(ctx context.Context, id string) bool {
+	s, err := b.listSession(ctx)
+	if err != nil {
+		return false
+	}
+	data, _, err := s.Conn.Get(s.Paths.OnlineNode(id))
+	if err != nil {
+		return errors.Is(err, zk.ErrNoNode) // gone meanwhile: try again
+	}
+	var meta struct{ Via, Bridge, Channel string }
+	if json.Unmarshal(data, &meta) != nil {
+		return false
+	}
+	return meta.Via == "irc" && meta.Bridge == b.cfg.Nick && meta.Channel == b.cfg.Channel
 }
 
 func (u *user) stopDelivery() {
@@ -246,7 +295,19 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 	b := u.b
 	// The PING waits behind every line queued for the pacer (at most
 	// cap(b.out)); sync itself fails at once if the connection drops.
-	opts := protocol.ReadOptions{BeforeCommit: b.sync, BeforeCommitTimeout: b.syncTimeout()}
+	u.refusedLines.Store(0) // from an earlier delivery: this one starts at the last commit
+	proof := func(ctx context.Context) error {
+		if err := b.sync(ctx); err != nil {
+			return err
+		}
+		// The server answers in order: a 401 for a line comes before the
+		// PONG that proves it, so it has been counted by now.
+		if n := u.refusedLines.Swap(0); n > 0 {
+			return fmt.Errorf("the server refused %d line(s) to %s: no such nick", n, u.id)
+		}
+		return nil
+	}
+	opts := protocol.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.syncTimeout()}
 	err := u.w.FollowMessagesWith(ctx, opts, func(m protocol.Message) error {
 		u.mu.Lock()
 		nick := u.nick
