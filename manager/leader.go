@@ -48,6 +48,9 @@ func (l *leader) watchDir(k kind) {
 	defer l.wg.Done()
 	dir := k.dir(l.s.Paths)
 	backoff := 50 * time.Millisecond
+	if !l.fits(dir) {
+		return
+	}
 	for l.ctx.Err() == nil {
 		type got struct {
 			children []string
@@ -88,6 +91,37 @@ func (l *leader) watchDir(k kind) {
 		case <-l.ctx.Done():
 			return
 		}
+	}
+}
+
+// fits waits, at the start of a term, until dir's listing fits in the
+// session's reply limit, and reports false when the term ends first. A
+// listing over the limit makes go-zookeeper close the connection, which ends
+// the term, whose successor lists again: a loop of terms (hundreds a
+// second) that answers nothing, with the cause logged only at debug level.
+// The child count comes from the directory's stat; names are assumed
+// protocol.MaxIDLen long, so the estimate errs on the safe side.
+func (l *leader) fits(dir string) bool {
+	backoff := 5 * time.Second
+	for {
+		ok, st, err := l.s.Exists(l.ctx, dir)
+		if err != nil || !ok {
+			return l.ctx.Err() == nil // the listing reports it
+		}
+		need := 64 + int64(st.NumChildren)*(4+protocol.MaxIDLen)
+		if need <= protocol.ManagerMaxReply {
+			return true
+		}
+		l.m.log.Error("too many nodes to list: nothing in this directory is answered until stale ones are deleted (by a client that can list them, e.g. zkCli.sh with -Djute.maxbuffer raised)",
+			"dir", dir, "children", st.NumChildren, "listing_up_to_bytes", need,
+			"limit_bytes", protocol.ManagerMaxReply, "max_children", (protocol.ManagerMaxReply-64)/(4+protocol.MaxIDLen),
+			"retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-l.ctx.Done():
+			return false
+		}
+		backoff = min(backoff*2, time.Minute)
 	}
 }
 

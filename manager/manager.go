@@ -160,6 +160,7 @@ func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*protocol.S
 		// The leader lists request directories that may hold many thousand
 		// children.
 		BufferSize: protocol.LargeZKBuffer,
+		MaxReply:   protocol.ManagerMaxReply,
 		Logger:     m.log,
 		OnState:    onState,
 		Auth:       m.cfg.ZKAuth,

@@ -22,6 +22,12 @@ const (
 	// LargeZKBuffer is for sessions that list big directories (a manager
 	// listing /request/enroll with many thousand children).
 	LargeZKBuffer = 4 << 20
+	// ManagerMaxReply is the largest listing a manager accepts: about
+	// 980,000 pending requests of 64-character ids. Above LargeZKBuffer
+	// (61,680 of them) the 4 MiB limit used to close the connection at
+	// every listing, ending the leader's term in a loop that answered
+	// nothing (the fault suite's backlog row).
+	ManagerMaxReply = 64 << 20
 	// DialTimeout bounds the wait for a session in Dial.
 	DialTimeout = 15 * time.Second
 )
@@ -33,6 +39,10 @@ type SessionConfig struct {
 	SessionTimeout time.Duration // 0: DefaultSessionTimeout
 	BufferSize     int           // 0: SmallZKBuffer
 	Logger         *slog.Logger  // nil: slog.Default()
+	// MaxReply is the largest reply accepted (0: BufferSize). go-zookeeper
+	// allocates BufferSize up front but grows its receive buffer only when
+	// a bigger reply comes, up to this; a bigger one closes the connection.
+	MaxReply int
 	// OnState, if set, is called from go-zookeeper's event loop on every
 	// session state change. It must not block.
 	OnState func(zk.State)
@@ -77,7 +87,7 @@ func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	conn, _, err := zk.Connect(servers, cfg.SessionTimeout,
 		zk.WithLogger(zkLogger{log}),
 		zk.WithLogInfo(false),
-		zk.WithMaxBufferSize(cfg.BufferSize),
+		zk.WithMaxBufferSize(max(cfg.MaxReply, cfg.BufferSize)),
 		zk.WithMaxConnBufferSize(cfg.BufferSize),
 		// The global event channel holds 6 events and drops the rest; the
 		// callback sees every one.

@@ -206,18 +206,22 @@ func TestZKPauseLeadingManager(t *testing.T) {
 }
 
 // TestZKRequestBacklog: 60,000 register requests are pending under
-// /request/enroll (written by hand, with no manager running; their ids make
-// the listing 2.4 MB, over ZooKeeper's 1 MB jute.maxbuffer default: the
-// server sends it all the same, and the manager's 4 MiB client buffer
-// takes it) when a manager starts. It must answer them all, in one term,
-// never exiting or restarting in a loop. Its goroutines and fds come back
-// once the requests are gone (as their workers would delete them); its
-// memory does not quite (the Go runtime keeps the descriptors of every
-// goroutine it ever ran, and maps keep their size: one goroutine and one
-// watch per pending request), so a second, smaller backlog checks that this
-// is a high-water mark and not a leak per request.
+// /request/enroll (written by hand, with no manager running; 64-character
+// ids make the listing 4.08 MB, four times ZooKeeper's 1 MB jute.maxbuffer
+// default: the server sends it all the same) when a manager starts. It must
+// answer them all, in one term, never exiting or restarting in a loop.
+// Then 20,000 more arrive while the 60,000 answered ones are still there
+// (their workers slow to delete them): the listing, 5.4 MB, no longer fits
+// the manager's 4 MiB buffer, which used to close the connection at every
+// listing and end the term in a loop that answered nothing (fixed: see
+// protocol.ManagerMaxReply). Once the requests are gone (as their workers
+// would delete them) the manager's goroutines and fds come back; its memory
+// does not quite (the Go runtime keeps the descriptor of every goroutine it
+// ever ran, maps keep their size: one goroutine and one watch per pending
+// request), so a third backlog of 20,000 checks that this is a high-water
+// mark and not a leak per request.
 func TestZKRequestBacklog(t *testing.T) {
-	const n, n2 = 60000, 20000
+	const n1, n2, n3 = 60000, 20000, 20000
 	s := New(t)
 	enroll, registry := s.Env.Path("/request/enroll"), s.Env.Path("/registry")
 	// A plain connection with no reply limit, to list and delete the backlog
@@ -239,21 +243,19 @@ func TestZKRequestBacklog(t *testing.T) {
 		t.Fatal("m1 did not stop on SIGTERM")
 	}
 
-	names := make([]string, n+n2)
-	listing := 0
+	names := make([]string, n1+n2+n3)
 	for i := range names {
-		names[i] = fmt.Sprintf("backlog-user-with-a-long-name-%06d", i) // 36 bytes
-		if i < n {
-			listing += 4 + len(names[i])
-		}
+		names[i] = fmt.Sprintf("%s-%06d", strings.Repeat("b", protocol.MaxIDLen-7), i)
 	}
+	listing := func(k int) string { return fmt.Sprintf("%.2fMB", float64(20+k*(4+protocol.MaxIDLen))/1e6) }
 	t0 := time.Now()
-	CreateMany(t, c, enroll, names[:n], protocol.StatusPending.Bytes())
-	t.Logf("%d pending requests written in %v; listing them is %.2f MB", n, time.Since(t0), float64(listing)/1e6)
+	CreateMany(t, c, enroll, names[:n1], protocol.StatusPending.Bytes())
+	t.Logf("%d pending requests written in %v; listing them is %s", n1, time.Since(t0), listing(n1))
 
 	// wait polls the registry's size until want are registered (or 150 s),
 	// tracking the manager's peak health and checking it never exits.
-	wait := func(want int, start time.Time) (done int, took time.Duration, peak Health) {
+	wait := func(want int) (done int, took time.Duration, peak Health) {
+		start := time.Now()
 		for {
 			if ex, code := m.Exited(); ex {
 				t.Fatalf("the manager exited (code %d) with the backlog pending:\n%s", code, tail(m.LogPath, 30))
@@ -274,24 +276,22 @@ func TestZKRequestBacklog(t *testing.T) {
 		}
 	}
 	off := len(m.Log())
-	start := time.Now()
 	m.Start()
-	done, took, peak := wait(n, start)
-	rate := float64(done) / took.Seconds()
-	mlog := m.Log()[off:]
-	terms, _ := Terms("m1", mlog)
-	listErrs := strings.Count(mlog, `msg="list requests"`)
-	t.Logf("answered %d of %d in %v (%.0f/s); peak %v; terms %d; listing errors %d",
-		done, n, took.Round(time.Millisecond), rate, peak, len(terms), listErrs)
-	if done < n {
-		t.Fatalf("only %d of %d requests answered in %v", done, n, took)
+	done1, took1, peak1 := wait(n1)
+	rate := float64(done1) / took1.Seconds()
+	t.Logf("backlog of %d: %d answered in %v (%.0f/s); peak %v", n1, done1, took1.Round(time.Millisecond), rate, peak1)
+	if done1 < n1 {
+		t.Fatalf("only %d of %d requests answered in %v", done1, n1, took1)
 	}
-	if len(terms) != 1 {
-		t.Errorf("the manager led %d times over the backlog (want one term): %v", len(terms), terms)
+
+	// 20,000 more on top of the 60,000 answered ones.
+	CreateMany(t, c, enroll, names[n1:n1+n2], protocol.StatusPending.Bytes())
+	done2, took2, peak2 := wait(n1 + n2)
+	t.Logf("%d more (listing %s): %d answered in %v; peak %v", n2, listing(n1+n2), done2-n1, took2.Round(time.Millisecond), peak2)
+	if done2 < n1+n2 {
+		t.Fatalf("only %d of %d requests answered in %v with %d pending (listing %s)", done2-n1, n2, took2, n1+n2, listing(n1+n2))
 	}
-	if a := Answered(mlog); len(a) != n {
-		t.Errorf("%d requests logged as answered, %d registered", len(a), n)
-	}
+
 	// The workers delete their answered requests: the manager's trackers
 	// end.
 	t0 = time.Now()
@@ -301,27 +301,41 @@ func TestZKRequestBacklog(t *testing.T) {
 		h, err := HealthOf(m.PID(), m.DebugAddr)
 		return err == nil && h.Goroutines <= base.Goroutines+5
 	})
-	after1 := m.LiveHealth(t)
-	t.Logf("after the backlog: %v (baseline %v)", after1, base)
+	after := m.LiveHealth(t)
+	t.Logf("after the backlog: %v (baseline %v)", after, base)
 
-	// A second backlog, a third the size: memory must stay at the mark the
-	// first one left (a per-request leak would add a third of its growth).
-	CreateMany(t, c, enroll, names[n:], protocol.StatusPending.Bytes())
-	done2, took2, _ := wait(n+n2, time.Now())
-	if done2 < n+n2 {
-		t.Fatalf("second backlog: only %d of %d answered in %v", done2-n, n2, took2)
+	// A third backlog of 20,000: memory must stay at the mark the first two
+	// left (a per-request leak would add a quarter of their growth).
+	CreateMany(t, c, enroll, names[n1+n2:], protocol.StatusPending.Bytes())
+	done3, took3, _ := wait(n1 + n2 + n3)
+	if done3 < n1+n2+n3 {
+		t.Fatalf("third backlog: only %d of %d answered in %v", done3-n1-n2, n3, took3)
 	}
 	DeleteChildren(t, c, enroll)
-	after2 := m.BackToBaselineLive(t, after1, time.Minute)
+	again := m.BackToBaselineLive(t, after, time.Minute)
+
+	mlog := m.Log()[off:]
+	terms, _ := Terms("m1", mlog)
+	listErrs := strings.Count(mlog, `msg="list requests"`)
+	tooMany := strings.Count(mlog, `msg="too many nodes to list`)
+	if len(terms) != 1 {
+		t.Errorf("the manager led %d times over the backlogs (want one term)", len(terms))
+	}
+	if a := Answered(mlog); len(a) != n1+n2+n3 {
+		t.Errorf("%d requests logged as answered, %d registered", len(a), done3)
+	}
+	if listErrs+tooMany > 0 {
+		t.Errorf("listing errors %d, too-many-nodes errors %d", listErrs, tooMany)
+	}
 	if ex, _ := m.Exited(); ex {
 		t.Error("the manager exited")
 	}
 	NoPanic(t, m.Log())
-	Row(t, "zk request backlog (60,000 pending enrolls, no manager, then one starts)",
-		"listing", fmt.Sprintf("%.2fMB", float64(listing)/1e6), "answered", done, "all answered after", ms(took),
-		"rate", fmt.Sprintf("%.0f/s", rate), "peak", peak, "terms", len(terms), "listing errors", listErrs,
-		"baseline", base, "after backlog", after1, "after a second backlog of 20,000", after2,
-		"second backlog answered in", ms(took2))
+	Row(t, "zk request backlog (60,000 pending enrolls, no manager, then one starts; +20,000 over 4 MiB)",
+		"listing", listing(n1), "answered", done1, "all answered after", ms(took1), "rate", fmt.Sprintf("%.0f/s", rate),
+		"peak", peak1, "20,000 more (listing "+listing(n1+n2)+") answered after", ms(took2), "peak then", peak2,
+		"terms", len(terms), "listing errors", listErrs+tooMany,
+		"baseline", base, "after the backlog", after, "after a third backlog of 20,000", again, "third answered after", ms(took3))
 }
 
 // TestZKPauseEnsemble: a bridge serves IRC users who are registered and in
@@ -443,7 +457,7 @@ func TestZKPauseEnsemble(t *testing.T) {
 		"session timeout", session, "frozen", resumeAt.Sub(pauseAt).Round(time.Millisecond),
 		"presence agreed before", ms(before), "presence agreed after thaw", ms(agreed),
 		"sessions expired", fmt.Sprintf("%d of %d online", expired, len(owners)), "sends acked", sentOK, "sends failed", sentFailed,
-		"sends during pause ok/failed", fmt.Sprintf("%d/%d", ok1, failed1),
+		"sends until presence agreed ok/failed", fmt.Sprintf("%d/%d", ok1, failed1),
 		"kafka lost", rk.Lost, "kafka dup", rk.Duplicated, "irc lost", ri.Lost, "irc dup", ri.Duplicated,
 		"irc reordered", ri.Reordered, "irc complete after", ms(settle),
 		"requests", q.Requests, "attempts", q.Attempts, "answered twice", q.AnsweredTwice, "lost requests", q.Lost,
