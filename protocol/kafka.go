@@ -286,7 +286,7 @@ func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (i
 		Value:          value,
 	}, done)
 	if err != nil {
-		return 0, fmt.Errorf("produce to %s: %w", topic, err)
+		return 0, produceError(topic, err)
 	}
 	select {
 	case ev := <-done:
@@ -302,13 +302,32 @@ func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (i
 				// sent" (Go cannot tell a record that never left).
 				return 0, fmt.Errorf("produce to %s: no acknowledgement within the delivery timeout: %w: %w", topic, ErrOutcomeUnknown, err)
 			}
-			return 0, fmt.Errorf("produce to %s: %w", topic, err)
+			return 0, produceError(topic, err)
 		}
 		return int64(m.TopicPartition.Offset), nil
 	case <-ctx.Done():
 		// The record may still be written: librdkafka cannot take it back.
 		return 0, fmt.Errorf("produce to %s: no acknowledgement yet: %w: %w", topic, ErrOutcomeUnknown, context.Cause(ctx))
 	}
+}
+
+// produceError is a failed produce. A topic deleted behind the manager's
+// back (it makes a user's topic when the user goes online) fails with
+// librdkafka's terse "Unknown topic": say what it means.
+func produceError(topic string, err error) error {
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		switch ke.Code() {
+		case kafka.ErrUnknownTopic, kafka.ErrUnknownPartition, kafka.ErrUnknownTopicOrPart:
+			return fmt.Errorf("produce to %s: the topic does not exist (deleted? the manager makes it again when its user goes online): %w", topic, err)
+		case kafka.ErrDestroy:
+			// librdkafka dropped the record from a partition handle it
+			// tore down (seen for records in flight when their topic was
+			// deleted): it may have been sent.
+			return fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, ErrOutcomeUnknown, err)
+		}
+	}
+	return fmt.Errorf("produce to %s: %w", topic, err)
 }
 
 // TopicExists asks the cluster whether topic exists.

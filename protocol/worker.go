@@ -608,10 +608,22 @@ type kafkaCommitError struct{ error }
 func (e kafkaCommitError) Unwrap() error { return e.error }
 
 // transientCommit reports whether a failed commit is worth trying again:
-// Kafka away or slow (a broker down, the group coordinator moving).
+// Kafka away or slow (a broker down, the group coordinator moving). Not a
+// topic that is gone: a retry that lands once a topic of the same name is
+// made again would store the old topic's position for the new one.
 func transientCommit(err error) bool {
-	var ke kafkaCommitError
-	return errors.As(err, &ke) && (retriable(err) || errors.Is(err, context.DeadlineExceeded))
+	var ce kafkaCommitError
+	var ke kafka.Error
+	if !errors.As(err, &ce) {
+		return false
+	}
+	if errors.As(err, &ke) {
+		switch ke.Code() {
+		case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrUnknownPartition:
+			return false
+		}
+	}
+	return retriable(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (c *committer) loop() {

@@ -38,13 +38,16 @@ type Load struct {
 	s         *Suite
 	senders   []*protocol.Worker
 	receivers []string
-	// Total is how many sends at least; SendTimeout bounds each one.
+	// Total is how many sends at least; SendTimeout bounds each one;
+	// FirstSeq is every pair's first sequence number (loads one after the
+	// other on the same pairs need sequences of their own).
 	Total       int64
 	SendTimeout time.Duration
+	FirstSeq    int64
 
 	started, acked, failed atomic.Int64
-	hold                   chan struct{}
-	holdOnce               sync.Once
+	hold, stop             chan struct{}
+	holdOnce, stopOnce     sync.Once
 
 	mu     sync.Mutex
 	events []SendEvent
@@ -54,7 +57,7 @@ type Load struct {
 // NewLoad prepares a workload of senders to receivers. It does not start.
 func (s *Suite) NewLoad(senders []*protocol.Worker, receivers []string, total int64) *Load {
 	return &Load{s: s, senders: senders, receivers: receivers, Total: total,
-		SendTimeout: 90 * time.Second, hold: make(chan struct{})}
+		SendTimeout: 90 * time.Second, hold: make(chan struct{}), stop: make(chan struct{})}
 }
 
 // Start runs the senders; they stop after Total sends once Release was
@@ -66,6 +69,11 @@ func (l *Load) Start(ctx context.Context) {
 			defer l.wg.Done()
 			seqs := map[string]int64{}
 			for n := i; ctx.Err() == nil; n++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
 				if l.started.Add(1) > l.Total {
 					select {
 					case <-l.hold:
@@ -74,7 +82,7 @@ func (l *Load) Start(ctx context.Context) {
 					}
 				}
 				to := l.receivers[n%len(l.receivers)]
-				seq := seqs[to]
+				seq := l.FirstSeq + seqs[to]
 				seqs[to]++
 				sctx, cancel := context.WithTimeout(ctx, l.SendTimeout)
 				t0 := time.Now()
@@ -100,6 +108,13 @@ func (l *Load) Release() { l.holdOnce.Do(func() { close(l.hold) }) }
 // Wait releases the senders and waits for them to end.
 func (l *Load) Wait() {
 	l.Release()
+	l.wg.Wait()
+}
+
+// Stop makes the senders stop after their current send, whatever Total,
+// and waits for them.
+func (l *Load) Stop() {
+	l.stopOnce.Do(func() { close(l.stop) })
 	l.wg.Wait()
 }
 

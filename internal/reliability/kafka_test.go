@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -305,3 +307,152 @@ func TestKafkaAllBrokersDown(t *testing.T) {
 		"senders told", fmt.Sprintf("%d/%d", len(perSender), len(r.senders)),
 		"recovered after SIGCONT", recover.Round(time.Millisecond), "goroutines", fmt.Sprintf("%d->%d", r.baseG, g))
 }
+
+// TestKafkaDeleteTopicUnderUser: an operator deletes the topic of r1 (with
+// the admin API) while r1 is online and follows it, and two senders keep
+// sending to r1 and r2. Expected: no send to r1 is acknowledged while its
+// topic is missing (no silent drop) and each gets an error that says so;
+// r2 is unaffected; r1's reader neither panics nor ends. The manager makes
+// topics when a user goes online, so r1 going offline and online again
+// brings the topic back; sends to r1 work again, and r1 reads every message
+// acknowledged into the new topic (a read position left over from the old
+// topic must not skip them).
+func TestKafkaDeleteTopicUnderUser(t *testing.T) {
+	r := newKafkaRig(t, 2)
+	s := r.s
+	r1 := r.receivers[0]
+	topic := s.Topic(r1.ID())
+	ctx := Ctx(t, 5*time.Minute)
+	rctx, stopReader := context.WithCancel(ctx)
+	defer stopReader()
+	readerDone := s.Follow(rctx, r1, "reader")
+
+	// Phase A: a whole cluster; r1 reads (and commits) everything.
+	a := s.NewLoad(r.senders, r.ids, 600)
+	a.Start(ctx)
+	a.Wait()
+	s.Ledger.WaitSeen(t, "reader", r1.ID(), time.Minute)
+	time.Sleep(time.Second) // the follower's commit
+
+	// Phase B: the topic goes; senders go on for longer than the delivery
+	// timeout.
+	admin := s.Env.Admin(t)
+	deleteAt := time.Now()
+	res, err := admin.DeleteTopics(ctx, []string{topic}, kafka.SetAdminOperationTimeout(30*time.Second))
+	if err != nil || len(res) != 1 || res[0].Error.Code() != kafka.ErrNoError {
+		t.Fatalf("delete %s: %v %v", topic, err, res)
+	}
+	deleteTook := time.Since(deleteAt)
+	b := s.NewLoad(r.senders, r.ids, 1<<40)
+	b.FirstSeq = 1_000_000
+	b.Start(ctx)
+	time.Sleep(deliveryTimeout + 5*time.Second)
+	// The reader is still there: it waits for its topic.
+	stopReader()
+	readFailures := readerDone()
+
+	// Phase C: r1 goes offline and online again, while sending goes on.
+	offlineAt := time.Now()
+	r1.GoOffline()
+	if err := r1.GoOnline(ctx); err != nil {
+		t.Fatalf("r1 online again: %v", err)
+	}
+	onlineAt := time.Now()
+	recreated := onlineAt.Sub(offlineAt)
+	var missing, backAt time.Time // first failed send to r1, first ack after recreation
+	WaitFor(t, 2*time.Minute, "a send to r1 acknowledged after the topic is back", func() bool {
+		for _, e := range b.Events() {
+			if e.To == r1.ID() && e.Err == nil && e.Start.After(onlineAt) {
+				backAt = e.End
+				return true
+			}
+		}
+		return false
+	})
+	b.WaitAcked(t, b.Acked()+300, 2*time.Minute)
+	b.Stop()
+
+	// What the senders were told.
+	var r1Acked, r1Failed, r2Failed, r1AckedMissing, offlineErrs int
+	var r1Hang time.Duration
+	for _, e := range b.Events() {
+		switch {
+		case e.To != r1.ID():
+			if e.Err != nil {
+				r2Failed++
+				t.Errorf("%s->%s #%d failed although only r1's topic was deleted: %v", e.From, e.To, e.Seq, e.Err)
+			}
+		case e.Err == nil:
+			r1Acked++
+			if e.End.Before(offlineAt) {
+				r1AckedMissing++
+				t.Errorf("%s->r1 #%d acknowledged while r1's topic did not exist", e.From, e.Seq)
+			}
+		default:
+			r1Failed++
+			if missing.IsZero() || e.End.Before(missing) {
+				missing = e.End
+			}
+			if e.Start.Before(onlineAt) {
+				r1Hang = max(r1Hang, e.End.Sub(e.Start))
+			}
+			if errors.Is(e.Err, protocol.ErrReceiverOffline) && e.End.After(offlineAt) && e.Start.Before(onlineAt) {
+				offlineErrs++ // r1 was offline then: right
+				continue
+			}
+			if !topicMissingError.MatchString(e.Err.Error()) && !isAmbiguous(e.Err) {
+				t.Errorf("%s->r1 #%d: unclear error %q", e.From, e.Seq, e.Err)
+			}
+		}
+	}
+	if r1Failed == 0 {
+		t.Errorf("no send to r1 failed while its topic was deleted")
+	}
+	t.Logf("phase B+C: %d sends to r1 acked, %d failed; errors %v; longest send to the missing topic %v",
+		r1Acked, r1Failed, b.ErrorClasses(), r1Hang.Round(time.Millisecond))
+
+	// r1 reads what it was sent into the new topic, as `zkchat read` does.
+	n, err := r1.ReadMessages(ctx, func(m protocol.Message) error {
+		s.Ledger.Saw("reader", m.Text)
+		return nil
+	})
+	if err != nil {
+		t.Errorf("r1 read: %v", err)
+	}
+	t.Logf("r1 read %d messages from the new topic", n)
+
+	// Oracles. The old topic's messages went with it (the operator's
+	// doing); everything acknowledged since must be in Kafka and read.
+	s.Ledger.SawTopic(t, s.Env.Kafka, s.Topic(r.ids[1]))
+	s.Ledger.SawTopic(t, s.Env.Kafka, topic)
+	rk := s.Ledger.Report("kafka", func(_, to string, seq int64) bool { return to == r.ids[1] || seq >= b.FirstSeq })
+	rr := s.Ledger.Report("reader", func(_, to string, _ int64) bool { return to == r1.ID() })
+	var amb int
+	for _, e := range b.Events() {
+		if e.Err != nil && s.Ledger.Seen("kafka", e.From, e.To, e.Seq) > 0 {
+			if !isAmbiguous(e.Err) {
+				t.Errorf("%s->%s #%d: the sender was told %q, yet it is in Kafka", e.From, e.To, e.Seq, e.Err)
+				continue
+			}
+			amb++
+		}
+	}
+	ck, cr := rk, rr
+	ck.FailedSeen -= amb
+	cr.FailedSeen -= amb
+	ck.Check(t, 0, 0)
+	cr.Check(t, 0, 0)
+	r.m.BackToBaseline(t, r.base, 30*time.Second)
+	NoPanic(t, r.m.Log())
+	Row(t, "kafka: topic deleted under an online user", "delete took", deleteTook.Round(time.Millisecond),
+		"first error after", missing.Sub(deleteAt).Round(time.Millisecond), "longest send to missing topic", r1Hang.Round(time.Millisecond),
+		"r1 sends failed", r1Failed, "of them receiver offline", offlineErrs, "acked while missing", r1AckedMissing, "r2 failed", r2Failed,
+		"reader failures", readFailures, "offline+online recreated in", recreated.Round(time.Millisecond),
+		"sends ok again after", backAt.Sub(onlineAt).Round(time.Millisecond),
+		"kafka lost", rk.Lost, "kafka dup", rk.Duplicated, "reader lost", rr.Lost, "reader dup", rr.Duplicated,
+		"failed-seen (ambiguous)", amb)
+}
+
+// topicMissingError: what a sender may be told when the receiver's topic
+// is gone.
+var topicMissingError = regexp.MustCompile(`(?i)unknown topic|unknown partition|does not exist`)
