@@ -501,3 +501,15 @@ func (s *Suite) OnlineOwners(t testing.TB) map[string]OnlineNode {
 	}
 	return out
 }
+
+// Slowest describes the n slowest successful attempts, with their start
+// relative to at.
+func (r *Requests) Slowest(n int, at time.Time) []string {
+	as := r.Attempts()
+	sort.Slice(as, func(i, j int) bool { return as[i].End.Sub(as[i].Start) > as[j].End.Sub(as[j].Start) })
+	var out []string
+	for _, a := range as[:min(n, len(as))] {
+		out = append(out, fmt.Sprintf("%s took %v, started %v after", a.Key, a.End.Sub(a.Start).Round(time.Millisecond), a.Start.Sub(at).Round(time.Millisecond)))
+	}
+	return out
+}

@@ -88,6 +88,7 @@ func TestZKKillMember(t *testing.T) {
 	q := req.Check(t, reg, m1.Log(), m2.Log())
 	rec1, rec2 := req.Recovery(kill1), req.Recovery(kill2)
 	lat1, lat2 := req.MaxLatency(kill1, kill2), req.MaxLatency(kill2, end)
+	t.Logf("slowest requests (start relative to the follower kill; leader kill at +%v): %v", kill2.Sub(kill1).Round(time.Millisecond), req.Slowest(5, kill1))
 	if rec1 < 0 || rec2 < 0 {
 		t.Errorf("no request answered after a kill (follower %v, leader %v)", rec1, rec2)
 	}
@@ -100,8 +101,8 @@ func TestZKKillMember(t *testing.T) {
 	Row(t, "zk kill member (follower, then leader)",
 		"sends acked", sentOK, "sends failed", sentFailed, "lost", r.Lost, "dup", r.Duplicated, "reordered", r.Reordered,
 		"requests", q.Requests, "attempts", q.Attempts, "answered twice", q.AnsweredTwice, "registry wrong", q.RegistryWrong,
-		"answered again after follower kill", ms(rec1), "max latency (follower kill)", ms(lat1), "follower back after", ms(up1),
-		"answered again after leader kill", ms(rec2), "max latency (leader kill)", ms(lat2), "leader back after", ms(up2),
+		"answered again after follower kill", ms(rec1), "max request latency (follower kill, restart, rejoin)", ms(lat1), "follower back after", ms(up1),
+		"answered again after leader kill", ms(rec2), "max request latency (leader kill, restart, rejoin)", ms(lat2), "leader back after", ms(up2),
 		"manager terms", len(terms), "m1", h1, "m2", h2)
 }
 
