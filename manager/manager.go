@@ -95,6 +95,11 @@ func New(cfg Config) (*Manager, error) {
 			kc[k] = v
 		}
 	}
+	// Small Go channels: the defaults are 23 MB of live heap (see
+	// protocol.GoChannelSizes).
+	for k, v := range protocol.GoChannelSizes {
+		kc[k] = v
+	}
 	// A bare AdminClient cannot route librdkafka's logs (they would go to
 	// stderr unformatted); one made from a producer can. The producer never
 	// produces.

@@ -109,6 +109,18 @@ func (l *errorLimiter) log(log *slog.Logger, msg string, e kafka.Error) {
 	log.Log(context.Background(), level, msg, "err", e.Error(), "code", e.Code().String())
 }
 
+// GoChannelSizes are the Go channel buffers of a confluent-kafka-go
+// producer. The defaults (a million each) are allocated when the producer is
+// made: 23 MB of heap per producer, all of it live, so the garbage collector,
+// which lets the heap grow to twice the live heap, let a bridge delivering a
+// backlog grow from 25 to 118 MiB of RSS (the fault suite's
+// TestLoadBacklogOneNick). zkchat never uses ProduceChannel (each record has
+// its own delivery channel) and drains Events() at once.
+var GoChannelSizes = map[string]kafka.ConfigValue{
+	"go.events.channel.size":  1000,
+	"go.produce.channel.size": 1000,
+}
+
 // readerBuffer is how many fetched records may wait for one reader before
 // its partition is paused; the rest stays in Kafka.
 const readerBuffer = 256
@@ -130,6 +142,9 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		// librdkafka logs to stderr unless its logs go to a channel;
 		// logLoop routes them to slog.
 		"go.logs.channel.enable": true,
+	}
+	for k, v := range GoChannelSizes {
+		pc[k] = v
 	}
 	cc := kafka.ConfigMap{
 		"bootstrap.servers": cfg.Brokers,
@@ -162,6 +177,9 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	// Made from a producer that never produces, so its logs can be routed.
 	ac := kafka.ConfigMap{"bootstrap.servers": cfg.Brokers, "client.id": "zkchat-admin",
 		"go.logs.channel.enable": true}
+	for k, v := range GoChannelSizes {
+		ac[k] = v
+	}
 	for _, props := range []map[string]string{cfg.Auth.Properties(), cfg.Extra} {
 		for k, v := range props {
 			ac[k] = v
@@ -487,6 +505,15 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 	}
 	if err := k.consumer.IncrementalAssign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: start}}); err != nil {
 		return nil, fmt.Errorf("assign %s: %w", topic, err)
+	}
+	// librdkafka keeps a partition's pause across unassign and assign: a
+	// reader closed while paused (a backlog, then a failed delivery proof)
+	// left the next reader of the topic paused with an empty queue, so it
+	// never resumed and delivery stalled for good (the fault suite's
+	// TestLoadBacklogOneNick). The new reader starts unpaused; fetching
+	// starts at the assigned offset.
+	if err := k.consumer.Resume([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}); err != nil {
+		k.log.Warn("resume after assign", "topic", topic, "err", err)
 	}
 	k.readers[topic] = r
 	return r, nil
