@@ -114,7 +114,11 @@ wait_for() {
 	while :; do
 		"$@" && return 0
 		if [[ -n $pidfile ]] && ! pid_running "$pidfile"; then
-			return 2
+			# Look again before giving up: a server that writes its own PID
+			# to the same file (InspIRCd) truncates it first, and a read in
+			# between found it empty ("exited during startup" while it ran).
+			sleep 0.2
+			pid_running "$pidfile" || return 2
 		fi
 		((SECONDS < deadline)) || return 1
 		sleep 0.2
