@@ -312,7 +312,10 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 		u.mu.Lock()
 		nick := u.nick
 		u.mu.Unlock()
-		text := fmt.Sprintf(b.cfg.Format, b.senderName(m.From), Sanitize(m.Text))
+		// The sender is sanitized too: it is the record's key, which a
+		// foreign producer sets at will (and IDToNick decodes "_01" to
+		// \x01); the fault suite's TestBadInput saw \x01 and NUL on the wire.
+		text := fmt.Sprintf(b.cfg.Format, Sanitize(b.senderName(m.From)), Sanitize(m.Text))
 		for _, line := range Split(text, lineRoom(nick)) {
 			if !b.enqueue(ctx, &girc.Event{Command: girc.PRIVMSG, Params: []string{nick, line}}) {
 				return context.Cause(ctx)
