@@ -471,6 +471,13 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 			return
 		}
 		if err := u.w.SendMessage(ctx, to, cmd.Text); err != nil {
+			if errors.Is(err, protocol.ErrOutcomeUnknown) {
+				// Kafka did not confirm in time, yet the message may be
+				// written and delivered (the fault suite saw such ones
+				// arrive): "Not sent" would be a lie.
+				b.notice(nick, "Maybe not sent: Kafka did not confirm it in time, and it may still arrive; sending it again may deliver it twice. ("+err.Error()+")")
+				return
+			}
 			var why string
 			switch {
 			case errors.Is(err, protocol.ErrReceiverOffline):
