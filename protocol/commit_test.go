@@ -1,0 +1,72 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+func TestTransientCommit(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{kafkaCommitError{fmt.Errorf("commit: %w", context.DeadlineExceeded)}, true},
+		{kafkaCommitError{fmt.Errorf("commit: %w", kafka.NewError(kafka.ErrTransport, "down", false))}, true},
+		{kafkaCommitError{fmt.Errorf("commit: %w", kafka.NewError(kafka.ErrUnknownTopicOrPart, "gone", false))}, false},
+		{kafkaCommitError{errors.New("refused")}, false},
+		// A failed BeforeCommit (delivery not proven) ends the read.
+		{fmt.Errorf("not committed: %w", context.DeadlineExceeded), false},
+	} {
+		if got := transientCommit(c.err); got != c.want {
+			t.Errorf("transientCommit(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// TestCommitterRetries: a commit that Kafka does not take while it is away
+// is tried again, with the newest position, instead of failing the read.
+func TestCommitterRetries(t *testing.T) {
+	var mu sync.Mutex
+	var calls []int64
+	c := newCommitter(func(n int64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, n)
+		if len(calls) <= 2 {
+			return kafkaCommitError{fmt.Errorf("commit: %w", context.DeadlineExceeded)}
+		}
+		return nil
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c.offer(5)
+	time.Sleep(100 * time.Millisecond)
+	c.offer(7) // newer while the first is failing
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(calls)
+		mu.Unlock()
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := c.failed(); err != nil {
+		t.Fatalf("committer failed: %v", err)
+	}
+	if err := c.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 3 || calls[len(calls)-1] != 7 {
+		t.Errorf("commits %v, want two failed tries then 7", calls)
+	}
+}
