@@ -190,6 +190,12 @@ func (b *Bridge) handlers() {
 		c.Cmd.Join(b.cfg.Channel)
 	})
 	h.Add(girc.DISCONNECTED, func(*girc.Client, girc.Event) { b.disconnected() })
+	// The server's reason for closing the link (KILL, K-line, flood): the
+	// reconnect line alone often said only "EOF", so an operator could not
+	// tell why the bot had gone.
+	h.Add(girc.ERROR, func(c *girc.Client, e girc.Event) {
+		b.log.Warn("the irc server closed the link", "server", b.host, "reason", e.Last())
+	})
 	// The member list is read from the NAMES replies themselves: girc's
 	// channel state folds nicks with RFC 1459 rules whatever the server's
 	// CASEMAPPING, so on an ASCII server "[a]" and "{a}" would collapse.
