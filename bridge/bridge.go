@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lrstanley/girc"
@@ -80,6 +81,9 @@ type Bridge struct {
 	listMu    sync.Mutex
 	list      *protocol.Session // for who and users
 	syncedCh  chan struct{}     // closed at each successful sync; see Synced
+	// registered: the connection is past its welcome (a nick collision is
+	// then a failed reclaimNick, not a login's).
+	registered *atomic.Bool
 	// joinBackoff is the next wait after a refused JOIN; see joinRefused.
 	joinBackoff time.Duration
 }
@@ -149,7 +153,14 @@ func New(cfg Config) (*Bridge, error) {
 		PingDelay:    30 * time.Second,
 	}
 	log := cfg.Logger.With("component", "bridge")
+	registered := new(atomic.Bool) // the connection is past its welcome
 	gc.HandleNickCollide = func(taken string) string {
+		if registered.Load() {
+			// A NICK taking the bot's nick back found it taken again
+			// (see reclaimNick): keep the nick the bot has.
+			log.Warn("the bot's nick is still taken; keeping the current one", "nick", cfg.Nick, "current", taken)
+			return ""
+		}
 		// Another bot (or a user) has the nick. Going on under another nick
 		// is what girc does by default; say so loudly, since two bridges in
 		// one channel each take the other for a user.
@@ -160,7 +171,7 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.SASLUser != "" {
 		gc.SASL = &girc.SASLPlain{User: cfg.SASLUser, Pass: cfg.SASLPass}
 	}
-	b := &Bridge{
+	b := &Bridge{registered: registered,
 		cfg: cfg, log: log,
 		irc: girc.New(gc), out: make(chan *girc.Event, 1024),
 		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
@@ -179,6 +190,7 @@ func New(cfg Config) (*Bridge, error) {
 func (b *Bridge) handlers() {
 	h := b.irc.Handlers
 	h.Add(girc.CONNECTED, func(c *girc.Client, e girc.Event) {
+		b.registered.Store(true)
 		cm, _ := c.GetServerOption("CASEMAPPING")
 		b.casemapMu.Lock()
 		b.casemap = ParseCaseMapping(cm)
@@ -189,7 +201,7 @@ func (b *Bridge) handlers() {
 		b.log.Info("irc connected; joining", "server", b.host, "channel", b.cfg.Channel, "casemapping", cm)
 		c.Cmd.Join(b.cfg.Channel)
 	})
-	h.Add(girc.DISCONNECTED, func(*girc.Client, girc.Event) { b.disconnected() })
+	h.Add(girc.DISCONNECTED, func(*girc.Client, girc.Event) { b.registered.Store(false); b.disconnected() })
 	// The server's reason for closing the link (KILL, K-line, flood): the
 	// reconnect line alone often said only "EOF", so an operator could not
 	// tell why the bot had gone.
@@ -270,12 +282,15 @@ func (b *Bridge) handlers() {
 		if e.Source == nil || b.isMe(e.Source.Name) {
 			return
 		}
+		b.reclaimNick(e.Source.Name)
 		b.presence(e.Source.Name, false, netsplit.MatchString(e.Last()))
 	})
 	h.Add(girc.NICK, func(c *girc.Client, e girc.Event) {
-		if e.Source == nil || len(e.Params) == 0 || b.isMe(e.Source.Name) {
+		// The bot's own change (taking its nick back) is not a user's.
+		if e.Source == nil || len(e.Params) == 0 || b.isMe(e.Source.Name) || b.isMe(e.Last()) {
 			return
 		}
+		b.reclaimNick(e.Source.Name)
 		if ch := c.LookupChannel(b.cfg.Channel); ch == nil {
 			return
 		}
@@ -353,6 +368,19 @@ func (b *Bridge) setAccount(nick, account string) {
 	}
 	u.mu.Unlock()
 	u.poke()
+}
+
+// reclaimNick takes the configured nick back when the nick that held it
+// (a squatter, or the bot's own ghost from a connection the server had not
+// yet dropped) quits or changes nick in the channel. Without it the bot
+// kept "nick_" for good, and /msg to its nick reached nobody.
+func (b *Bridge) reclaimNick(gone string) {
+	cm := b.caseMapping()
+	if cm.Fold(gone) != cm.Fold(b.cfg.Nick) || b.isMe(b.cfg.Nick) {
+		return
+	}
+	b.log.Warn("the bot's nick is free again; taking it back", "nick", b.cfg.Nick, "current", b.irc.GetNick())
+	b.irc.Cmd.Nick(b.cfg.Nick)
 }
 
 // netsplit matches the QUIT reason servers give for a netsplit:

@@ -33,6 +33,7 @@ type bridgeRig struct {
 	workers  map[string]bool    // in-process users, removed from /online
 	failures map[string]int     // failed sends by kind
 	notices  []string           // the bot's failure notices to members
+	fromBot  sync.Map           // the bot's nicks messages came from
 }
 
 var syncedRE = regexp.MustCompile(`channel member list read`)
@@ -77,6 +78,7 @@ func (r *bridgeRig) onText(from, text string) {
 	if strings.EqualFold(from, r.bot) || strings.HasPrefix(strings.ToLower(from), strings.ToLower(r.bot)) {
 		r.s.Ledger.Saw("irc", text)
 		r.copies.Saw(text)
+		r.fromBot.Store(from, true)
 		if strings.HasPrefix(text, "Not sent") || strings.Contains(text, "failed") {
 			r.mu.Lock()
 			r.notices = append(r.notices, time.Now().Format("15:04:05.000")+" "+text)

@@ -107,14 +107,17 @@ func TestBotKickKillBan(t *testing.T) {
 
 // TestNickTaken: someone holds the bot's nick before the bridge connects.
 // The bridge takes another nick once (no NICK loop), says so in its log
-// (an ERROR line naming both nicks), and serves its users under it.
+// (an ERROR line naming both nicks), and serves its users under it; when
+// the squatter leaves the channel the bot takes its nick back (one log
+// line, one NICK) and serves under it.
 func TestNickTaken(t *testing.T) {
 	s := New(t)
 	irc := StartIRC(t)
 	r := &bridgeRig{t: t, s: s, irc: irc, copies: NewCopies(), members: map[string]*Member{}}
 	r.tag = strings.ToLower(s.Ledger.Run)
 	r.bot, r.channel = "zb"+r.tag, "#zr"+r.tag
-	DialIRC(t, irc.Users, r.bot, nil) // the squatter
+	// The squatter, in the channel (the bot sees it leave).
+	squatter := JoinChannel(t, irc.Users, r.bot, r.channel, nil)
 	r.b = s.Bridge("bridge", irc.Bots, r.bot, r.channel)
 	r.waitSynced(0)
 	r.obs = r.observer("ob" + r.tag)
@@ -127,10 +130,15 @@ func TestNickTaken(t *testing.T) {
 	if n := LogCount(log, 0, "irc connected; joining"); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
-	r.bot += "_" // the bot's nick now
 	ctx := Ctx(t, 3*time.Minute)
 	id := "u1" + r.tag
-	r.user(ctx, id)
+	// r.bot stays the configured nick: NAMES and the ledger match the
+	// bot by prefix, so zbX and zbX_ are both the bot (and the squatter
+	// is not a user).
+	m := JoinChannel(t, irc.Users, id, r.channel, r.onText)
+	m.Register(r.bot + "_")
+	r.members[id] = m
+	r.waitOnline(id, true, time.Minute)
 	agree := r.agree(time.Minute)
 	snd := r.senders(ctx, "s1"+r.tag)[0]
 	for i := int64(0); i < 50; i++ {
@@ -140,8 +148,40 @@ func TestNickTaken(t *testing.T) {
 	}
 	rep, took := r.delivered(id, time.Minute)
 	rep.Check(t, 0, 0)
+
+	// The squatter leaves: the bot takes its nick back, once, and goes on
+	// delivering under it.
+	off := len(r.b.Log())
+	squatter.Client().Close()
+	back := WaitFor(t, 30*time.Second, "the bot back on its nick", func() bool {
+		return strings.Contains(r.b.Log()[off:], "the bot's nick is free again; taking it back")
+	})
+	if _, ok := m.Client().Wait(30*time.Second, func(l string) bool {
+		f := strings.Fields(l)
+		return IsCommandOf(l, r.bot+"_", "NICK") && len(f) >= 3 && strings.EqualFold(strings.TrimPrefix(f[2], ":"), r.bot)
+	}); !ok {
+		t.Fatal("no NICK back to the configured nick seen in the channel")
+	}
+	r.fromBot.Delete(r.bot)
+	for i := int64(50); i < 70; i++ {
+		if err := s.Send(ctx, snd, id, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, _ = r.delivered(id, time.Minute)
+	rep.Check(t, 0, 0)
+	if _, ok := r.fromBot.Load(r.bot); !ok {
+		t.Error("no message from the bot's own nick after it took it back")
+	}
+	if n := LogCount(r.b.Log(), 0, "the bot's nick is taken on the server; using another one"); n != 1 {
+		t.Errorf("%d nick-taken lines: a loop", n)
+	}
+	if n := LogCount(r.b.Log(), 0, "irc connected; joining"); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
 	NoPanic(t, r.b.Log())
-	Row(t, "bot nick taken at connect", "nick_taken_log_lines", taken, "serving_as", r.bot, "agree", agree.Round(time.Millisecond),
+	Row(t, "bot nick taken at connect", "nick_taken_log_lines", taken, "served_as", r.bot+"_", "nick_back_after_squatter_left", back.Round(time.Millisecond),
+		"agree", agree.Round(time.Millisecond),
 		"delivered", rep.Delivered, "lost", rep.Lost, "dup", rep.Duplicated, "delivery", took.Round(time.Millisecond))
 }
 
