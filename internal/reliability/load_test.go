@@ -154,29 +154,32 @@ func loadGoroutines(p *Proc) string {
 
 func loadMiB(kib int) string { return fmt.Sprintf("%.1fMiB", float64(kib)/1024) }
 
-// TestLoadBacklogOneNick: 10,000 messages (350 bytes: one IRC line each)
+// TestLoadBacklogOneNick: 10,000 messages of 1 KiB (three IRC lines each)
 // wait in Kafka for one IRC nick, then the nick joins and the bridge process
-// delivers them all. The bridge reads its topic with a bounded queue
-// (protocol pauses the partition at 256 queued records), so its RSS must
-// stay flat while it delivers: the backlog stays in Kafka.
+// (unpaced, on its flood-exempt port) delivers them all. The bridge reads
+// its topic with a bounded queue (protocol pauses the partition at 256
+// queued records), so its RSS must stay flat while it delivers: the backlog
+// stays in Kafka.
 //
 // The messages are sent while the receiver's id is online in another
 // session (an in-process worker: only an online user can be sent to) and
 // the nick is not in the channel; the worker then goes offline and the nick
 // joins, so the whole backlog is unread when the bridge starts on it.
 //
-// The bridge is paced at 500 lines/s (--rate 500 --burst 500). Unpaced, on
-// this shared 2-core machine, InspIRCd fell behind the bot's burst, a
-// delivery proof (PING/PONG, 10 s when unpaced) timed out, delivery
-// restarted from the last commit and sent everything since again, which
-// made the next proof later still: 22,504 and 43,054 duplicates for 10,000
-// messages in two runs (open: a proof that times out while the connection
-// is alive restarts delivery although the lines will arrive).
-// ZKCHAT_LOAD_UNPACED=1 runs that case: unpaced, 1 KiB messages.
+// Duplicates: a delivery proof (PING/PONG) that fails restarts delivery
+// from the last commit. Before the fix in protocol.Worker.read, nothing was
+// committed while a backlog was read, so one failed proof (the IRC server
+// starved of CPU on this shared machine) sent the whole backlog again, and
+// made the next proof later still: 6,319, 22,504 and 43,054 duplicates of
+// 10,000 in three runs. Now a failed proof may repeat what was sent since
+// the last commit: at most the bridge's output queue (1,024 lines) queued
+// behind the proof, as many queued after it, and what the sockets hold,
+// stated here as 3,072 messages per failed proof (counted in the log).
+// ZKCHAT_LOAD_PACED=1 runs it paced at 500 lines/s with one-line messages.
 func TestLoadBacklogOneNick(t *testing.T) {
-	size, pace := 350, []string{"--rate", "500", "--burst", "500"} // one IRC line a message
-	if os.Getenv("ZKCHAT_LOAD_UNPACED") == "1" {
-		size, pace = 1024, nil // three lines a message, as fast as the bot can write
+	size, pace := 1024, []string(nil)
+	if os.Getenv("ZKCHAT_LOAD_PACED") == "1" {
+		size, pace = 350, []string{"--rate", "500", "--burst", "500"}
 	}
 	const (
 		n       = 10000
@@ -281,8 +284,9 @@ func TestLoadBacklogOneNick(t *testing.T) {
 	deliverTime := time.Since(t1)
 	time.Sleep(3 * time.Second) // duplicates, if any, come now
 	peak := smp.Stop()
+	failedProofs := strings.Count(br.Log(), `msg="delivery stopped`)
 	r := s.Ledger.Report("irc", nil)
-	r.Check(t, 0, 0)
+	r.Check(t, 3072*failedProofs, 0)
 	growth := peak.RSSKiB - base.RSSKiB
 	t.Logf("bridge baseline %v; peak during delivery %v (%d samples); %d IRC lines; Go memory now: %s", base, peak, smp.samples, lines.Load(), loadMemString(br))
 	if growth > maxGrowthKiB {
@@ -294,7 +298,7 @@ func TestLoadBacklogOneNick(t *testing.T) {
 	s.Ledger.Report("kafka", nil).Check(t, 0, 0)
 	NoPanic(t, br.Log())
 	Row(t, "load: backlog of 10,000 for one nick", "messages", n, "bytes", size,
-		"lost", r.Lost, "dup", r.Duplicated, "reordered", r.Reordered,
+		"lost", r.Lost, "dup", r.Duplicated, "reordered", r.Reordered, "failed_proofs", failedProofs,
 		"send_rate", fmt.Sprintf("%.0f/s", n/sendTime.Seconds()),
 		"deliver_rate", fmt.Sprintf("%.0f msg/s", n/deliverTime.Seconds()),
 		"deliver_time", deliverTime.Round(time.Millisecond),
