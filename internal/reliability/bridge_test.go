@@ -265,7 +265,15 @@ func (r *bridgeRig) window(id string) (int, int64) {
 // a kill re-delivers exactly the messages written after the last committed
 // offset, never one before it; the test reads that offset from Kafka once
 // the bridge is dead and counts the messages the user had seen at or after
-// it (the window). Presence agrees after the restart.
+// it (the window). From the code, the window is the messages handed to the
+// pacer after the last committed offset: a commit is offered each time the
+// reader's queue runs empty (protocol Worker.read), and proved by a PING
+// queued behind at most cap(out) = 1,024 lines; while one proof and its
+// commit are in flight the next batch is written unproved. So the window is
+// one or two batches: a few messages unpaced (3-8 measured here), hundreds
+// when the bot is paced (TestIRCStopDuringBacklog). The user is back online
+// once the killed run's session has expired (the new run retries; see
+// bridge/user.go staleOwn) and presence agrees.
 func TestBridgeSIGKILL(t *testing.T) {
 	r := newBridgeRig(t, nil)
 	ctx := Ctx(t, 8*time.Minute)
