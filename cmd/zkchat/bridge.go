@@ -60,6 +60,14 @@ func bridgeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// Before anything is started: a --debug-addr that cannot be bound
+			// returned after the built-in manager's goroutine had started, so
+			// m.Close ran under a Run nobody stopped or waited for.
+			stopDebug, err := serveDebug(c.Context, c.String("debug-addr"), log)
+			if err != nil {
+				return err
+			}
+			defer stopDebug()
 			k, err := protocol.NewKafka(protocol.KafkaConfig{
 				Brokers: c.String("kafka"), Topics: protocol.Topics{Prefix: c.String("topic-prefix")}, Logger: log,
 				Auth: ka,
@@ -91,11 +99,6 @@ func bridgeCommand() *cli.Command {
 				wg.Add(1)
 				go func() { defer wg.Done(); mErr = m.Run(c.Context) }()
 			}
-			stopDebug, err := serveDebug(c.Context, c.String("debug-addr"), log)
-			if err != nil {
-				return err
-			}
-			defer stopDebug()
 			log.Info("bridge starting", "irc", c.String("irc-server"), "channel", c.String("channel"),
 				"zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
 			bErr := b.Run(c.Context)
