@@ -258,7 +258,13 @@ func (b *Bridge) staleOwn(ctx context.Context, id string) bool {
 	if err != nil {
 		return false
 	}
-	data, _, err := s.Conn.Get(s.Paths.OnlineNode(id))
+	// Through protocol.Do like every other call: a bare go-zookeeper call
+	// ignores ctx, so a hung server held this user's goroutine (and Run's
+	// shutdown, which waits for it) until the connection gave up.
+	data, err := protocol.Do(ctx, func() ([]byte, error) {
+		d, _, err := s.Conn.Get(s.Paths.OnlineNode(id))
+		return d, err
+	})
 	if err != nil {
 		return errors.Is(err, zk.ErrNoNode) // gone meanwhile: try again
 	}
