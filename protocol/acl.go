@@ -221,20 +221,9 @@ func adminData(admin *Auth) []byte { return []byte(admin.ID() + "\n") }
 // in parent's data) ALL and world READ. locked tells which; a locked node
 // must be touched (Touch) right after it is created.
 func (s *Session) NodeACL(ctx context.Context, parent string) (acl []zk.ACL, locked bool, err error) {
-	type got struct {
-		acl  []zk.ACL
-		data []byte
-	}
-	g, err := Do(ctx, func() (got, error) {
-		a, _, err := s.Conn.GetACL(parent)
-		if err != nil {
-			return got{}, err
-		}
-		d, _, err := s.Conn.Get(parent)
-		return got{a, d}, err
-	})
+	g, err := s.aclAndData(ctx, parent)
 	if err != nil {
-		return nil, false, fmt.Errorf("ACL of %s: %w", parent, err)
+		return nil, false, err
 	}
 	if len(Admins(g.acl)) == 0 {
 		return zk.WorldACL(zk.PermAll), false, nil
@@ -258,6 +247,29 @@ func (s *Session) NodeACL(ctx context.Context, parent string) (acl []zk.ACL, loc
 		}
 	}
 	return append(acl, zk.ACL{Perms: zk.PermRead, Scheme: "world", ID: "anyone"}), true, nil
+}
+
+// nodeACLData is a node's ACL and data.
+type nodeACLData struct {
+	acl  []zk.ACL
+	data []byte
+}
+
+// aclAndData reads node's ACL and data (NodeACL, and lockDown in zk.go:
+// one function, so the two cannot come to read the tree differently).
+func (s *Session) aclAndData(ctx context.Context, node string) (nodeACLData, error) {
+	g, err := Do(ctx, func() (nodeACLData, error) {
+		a, _, err := s.Conn.GetACL(node)
+		if err != nil {
+			return nodeACLData{}, err
+		}
+		d, _, err := s.Conn.Get(node)
+		return nodeACLData{a, d}, err
+	})
+	if err != nil {
+		return nodeACLData{}, fmt.Errorf("ACL of %s: %w", node, err)
+	}
+	return g, nil
 }
 
 // Touch writes data to a node just created, at version 0: the proof that the

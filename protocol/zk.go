@@ -252,20 +252,9 @@ func (s *Session) CreateTree(ctx context.Context) error {
 
 // lockDown sets acl and data on node unless it has them already.
 func (s *Session) lockDown(ctx context.Context, node string, acl []zk.ACL, data []byte) error {
-	type got struct {
-		acl  []zk.ACL
-		data []byte
-	}
-	g, err := Do(ctx, func() (got, error) {
-		a, _, err := s.Conn.GetACL(node)
-		if err != nil {
-			return got{}, err
-		}
-		d, _, err := s.Conn.Get(node)
-		return got{a, d}, err
-	})
+	g, err := s.aclAndData(ctx, node)
 	if err != nil {
-		return fmt.Errorf("ACL of %s: %w", node, err)
+		return err
 	}
 	if sameACL(g.acl, acl) && string(g.data) == string(data) {
 		return nil
