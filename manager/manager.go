@@ -366,11 +366,8 @@ func (m *Manager) settle(ctx context.Context, s *protocol.Session, fence []any, 
 // else zkchat's principal ALL, world READ, and the registrant's identity
 // READ, which binds the id to it (protocol.Binding).
 func (m *Manager) registryACL(ident string) []zk.ACL {
-	if m.cfg.ZKAuth == nil {
-		return zk.WorldACL(zk.PermAll)
-	}
-	acl := []zk.ACL{m.cfg.ZKAuth.ACL(zk.PermAll), {Perms: zk.PermRead, Scheme: "world", ID: "anyone"}}
-	if ident != "" {
+	acl := m.nodeACL() // one definition of the manager's own nodes' ACL
+	if m.cfg.ZKAuth != nil && ident != "" {
 		acl = append(acl, zk.ACL{Perms: zk.PermRead, Scheme: "digest", ID: ident})
 	}
 	return acl
