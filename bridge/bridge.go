@@ -84,8 +84,11 @@ type Bridge struct {
 	// registered: the connection is past its welcome (a nick collision is
 	// then a failed reclaimNick, not a login's).
 	registered *atomic.Bool
-	// joinBackoff is the next wait after a refused JOIN; see joinRefused.
+	// joinBackoff is the next wait after a refused JOIN; joinRetry the
+	// one retry pending (a reconnect's refused JOIN must not start a
+	// second chain of retries). See joinRefused.
 	joinBackoff time.Duration
+	joinRetry   *time.Timer
 }
 
 // Log messages an operator greps for.
@@ -504,13 +507,21 @@ func (b *Bridge) lostChannel(why string) {
 // lifted.
 func (b *Bridge) joinRefused(code, reason string) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.joinRetry != nil {
+		b.log.Warn("the server refused the bot's JOIN; a retry is already scheduled",
+			"channel", b.cfg.Channel, "code", code, "reason", reason)
+		return
+	}
 	d := max(b.joinBackoff, 5*time.Second)
 	b.joinBackoff = min(d*2, 2*time.Minute)
-	b.mu.Unlock()
 	wait := d/2 + rand.N(d/2+1)
 	b.log.Error("the server refused the bot's JOIN; users stay offline until it is in, retrying",
 		"channel", b.cfg.Channel, "code", code, "reason", reason, "retry_in", wait.Round(time.Millisecond))
-	time.AfterFunc(wait, func() {
+	b.joinRetry = time.AfterFunc(wait, func() {
+		b.mu.Lock()
+		b.joinRetry = nil
+		b.mu.Unlock()
 		if b.irc.IsConnected() {
 			b.irc.Cmd.Join(b.cfg.Channel)
 		}
