@@ -52,4 +52,6 @@ log "fault suite: go test ./internal/reliability/ against $ZKCHAT_ZOOKEEPER and 
 # Faults hit shared servers: one test at a time (the package's tests are
 # not parallel), no -race (the zkchat processes under test are built
 # normally; the race detector runs in scripts/test.sh).
-go test -count=1 -p 1 -timeout 70m "$@" ./internal/reliability/
+# -v: each row's "ROW | name | numbers |" line is in the output (CI logs
+# keep the numbers of doc/reliability.md's table).
+go test -count=1 -p 1 -timeout 70m -v "$@" ./internal/reliability/
