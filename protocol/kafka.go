@@ -554,13 +554,6 @@ func (r *reader) close() {
 	}
 }
 
-// pending is the number of records queued for the reader.
-func (r *reader) pending() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.queue)
-}
-
 // next returns the reader's next record, waiting for one.
 func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
 	for {
