@@ -104,6 +104,9 @@ func (p *Proc) Start() {
 	cmd := exec.Command(Binary(p.t), p.Args...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Stdout, cmd.Stderr = p.log, p.log
+	// If the test binary dies (a -timeout, a kill) its cleanups do not
+	// run: the kernel then kills the process instead of leaving it behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("start %s: %v", p.Name, err)
 	}
