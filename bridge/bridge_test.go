@@ -37,11 +37,24 @@ func start(t *testing.T, via ...func(string) string) *setup {
 
 func startSetup(t *testing.T, s *setup, via ...func(string) string) *setup {
 	t.Helper()
-	env := testenv.New(t)
 	users, bots := testenv.IRC(t)
 	for _, f := range via {
 		bots = f(bots)
 	}
+	if s.paced {
+		// The users' connect class, with its flood limits, and the bridge's
+		// default pacing.
+		return launch(t, s, users, users, func(c *bridge.Config) { c.Rate, c.Burst = 0, 0 })
+	}
+	return launch(t, s, bots, users, nil)
+}
+
+// launch runs a manager and a bridge on server (users: where the test's IRC
+// users connect) for s, with the bridge's config changed by mod; both stop
+// at cleanup (or at s.stop).
+func launch(t *testing.T, s *setup, server, users string, mod func(*bridge.Config)) *setup {
+	t.Helper()
+	env := testenv.New(t)
 	tag := testenv.Tag()
 	s.env, s.users, s.bot, s.channel = env, users, "zk"+tag, "#t"+tag
 	log := testenv.Logger(t)
@@ -55,13 +68,11 @@ func startSetup(t *testing.T, s *setup, via ...func(string) string) *setup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := bridge.Config{Server: bots, Nick: s.bot, Channel: s.channel,
+	cfg := bridge.Config{Server: server, Nick: s.bot, Channel: s.channel,
 		ZooKeeper: env.ZooKeeper, Kafka: s.kafka, Rate: -1, Logger: log.With("test", "bridge"),
 		SessionTimeout: 4 * time.Second}
-	if s.paced {
-		// The users' connect class, with its flood limits, and the bridge's
-		// default pacing.
-		cfg.Server, cfg.Rate, cfg.Burst = users, 0, 0
+	if mod != nil {
+		mod(&cfg)
 	}
 	s.b, err = bridge.New(cfg)
 	if err != nil {

@@ -1,7 +1,6 @@
 package bridge_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/zkchat/zkchat/bridge"
 	"github.com/zkchat/zkchat/internal/testenv"
-	"github.com/zkchat/zkchat/manager"
-	"github.com/zkchat/zkchat/protocol"
 )
 
 // startLinked runs a manager and a bridge with the given split grace on the
@@ -29,49 +26,7 @@ func startLinked(t *testing.T, l *testenv.Linked, grace time.Duration) *setup {
 // s.join connects.
 func startOn(t *testing.T, server, users string, mod func(*bridge.Config)) *setup {
 	t.Helper()
-	env := testenv.New(t)
-	tag := testenv.Tag()
-	s := &setup{env: env, users: users, bot: "zk" + tag, channel: "#t" + tag}
-	log := testenv.Logger(t)
-	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
-		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log.With("test", "manager")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.kafka, err = protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
-		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := bridge.Config{Server: server, Nick: s.bot, Channel: s.channel,
-		ZooKeeper: env.ZooKeeper, Kafka: s.kafka, Rate: -1, Logger: log.With("test", "bridge"),
-		SessionTimeout: 4 * time.Second}
-	if mod != nil {
-		mod(&cfg)
-	}
-	s.b, err = bridge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	mDone, bDone := make(chan struct{}), make(chan struct{})
-	go func() { _ = m.Run(ctx); close(mDone) }()
-	go func() { _ = s.b.Run(ctx); close(bDone) }()
-	stopped := false
-	s.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		<-bDone
-		<-mDone
-		m.Close()
-		s.kafka.Close()
-	}
-	t.Cleanup(s.stop)
-	s.waitSynced(t)
-	return s
+	return launch(t, &setup{}, server, users, mod)
 }
 
 // onlineIDs lists /online under the test's chroot.
