@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/zkchat/zkchat/internal/testenv"
 )
 
 // Cluster is the suite's ZooKeeper ensemble and Kafka cluster, controlled
@@ -38,7 +40,7 @@ func Need(t testing.TB) *Cluster {
 	if os.Getenv("ZKCHAT_RELIABILITY") != "1" {
 		t.Skip("fault suite: runs under scripts/reliability.sh (make test runs it), which starts the replicated cluster")
 	}
-	c := &Cluster{root: Root(t)}
+	c := &Cluster{root: testenv.RepoRoot(t)}
 	out := c.script(t, "env")
 	for _, f := range strings.Fields(out) {
 		k, v, _ := strings.Cut(f, "=")
@@ -54,25 +56,6 @@ func Need(t testing.TB) *Cluster {
 	}
 	c.WaitHealthy(t, 2*time.Minute)
 	return c
-}
-
-// Root is the repository's top folder.
-func Root(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
 }
 
 func (c *Cluster) script(t testing.TB, args ...string) string {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zkchat/zkchat/internal/testenv"
 )
 
 // Client is a raw IRC client (the protocol by hand, so a test sees exactly
@@ -167,9 +169,9 @@ type IRCServer struct {
 // StartIRC starts an InspIRCd of the test's own; stopped at cleanup.
 func StartIRC(t testing.TB) *IRCServer {
 	t.Helper()
-	users, bots := freePort(t), freePort(t)
+	users, bots := testenv.FreePort(t), testenv.FreePort(t)
 	dir := t.TempDir()
-	script := filepath.Join(Root(t), "scripts", "inspircd.sh")
+	script := filepath.Join(testenv.RepoRoot(t), "scripts", "inspircd.sh")
 	s := &IRCServer{Users: fmt.Sprintf("127.0.0.1:%d", users), Bots: fmt.Sprintf("127.0.0.1:%d", bots), dir: dir}
 	s.run = func(action string) {
 		t.Helper()
@@ -203,14 +205,4 @@ func (s *IRCServer) PID() int {
 		}
 	}
 	return 0
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zkchat/zkchat/internal/testenv"
 )
 
 var (
@@ -35,7 +37,7 @@ func Binary(t testing.TB) string {
 		}
 		binPath = filepath.Join(dir, "zkchat")
 		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/zkchat")
-		cmd.Dir = Root(t)
+		cmd.Dir = testenv.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/zkchat: %v\n%s", err, out)
 		}
@@ -73,7 +75,7 @@ func StartProc(t testing.TB, name string, env []string, args ...string) *Proc {
 	p := &Proc{t: t, Name: name, Env: env, LogPath: filepath.Join(t.TempDir(), name+".log")}
 	for _, a := range args {
 		if a == "--debug-addr=auto" {
-			p.DebugAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			p.DebugAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 			a = "--debug-addr=" + p.DebugAddr
 		}
 		p.Args = append(p.Args, a)

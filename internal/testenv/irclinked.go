@@ -46,7 +46,7 @@ func IRCLinked(t testing.TB, env ...string) *Linked {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script, err := filepath.Abs(filepath.Join(repoRoot(t), "scripts", "irclinked.sh"))
+	script, err := filepath.Abs(filepath.Join(RepoRoot(t), "scripts", "irclinked.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -283,7 +283,7 @@ func PrivateServerEnv(t testing.TB, name, portVar string, env ...string) (addr, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	script, err := filepath.Abs(filepath.Join(repoRoot(t), "scripts", name+".sh"))
+	script, err := filepath.Abs(filepath.Join(RepoRoot(t), "scripts", name+".sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,8 +300,8 @@ func PrivateServerEnv(t testing.TB, name, portVar string, env ...string) (addr, 
 	return fmt.Sprintf("127.0.0.1:%d", port), dataDir, run
 }
 
-// repoRoot is the folder holding go.mod, above the test's package.
-func repoRoot(t testing.TB) string {
+// RepoRoot is the folder holding go.mod, above the test's package.
+func RepoRoot(t testing.TB) string {
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
