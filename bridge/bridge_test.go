@@ -99,16 +99,20 @@ func launch(t *testing.T, s *setup, server, users string, mod func(*bridge.Confi
 	return s
 }
 
-func (s *setup) waitSynced(t *testing.T) {
+func (s *setup) waitSynced(t *testing.T) { waitSynced(t, s.b, "bridge "+s.bot) }
+
+// waitSynced waits up to 30 s for b to have joined its channel and read its
+// member list.
+func waitSynced(t *testing.T, b *bridge.Bridge, what string) {
 	t.Helper()
-	ch, ok := s.b.Synced()
+	ch, ok := b.Synced()
 	if ok {
 		return
 	}
 	select {
 	case <-ch:
 	case <-time.After(30 * time.Second):
-		t.Fatal("bridge did not join its channel")
+		t.Fatalf("%s did not join its channel", what)
 	}
 }
 

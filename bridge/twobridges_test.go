@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -72,15 +73,7 @@ func startManagers(t *testing.T, env *testenv.Env, n int) []*manager.Manager {
 
 func (n *ircNet) waitSynced(t *testing.T) {
 	t.Helper()
-	ch, ok := n.b.Synced()
-	if ok {
-		return
-	}
-	select {
-	case <-ch:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s: bridge %s did not join %s", n.name, n.bot, n.channel)
-	}
+	waitSynced(t, n.b, fmt.Sprintf("%s: bridge %s in %s", n.name, n.bot, n.channel))
 }
 
 // join connects nick to the network and joins the bridge's channel.
