@@ -226,7 +226,7 @@ func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) (
 		return true, false
 	case err == nil, errors.Is(err, errAnswered):
 		return true, true
-	case errors.Is(err, errNotLeader):
+	case errors.Is(err, errNotLeader), errors.Is(err, errOutcomeUnknown):
 		l.cancel(err)
 		return false, false
 	case l.ctx.Err() != nil:
@@ -291,8 +291,17 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 	case err == nil:
 		log.Info("request answered", "status", st)
 		return nil
-	case errors.Is(err, errNotLeader), errors.Is(err, errAnswered), l.ctx.Err() != nil:
+	case errors.Is(err, errNotLeader), errors.Is(err, errAnswered):
 		return err
+	case l.ctx.Err() != nil || protocol.WriteOutcomeUnknown(err):
+		// The answer may be in ZooKeeper (and its requester told) or not:
+		// answering "failed" now could contradict it. The term ends; the
+		// next leader reads the request again and answers it if pending.
+		log.Warn("request answer outcome unknown", "err", err)
+		if l.ctx.Err() != nil {
+			return err
+		}
+		return fmt.Errorf("%s %s: %w: %w", k, id, errOutcomeUnknown, err)
 	}
 	log.Error("request failed: answering failed", "err", err)
 	if _, serr := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed); serr != nil {

@@ -240,6 +240,11 @@ func (m *Manager) GetRegisteredUsers(ctx context.Context) ([]string, error) {
 // node is gone, so it is no longer the leader.
 var errNotLeader = errors.New("not the leader any more (election node gone)")
 
+// errOutcomeUnknown: the connection broke during an answering write, which
+// may or may not have been applied; the term ends so that the next one
+// reads the request again.
+var errOutcomeUnknown = errors.New("answer outcome unknown (connection broke during the write)")
+
 // errAnswered: the request was answered or deleted by someone else.
 var errAnswered = errors.New("request answered or withdrawn meanwhile")
 

@@ -153,6 +153,16 @@ func (s *Session) WaitSession(ctx context.Context) error {
 // Close ends the session; its ephemeral nodes disappear.
 func (s *Session) Close() { s.Conn.Close() }
 
+// WriteOutcomeUnknown reports whether a ZooKeeper write that returned err
+// may have been applied all the same: the connection or session broke with
+// the request in flight (go-zookeeper fails every pending request with
+// ErrConnectionClosed, whether or not the server had applied it), or ctx
+// ended while Do waited for the reply.
+func WriteOutcomeUnknown(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrSessionExpired) ||
+		errors.Is(err, zk.ErrClosing) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
 // Do runs f, a go-zookeeper call, and returns its error, or ctx's error if
 // ctx ends first.
 func Do[T any](ctx context.Context, f func() (T, error)) (T, error) {

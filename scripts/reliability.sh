@@ -54,4 +54,26 @@ log "fault suite: go test ./internal/reliability/ against $ZKCHAT_ZOOKEEPER and 
 # normally; the race detector runs in scripts/test.sh).
 # -v: each row's "ROW | name | numbers |" line is in the output (CI logs
 # keep the numbers of doc/reliability.md's table).
-go test -count=1 -p 1 -timeout 70m -v "$@" ./internal/reliability/
+mkdir -p "$DATA_DIR"
+out=$DATA_DIR/reliability.log
+rc=0
+go test -count=1 -p 1 -timeout 70m -v "$@" ./internal/reliability/ 2>&1 | tee "$out" || rc=$?
+
+# A failing row dumps its processes' logs (long); CI shows the end of the
+# output. So the end says which tests failed and what they themselves
+# logged (their *_test.go lines, the process logs left out).
+if ((rc != 0)); then
+	log "fault suite failed (exit $rc); full output in $out; the failing tests' own lines:"
+	awk '
+		/^ *=== (RUN|CONT) / { cur = $3; next }
+		/^ +[A-Za-z0-9_]+_test\.go:[0-9]+: / { lines[cur] = lines[cur] $0 "\n"; n[cur]++; next }
+		/^ *--- FAIL: / {
+			name = $3
+			printf "--- FAIL: %s\n", name
+			# At most the last 40 lines of each: the errors come last.
+			split(lines[name], l, "\n"); k = n[name]
+			for (i = (k > 40 ? k - 39 : 1); i <= k; i++) print l[i]
+		}
+	' "$out"
+fi
+exit "$rc"

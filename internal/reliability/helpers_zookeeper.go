@@ -176,21 +176,30 @@ type RequestReport struct {
 	Requests, Attempts, Retried int // logical requests, attempts, attempts that failed and were retried
 	Lost, GaveUp                int // never answered / failed every retry
 	AnsweredTwice, NotAnswered  int // by the managers' logs
-	RegistryWrong               int // ids whose registry node is not as the requests left it
+	// Unsure: succeeded, and the only manager line about it says the
+	// answering write's outcome was unknown (the connection broke with it
+	// in flight, and ZooKeeper had applied it).
+	Unsure        int
+	RegistryWrong int // ids whose registry node is not as the requests left it
 }
 
 func (q RequestReport) String() string {
-	return fmt.Sprintf("requests %d (attempts %d, retried %d): lost %d, gave up %d, answered more often than asked %d, succeeded but not logged %d, registry wrong %d",
-		q.Requests, q.Attempts, q.Retried, q.Lost, q.GaveUp, q.AnsweredTwice, q.NotAnswered, q.RegistryWrong)
+	return fmt.Sprintf("requests %d (attempts %d, retried %d): lost %d, gave up %d, answered more often than asked %d, succeeded but not logged %d, succeeded with the answer logged as outcome unknown %d, registry wrong %d",
+		q.Requests, q.Attempts, q.Retried, q.Lost, q.GaveUp, q.AnsweredTwice, q.NotAnswered, q.Unsure, q.RegistryWrong)
 }
 
-var answeredRE = regexp.MustCompile(`(?m)^time=\S+ level=\S+ msg="request answered" .*?\bkind=(\S+) id=(\S+)`)
+var (
+	answeredRE = regexp.MustCompile(`(?m)^time=\S+ level=\S+ msg="request answered" .*?\bkind=(\S+) id=(\S+)`)
+	unsureRE   = regexp.MustCompile(`(?m)^time=\S+ level=\S+ msg="request answer outcome unknown" .*?\bkind=(\S+) id=(\S+)`)
+)
 
 // Answered counts the "request answered" lines per "kind/id" in logs.
-func Answered(logs ...string) map[string]int {
+func Answered(logs ...string) map[string]int { return countLines(answeredRE, logs) }
+
+func countLines(re *regexp.Regexp, logs []string) map[string]int {
 	n := map[string]int{}
 	for _, l := range logs {
-		for _, m := range answeredRE.FindAllStringSubmatch(l, -1) {
+		for _, m := range re.FindAllStringSubmatch(l, -1) {
 			n[m[1]+"/"+m[2]]++
 		}
 	}
@@ -219,7 +228,7 @@ func (r *Requests) Check(t testing.TB, registry []string, logs ...string) Reques
 	}
 	q.Requests, q.Attempts = len(per), len(r.attempts)
 	q.Lost, q.GaveUp = len(r.lost), len(r.gaveUp)
-	ans := Answered(logs...)
+	ans, unsure := Answered(logs...), countLines(unsureRE, logs)
 	var bad []string
 	keys := make([]string, 0, len(per))
 	for k := range per {
@@ -231,6 +240,9 @@ func (r *Requests) Check(t testing.TB, registry []string, logs ...string) Reques
 		case n > per[k]:
 			q.AnsweredTwice++
 			bad = append(bad, fmt.Sprintf("%s answered %d times for %d attempts", k, n, per[k]))
+		case n == 0 && succeeded[k] && unsure[k] > 0:
+			q.Unsure++
+			t.Logf("%s succeeded; its answer was logged as outcome unknown (the write was applied)", k)
 		case n == 0 && succeeded[k]:
 			q.NotAnswered++
 			bad = append(bad, fmt.Sprintf("%s succeeded but no manager logged an answer", k))
@@ -240,13 +252,13 @@ func (r *Requests) Check(t testing.TB, registry []string, logs ...string) Reques
 	for _, id := range registry {
 		reg[id] = true
 	}
-	unsure := map[string]bool{}
+	undecided := map[string]bool{}
 	for _, k := range append(append([]string{}, r.lost...), r.gaveUp...) {
-		unsure[k] = true
+		undecided[k] = true
 	}
 	for i := 0; i < r.n; i++ {
 		id := fmt.Sprintf("%s%d", r.prefix, i)
-		if per["enroll/"+id] == 0 || unsure["enroll/"+id] || unsure["quit/"+id] {
+		if per["enroll/"+id] == 0 || undecided["enroll/"+id] || undecided["quit/"+id] {
 			continue // never started, or no definite outcome to check
 		}
 		if want := succeeded["enroll/"+id] && !succeeded["quit/"+id]; want != reg[id] {

@@ -70,3 +70,36 @@ func NoOverlap(t testing.TB, terms []Term, cut map[string]time.Time) {
 	}
 	t.Logf("leadership terms: %d, no overlap checked", len(ts))
 }
+
+// Leading returns the one of ps whose log says it leads now (its last term
+// is open), or nil when none or more than one does.
+func Leading(t testing.TB, ps ...*Proc) *Proc {
+	t.Helper()
+	var lead *Proc
+	for _, p := range ps {
+		terms, err := Terms(p.Name, p.Log())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(terms); n > 0 && terms[n-1].End.IsZero() {
+			if lead != nil {
+				return nil
+			}
+			lead = p
+		}
+	}
+	return lead
+}
+
+// ByRole waits up to d for a leader among m1 and m2, the two managers of a
+// row, and returns the leader first. A fault can swap their roles; a
+// leader runs more goroutines than a follower (a watch per request
+// directory, the request handlers), so health is compared by role.
+func ByRole(t testing.TB, m1, m2 *Proc, d time.Duration) (leader, follower *Proc) {
+	t.Helper()
+	WaitFor(t, d, "one leading manager", func() bool { return Leading(t, m1, m2) != nil })
+	if Leading(t, m1, m2) == m2 {
+		return m2, m1
+	}
+	return m1, m2
+}

@@ -39,7 +39,9 @@ func TestZKKillMember(t *testing.T) {
 	wsnd.Stop()
 	warm.Stop()
 	time.Sleep(2 * time.Second)
-	base1, base2 := m1.LiveHealth(t), m2.LiveHealth(t)
+	// Baselines by role: a ZooKeeper leader kill can swap the managers'.
+	lead, follow := ByRole(t, m1, m2, time.Minute)
+	leadBase, followBase := lead.LiveHealth(t), follow.LiveHealth(t)
 
 	req := s.StartRequests("r", 2)
 	snd := s.StartSending(ws, ids, 1_000_000, 20*time.Millisecond)
@@ -95,15 +97,19 @@ func TestZKKillMember(t *testing.T) {
 
 	terms := TermsOf(t, m1, m2)
 	NoOverlap(t, terms, nil)
-	h1 := m1.BackToBaselineLive(t, base1, time.Minute)
-	h2 := m2.BackToBaselineLive(t, base2, time.Minute)
+	lead2, follow2 := ByRole(t, m1, m2, time.Minute)
+	if lead2 != lead {
+		t.Logf("roles swapped: %s leads now", lead2.Name)
+	}
+	hl := lead2.BackToBaselineLive(t, leadBase, time.Minute)
+	hf := follow2.BackToBaselineLive(t, followBase, time.Minute)
 	NoPanic(t, m1.Log(), m2.Log())
 	Row(t, "zk kill member (follower, then leader)",
 		"sends acked", sentOK, "sends failed", sentFailed, "lost", r.Lost, "dup", r.Duplicated, "reordered", r.Reordered,
 		"requests", q.Requests, "attempts", q.Attempts, "answered twice", q.AnsweredTwice, "registry wrong", q.RegistryWrong,
 		"answered again after follower kill", ms(rec1), "max request latency (follower kill, restart, rejoin)", ms(lat1), "follower back after", ms(up1),
 		"answered again after leader kill", ms(rec2), "max request latency (leader kill, restart, rejoin)", ms(lat2), "leader back after", ms(up2),
-		"manager terms", len(terms), "m1", h1, "m2", h2)
+		"manager terms", len(terms), "leader "+lead2.Name, hl, "follower "+follow2.Name, hf)
 }
 
 var (
@@ -224,7 +230,7 @@ func TestZKPauseLeadingManager(t *testing.T) {
 		"session timeout", session, "frozen", frozen.Round(time.Millisecond), "takeover after", ms(takeover),
 		"first answer after freeze", ms(rec), "max request latency", ms(req.MaxLatency(freeze, end)),
 		"old leader stepped down after thaw", ms(stepDown), "answers logged after thaw but made before freeze", lateLogs, "requests", q.Requests, "attempts", q.Attempts,
-		"answered twice", q.AnsweredTwice, "lost", q.Lost, "registry wrong", q.RegistryWrong,
+		"answered twice", q.AnsweredTwice, "lost", q.Lost, "answer logged as outcome unknown", q.Unsure, "registry wrong", q.RegistryWrong,
 		"terms", len(terms), "m1", h1, "m2", h2)
 }
 
