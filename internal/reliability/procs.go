@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,6 +191,31 @@ func (p *Proc) wait(d time.Duration) bool {
 func (p *Proc) Log() string {
 	b, _ := os.ReadFile(p.LogPath)
 	return string(b)
+}
+
+// QuietLogs waits until none of ps's logs has grown for 500 ms (at most
+// 10 s) and returns them. A requester sees its answer as soon as ZooKeeper
+// applied the write, before the manager has read the reply and logged it:
+// logs read at once after the last request can miss its line.
+func QuietLogs(ps ...*Proc) []string {
+	read := func() []string {
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = p.Log()
+		}
+		return out
+	}
+	logs, still := read(), time.Now()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		next := read()
+		if !slices.Equal(next, logs) {
+			logs, still = next, time.Now()
+		} else if time.Since(still) >= 500*time.Millisecond {
+			break
+		}
+	}
+	return logs
 }
 
 // WaitLog waits until the log matches re (after the first offset bytes)

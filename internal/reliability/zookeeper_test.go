@@ -86,8 +86,9 @@ func TestZKKillMember(t *testing.T) {
 
 	// Requests: each answered exactly once; the registry as they left it.
 	reg := slices.DeleteFunc(s.Registry(t), func(id string) bool { return slices.Contains(ids, id) })
-	warm.Check(t, reg, m1.Log(), m2.Log())
-	q := req.Check(t, reg, m1.Log(), m2.Log())
+	logs := QuietLogs(m1, m2)
+	warm.Check(t, reg, logs...)
+	q := req.Check(t, reg, logs...)
 	rec1, rec2 := req.Recovery(kill1), req.Recovery(kill2)
 	lat1, lat2 := req.MaxLatency(kill1, kill2), req.MaxLatency(kill2, end)
 	t.Logf("slowest requests (start relative to the follower kill; leader kill at +%v): %v", kill2.Sub(kill1).Round(time.Millisecond), req.Slowest(5, kill1))
@@ -182,7 +183,7 @@ func TestZKPauseLeadingManager(t *testing.T) {
 	req.Stop()
 	end := time.Now()
 
-	logs := []string{m1.Log(), m2.Log()}
+	logs := QuietLogs(m1, m2)
 	reg := s.Registry(t)
 	warm.Check(t, reg, logs...)
 	q := req.Check(t, reg, logs...)
@@ -478,7 +479,7 @@ func TestZKPauseEnsemble(t *testing.T) {
 	ri.Check(t, 0, 0)
 
 	// Requests: each answered once (the bridge's built-in manager).
-	q := req.Check(t, s.Registry(t), b.Log())
+	q := req.Check(t, s.Registry(t), QuietLogs(b)...)
 	NoOverlap(t, TermsOf(t, b), nil)
 	h := b.BackToBaselineLive(t, base, time.Minute)
 	NoPanic(t, b.Log())
