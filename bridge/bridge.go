@@ -76,6 +76,10 @@ type Bridge struct {
 	pongs     map[string]chan struct{}
 	runCtx    context.Context
 	wg        sync.WaitGroup // user goroutines
+	// delivering counts the deliveries running: a stopping bridge keeps
+	// its IRC connection until they have proved and committed their last
+	// lines (see drain).
+	delivering atomic.Int32
 	casemapMu sync.Mutex     // the server's CASEMAPPING, read from ISUPPORT
 	casemap   CaseMapping
 	listMu    sync.Mutex
@@ -415,7 +419,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 	pctx, stopPacer := context.WithCancel(context.Background())
 	pacerDone := make(chan struct{})
 	go func() { defer close(pacerDone); b.pacer(pctx) }()
-	stopIRC := context.AfterFunc(ctx, func() { b.irc.Quit("zkchat bridge stopping"); b.irc.Close() })
+	stopIRC := context.AfterFunc(ctx, func() {
+		b.drain(drainTimeout)
+		b.irc.Quit("zkchat bridge stopping")
+		b.irc.Close()
+	})
 	defer stopIRC()
 
 	b.log.Warn("nick ownership is verified only for nicks registered while logged in to a services account; " +
@@ -466,6 +474,34 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	b.listMu.Unlock()
 	return nil
+}
+
+// drainTimeout bounds how long a stopping bridge waits for its deliveries'
+// last delivery proofs (a PING and its PONG, a commit) before it quits IRC.
+const drainTimeout = 5 * time.Second
+
+// drain waits, up to d, until no delivery runs. Run's context has ended,
+// so every user goroutine is stopping its delivery, which proves and
+// commits the lines it wrote (the committer's last commit) while the
+// connection is still up. Quitting first made that proof fail: a clean
+// restart then sent the last lines again (1 to 5 duplicates per restart in
+// the fault suite's TestBridgeRestarts).
+func (b *Bridge) drain(d time.Duration) {
+	n := b.delivering.Load()
+	if n == 0 {
+		return
+	}
+	start := time.Now()
+	b.log.Info("stopping: deliveries proving their last lines", "deliveries", n)
+	for b.delivering.Load() > 0 {
+		if time.Since(start) > d {
+			b.log.Warn("stopping: deliveries still running; what they did not commit comes again after the restart",
+				"deliveries", b.delivering.Load(), "waited", d)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.log.Info("stopping: deliveries committed", "took", time.Since(start).Round(time.Millisecond))
 }
 
 // disconnected stops delivery until the next sync.

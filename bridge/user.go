@@ -228,6 +228,7 @@ func (u *user) reconcile(ctx context.Context) bool {
 	if u.online && synced && !away && u.delivery == nil {
 		dctx, stop := context.WithCancel(conn)
 		u.delivery, u.delDone = stop, make(chan struct{})
+		b.delivering.Add(1) // before it runs: drain must not miss it
 		go u.deliver(dctx, u.delDone)
 	}
 	if u.online || len(u.ops) > 0 {
@@ -297,8 +298,9 @@ func (u *user) goOffline() {
 // queued behind the lines; if the connection drops first, the messages
 // come again (at least once, never lost).
 func (u *user) deliver(ctx context.Context, done chan struct{}) {
-	defer close(done)
 	b := u.b
+	defer b.delivering.Add(-1)
+	defer close(done)
 	// The PING waits behind every line queued for the pacer (at most
 	// cap(b.out)); sync itself fails at once if the connection drops.
 	u.refusedLines.Store(0) // from an earlier delivery: this one starts at the last commit
