@@ -76,10 +76,6 @@ type Bridge struct {
 	pongs     map[string]chan struct{}
 	runCtx    context.Context
 	wg        sync.WaitGroup // user goroutines
-	// delivering counts the deliveries running: a stopping bridge keeps
-	// its IRC connection until they have proved and committed their last
-	// lines (see drain).
-	delivering atomic.Int32
 	casemapMu sync.Mutex     // the server's CASEMAPPING, read from ISUPPORT
 	casemap   CaseMapping
 	listMu    sync.Mutex
@@ -93,6 +89,10 @@ type Bridge struct {
 	// second chain of retries). See joinRefused.
 	joinBackoff time.Duration
 	joinRetry   *time.Timer
+	// delivering counts the deliveries running: a stopping bridge keeps
+	// its IRC connection until they have proved and committed their last
+	// lines (see drain).
+	delivering atomic.Int32
 }
 
 // Log messages an operator greps for.
