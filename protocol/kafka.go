@@ -35,10 +35,14 @@ const sharedReaderGroup = "zkchat-shared-reader"
 // assignment and commits each worker's position under that worker's own group
 // with the admin API, so a group that has no live member is all it needs.
 type Kafka struct {
-	cfg      KafkaConfig
-	log      *slog.Logger
-	producer *kafka.Producer
-	admin    *kafka.AdminClient
+	cfg   KafkaConfig
+	log   *slog.Logger
+	admin *kafka.AdminClient
+	// producer is replaced after a fatal error (see replaceProducer);
+	// read it with currentProducer.
+	pmu          sync.Mutex
+	producer     *kafka.Producer
+	producerConf kafka.ConfigMap
 	// adminProducer carries admin and never produces: see NewKafka.
 	adminProducer *kafka.Producer
 	consumer      *kafka.Consumer
@@ -204,7 +208,7 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	k := &Kafka{cfg: cfg, log: cfg.Logger, producer: p, admin: a, adminProducer: ap, consumer: c,
+	k := &Kafka{cfg: cfg, log: cfg.Logger, producer: p, producerConf: pc, admin: a, adminProducer: ap, consumer: c,
 		readers: map[string]*reader{}, cancel: cancel}
 	k.wg.Add(6)
 	go k.drainProducerEvents(p)
@@ -214,6 +218,41 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	go k.logLoop(ctx, ap.Logs())
 	go k.logLoop(ctx, c.Logs())
 	return k, nil
+}
+
+func (k *Kafka) currentProducer() *kafka.Producer {
+	k.pmu.Lock()
+	defer k.pmu.Unlock()
+	return k.producer
+}
+
+// replaceProducer puts a new producer in place of old after old raised a
+// fatal error. A fatal error (an idempotence state librdkafka cannot
+// recover, such as an out-of-order sequence the broker reports) leaves a
+// producer refusing every record for good: without a new one, a bridge
+// could not send again until it was restarted. Records old still holds
+// fail (their senders are told the outcome is unknown); old is closed in
+// the background. A second call for the same old does nothing.
+func (k *Kafka) replaceProducer(old *kafka.Producer, why error) {
+	k.pmu.Lock()
+	defer k.pmu.Unlock()
+	if k.producer != old || k.closed.Load() {
+		return
+	}
+	p, err := kafka.NewProducer(&k.producerConf)
+	if err != nil {
+		k.log.Error("kafka producer: fatal error, and a new producer failed; sends keep failing", "err", why, "new_err", err)
+		return
+	}
+	k.log.Error("kafka producer: fatal error; replaced by a new producer", "err", why)
+	k.producer = p
+	k.wg.Add(3)
+	go k.drainProducerEvents(p)
+	go func() { defer k.wg.Done(); RouteKafkaLogs(context.Background(), p.Logs(), k.log) }()
+	go func() {
+		defer k.wg.Done()
+		old.Close() // ends its event and log loops
+	}()
 }
 
 // Topics returns the topic naming in use.
@@ -226,12 +265,15 @@ func (k *Kafka) Close() {
 		return
 	}
 	k.cancel()
-	if n := k.producer.Flush(10000); n > 0 {
+	k.pmu.Lock() // no replaceProducer from here on (closed is set)
+	p := k.producer
+	k.pmu.Unlock()
+	if n := p.Flush(10000); n > 0 {
 		k.log.Warn("kafka close: messages not acknowledged", "count", n)
 	}
 	k.admin.Close()
 	k.adminProducer.Close()
-	k.producer.Close() // closes Events(), which ends drainProducerEvents
+	p.Close() // closes Events() and Logs(), which ends their loops
 	k.wg.Wait()
 	if err := k.consumer.Close(); err != nil {
 		k.log.Warn("kafka consumer close", "err", err)
@@ -248,6 +290,10 @@ func (k *Kafka) drainProducerEvents(p *kafka.Producer) {
 		case kafka.Error:
 			if e.Code() != kafka.ErrAllBrokersDown { // says less than the error before it
 				k.lastErr.Store(&clientError{e, time.Now()})
+			}
+			if e.IsFatal() && p != k.adminProducer {
+				k.replaceProducer(p, e)
+				continue
 			}
 			k.noisy.log(k.log, "kafka producer", e)
 		case *kafka.Message:
@@ -298,11 +344,20 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 // Produce writes one record and waits for the broker's acknowledgement.
 func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
 	done := make(chan kafka.Event, 1)
-	err := k.producer.Produce(&kafka.Message{
+	msg := &kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
 		Key:            key,
 		Value:          value,
-	}, done)
+	}
+	p := k.currentProducer()
+	err := p.Produce(msg, done)
+	if fatal := fatalError(p, err); fatal != nil {
+		// Refused before it was queued: nothing was sent, so the new
+		// producer may take it.
+		k.replaceProducer(p, fatal)
+		p = k.currentProducer()
+		err = p.Produce(msg, done)
+	}
 	if err != nil {
 		return 0, produceError(topic, err)
 	}
@@ -311,6 +366,13 @@ func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (i
 		m := ev.(*kafka.Message)
 		if err := m.TopicPartition.Error; err != nil {
 			var ke kafka.Error
+			if fatal := fatalError(p, err); fatal != nil {
+				// Failed with the producer: it may have been written
+				// before the fatal error (an idempotent producer's error
+				// is about sequence numbers of records it sent).
+				k.replaceProducer(p, fatal)
+				return 0, fmt.Errorf("produce to %s: the Kafka producer failed for good (replaced by a new one): %w: %w", topic, ErrOutcomeUnknown, fatal)
+			}
 			if errors.As(err, &ke) && ke.Code() == kafka.ErrMsgTimedOut {
 				// librdkafka gives up after delivery.timeout.ms also on a
 				// record it had sent to a broker that went silent: it may
@@ -327,6 +389,20 @@ func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (i
 		// The record may still be written: librdkafka cannot take it back.
 		return 0, fmt.Errorf("produce to %s: no acknowledgement yet: %w: %w", topic, ErrOutcomeUnknown, context.Cause(ctx))
 	}
+}
+
+// fatalError returns p's fatal error when err comes from it (librdkafka
+// then fails every record with "Local: Fatal error", and GetFatalError
+// says what happened), else nil.
+func fatalError(p *kafka.Producer, err error) error {
+	var ke kafka.Error
+	if err == nil || !errors.As(err, &ke) || (ke.Code() != kafka.ErrFatal && !ke.IsFatal()) {
+		return nil
+	}
+	if f := p.GetFatalError(); f != nil {
+		return f
+	}
+	return err
 }
 
 // produceError is a failed produce. A topic deleted behind the manager's

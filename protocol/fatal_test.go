@@ -1,0 +1,88 @@
+package protocol_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/protocol"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestProducerReplacedAfterFatalError: librdkafka raises a fatal error in
+// the shared producer (as an idempotence failure does). Such a producer
+// refuses every record for good; the Kafka client must put a new one in
+// its place, so sends work again without a restart, and say so in the log.
+func TestProducerReplacedAfterFatalError(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	var logs syncBuffer
+	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	topic := env.Prefix + "fatal"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := env.Admin(t).CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}})
+	if err != nil || res[0].Error.Code() != kafka.ErrNoError {
+		t.Fatalf("create %s: %v %v", topic, err, res)
+	}
+	if err := k.WaitTopic(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Produce(ctx, topic, []byte("a"), []byte("before")); err != nil {
+		t.Fatalf("produce before: %v", err)
+	}
+
+	k.InjectFatalError()
+	// The first send after it may fail (it raced the replacement) and then
+	// says so; within a few seconds sends work again.
+	var failed []error
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := k.Produce(ctx, topic, []byte("a"), []byte("after"))
+		if err == nil {
+			break
+		}
+		failed = append(failed, err)
+		if time.Now().After(deadline) {
+			t.Fatalf("sends still fail 20 s after a fatal producer error: %v\nlog:\n%s", failed, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("sends after the fatal error: %d failed first: %v", len(failed), failed)
+	for _, e := range failed {
+		if !strings.Contains(e.Error(), "failed for good") && !strings.Contains(e.Error(), "Fatal") {
+			t.Errorf("unclear error after a fatal producer error: %v", e)
+		}
+	}
+	if !strings.Contains(logs.String(), "replaced by a new producer") {
+		t.Errorf("no log line about the replacement:\n%s", logs.String())
+	}
+}
