@@ -1,7 +1,6 @@
 package manager_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -119,24 +118,6 @@ func (p *cutProxy) serve(client net.Conn) {
 	<-done
 }
 
-// syncBuffer is a log sink the test reads while the manager writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAnswerCutByConnectionLoss: the connection breaks with the manager's
 // answering write in flight, after ZooKeeper applied it. The requester has
 // its answer (done); the manager cannot know it and must neither call the
@@ -146,7 +127,7 @@ func TestAnswerCutByConnectionLoss(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	proxy := newCutProxy(t, strings.Split(env.ZKServers, ",")[0])
-	var logs syncBuffer
+	var logs testenv.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m, err := manager.New(manager.Config{
 		ZooKeeper: proxy.addr() + env.Chroot, Kafka: env.Kafka,

@@ -1,14 +1,12 @@
 package manager_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +16,6 @@ import (
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
-
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // saslKafka starts a private Kafka with ZKCHAT_KAFKA_SASL=1 and returns its
 // address and the credentials scripts/kafka.sh generated for its super user
@@ -76,7 +56,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 		"ZooKeeper admin": zkAdmin.Password, "alice": aliceAuth.Password, "bob": bobAuth.Password,
 		"Kafka admin": kafkaAdmin.Password, "Kafka zkchat": kafkaZkchat.Password, "wrong Kafka": wrongPassword,
 	}
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// librdkafka's own debug output, configuration dump included.
 	debug := map[string]string{"debug": "generic,broker,security,protocol,conf,admin,metadata"}

@@ -1,11 +1,9 @@
 package protocol_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,23 +13,6 @@ import (
 	"github.com/zkchat/zkchat/protocol"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestProducerReplacedAfterFatalError: librdkafka raises a fatal error in
 // the shared producer (as an idempotence failure does). Such a producer
 // refuses every record for good; the Kafka client must put a new one in
@@ -39,7 +20,7 @@ func (s *syncBuffer) String() string {
 func TestProducerReplacedAfterFatalError(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {

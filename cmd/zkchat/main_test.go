@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -96,24 +95,6 @@ func TestNoManager(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the chat's two writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestSession(t *testing.T) {
 	// Not parallel: urfave/cli v2 shares its help flag between apps (a data race).
 	env := testenv.New(t)
@@ -138,7 +119,7 @@ func TestSession(t *testing.T) {
 
 	// bob chats interactively; alice sends with the one-shot command.
 	inR, inW := io.Pipe()
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
