@@ -419,12 +419,18 @@ func (b *Bridge) Run(ctx context.Context) error {
 	pctx, stopPacer := context.WithCancel(context.Background())
 	pacerDone := make(chan struct{})
 	go func() { defer close(pacerDone); b.pacer(pctx) }()
+	quitDone := make(chan struct{})
 	stopIRC := context.AfterFunc(ctx, func() {
+		defer close(quitDone)
 		b.drain(drainTimeout)
 		b.irc.Quit("zkchat bridge stopping")
 		b.irc.Close()
 	})
-	defer stopIRC()
+	defer func() {
+		if !stopIRC() { // it ran: Run does not return before it is done
+			<-quitDone
+		}
+	}()
 
 	b.log.Warn("nick ownership is verified only for nicks registered while logged in to a services account; " +
 		"on a server without accounts, whoever holds a registered nick in the channel acts as that user")
