@@ -674,10 +674,7 @@ func TestLoadJoinPart(t *testing.T) {
 	tAgree := WaitAgree(t, 5*time.Minute, online, names)
 	peak := smp.Stop()
 	ids, _ := online()
-	var want []string
-	for _, n := range nicks[:users/2] {
-		want = append(want, n)
-	}
+	want := slices.Clone(nicks[:users/2])
 	if !slices.Equal(ids, want) {
 		t.Errorf("after the churn /online is %v, want the first half %v", ids, want)
 	}
