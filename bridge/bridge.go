@@ -180,7 +180,7 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	b := &Bridge{registered: registered,
 		cfg: cfg, log: log,
-		irc: girc.New(gc), out: make(chan *girc.Event, 1024),
+		irc: girc.New(gc), out: make(chan *girc.Event, outQueue(cfg.Rate, cfg.Burst)),
 		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
 		users: map[string]*user{}, pongs: map[string]chan struct{}{},
 		casemap: RFC1459, syncedCh: make(chan struct{}),
@@ -660,6 +660,18 @@ func (b *Bridge) enqueue(ctx context.Context, e *girc.Event) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// outQueue is how many lines may wait for the pacer. Paced, a line waits
+// len/rate seconds in the queue, and so does every command reply and every
+// delivery proof (the PING goes behind the lines); what a lost connection
+// sends again grows with it too. 1,024 lines at the default 20 a second
+// were 51 s: about two seconds of output keep the pacer busy all the same.
+func outQueue(rate float64, burst int) int {
+	if rate <= 0 {
+		return 1024 // unpaced: the queue drains as fast as the socket takes it
+	}
+	return max(64, burst+int(2*rate))
 }
 
 // pacer writes every line the bot sends, at most Rate a second with bursts
