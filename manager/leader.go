@@ -293,15 +293,15 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 		return nil
 	case errors.Is(err, errNotLeader), errors.Is(err, errAnswered):
 		return err
-	case l.ctx.Err() != nil || protocol.WriteOutcomeUnknown(err):
+	case errors.Is(err, errOutcomeUnknown):
 		// The answer may be in ZooKeeper (and its requester told) or not:
 		// answering "failed" now could contradict it. The term ends; the
-		// next leader reads the request again and answers it if pending.
+		// next one (this manager's, if its session lives) reads the
+		// request again and answers it if it is still pending.
 		log.Warn("request answer outcome unknown", "err", err)
-		if l.ctx.Err() != nil {
-			return err
-		}
-		return fmt.Errorf("%s %s: %w: %w", k, id, errOutcomeUnknown, err)
+		return err
+	case l.ctx.Err() != nil:
+		return err // the term ended before the answer was sent
 	}
 	log.Error("request failed: answering failed", "err", err)
 	if _, serr := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed); serr != nil {

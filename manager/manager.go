@@ -265,10 +265,19 @@ func answer(req *zk.SetDataRequest, st protocol.Status) *zk.SetDataRequest {
 }
 
 // multi runs ops after the fence ops; with neither fence nor request ops it
-// is a plain multi.
+// is a plain multi. With ops, an error that leaves the write's outcome
+// unknown (the connection broke, or ctx ended, with it in flight) wraps
+// errOutcomeUnknown.
 func multi(ctx context.Context, s *protocol.Session, fence []any, ops ...any) ([]zk.MultiResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, context.Cause(ctx) // not sent
+	}
 	all := append(append([]any{}, fence...), ops...)
-	return protocol.Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(all...) })
+	resp, err := protocol.Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(all...) })
+	if err != nil && len(ops) > 0 && (protocol.WriteOutcomeUnknown(err) || ctx.Err() != nil) {
+		return resp, fmt.Errorf("%w: %w", errOutcomeUnknown, err)
+	}
+	return resp, err
 }
 
 // register creates /registry/<id> and, with req, answers the request in the

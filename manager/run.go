@@ -76,7 +76,7 @@ func (m *Manager) runSession(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, errSuspended) {
+			if errors.Is(err, errSuspended) || errors.Is(err, errOutcomeUnknown) {
 				continue // healthy() decides: same session back, or lost
 			}
 			return err

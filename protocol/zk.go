@@ -156,11 +156,13 @@ func (s *Session) Close() { s.Conn.Close() }
 // WriteOutcomeUnknown reports whether a ZooKeeper write that returned err
 // may have been applied all the same: the connection or session broke with
 // the request in flight (go-zookeeper fails every pending request with
-// ErrConnectionClosed, whether or not the server had applied it), or ctx
-// ended while Do waited for the reply.
+// ErrConnectionClosed, whether or not the server had applied it). A caller
+// whose Do gave up on its context while the write was out is in the same
+// place; only it can tell (the context's error alone does not say that a
+// write was sent).
 func WriteOutcomeUnknown(err error) bool {
 	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrSessionExpired) ||
-		errors.Is(err, zk.ErrClosing) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, zk.ErrClosing)
 }
 
 // Do runs f, a go-zookeeper call, and returns its error, or ctx's error if
