@@ -2,6 +2,7 @@ package protocol_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -41,7 +42,35 @@ func TestProducerReplacedAfterFatalError(t *testing.T) {
 		t.Fatalf("produce before: %v", err)
 	}
 
+	// Records in flight when it happens: each sender gets an answer (ack,
+	// or an error that says the outcome is unknown), none waits for ever
+	// for a delivery report the replaced producer dropped.
+	const inFlight = 200
+	answers := make(chan error, inFlight)
+	for i := 0; i < inFlight; i++ {
+		go func() {
+			_, err := k.Produce(context.Background(), topic, []byte("a"), []byte("in flight"))
+			answers <- err
+		}()
+	}
 	k.InjectFatalError()
+	var acked, unknown int
+	for i := 0; i < inFlight; i++ {
+		select {
+		case err := <-answers:
+			switch {
+			case err == nil:
+				acked++
+			case errors.Is(err, protocol.ErrOutcomeUnknown), strings.Contains(err.Error(), "Fatal"):
+				unknown++
+			default:
+				t.Errorf("in-flight send: unclear error %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%d of %d in-flight sends still waiting 20 s after a fatal producer error", inFlight-i, inFlight)
+		}
+	}
+	t.Logf("in flight at the fatal error: %d acked, %d failed (outcome unknown or refused as fatal)", acked, unknown)
 	// The first send after it may fail (it raced the replacement) and then
 	// says so; within a few seconds sends work again.
 	var failed []error

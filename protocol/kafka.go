@@ -142,7 +142,7 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		"enable.idempotence": true,
 		// Send at once: chat latency matters more than batching.
 		"linger.ms":           1,
-		"delivery.timeout.ms": 30000,
+		"delivery.timeout.ms": int(deliveryTimeout / time.Millisecond),
 		// librdkafka logs to stderr unless its logs go to a channel;
 		// logLoop routes them to slog.
 		"go.logs.channel.enable": true,
@@ -231,13 +231,17 @@ func (k *Kafka) currentProducer() *kafka.Producer {
 // recover, such as an out-of-order sequence the broker reports) leaves a
 // producer refusing every record for good: without a new one, a bridge
 // could not send again until it was restarted. Records old still holds
-// fail (their senders are told the outcome is unknown); old is closed in
-// the background. A second call for the same old does nothing.
+// fail (their senders are told the outcome is unknown): old is flushed,
+// which hands every record a delivery report, then closed, in the
+// background. A second call for the same old does nothing.
 func (k *Kafka) replaceProducer(old *kafka.Producer, why error) {
 	k.pmu.Lock()
 	defer k.pmu.Unlock()
 	if k.producer != old || k.closed.Load() {
 		return
+	}
+	if f := old.GetFatalError(); f != nil {
+		why = f // what happened, where why may only say "Local: Fatal error"
 	}
 	p, err := kafka.NewProducer(&k.producerConf)
 	if err != nil {
@@ -251,9 +255,20 @@ func (k *Kafka) replaceProducer(old *kafka.Producer, why error) {
 	go func() { defer k.wg.Done(); RouteKafkaLogs(context.Background(), p.Logs(), k.log) }()
 	go func() {
 		defer k.wg.Done()
+		// Close drops the delivery reports still to come, and their
+		// senders would wait for them for ever: flush first (a failed
+		// producer fails its records at once; the delivery timeout bounds
+		// it anyway).
+		if n := old.Flush(int(deliveryTimeout / time.Millisecond)); n > 0 {
+			k.log.Warn("kafka producer replaced: records of the old one without a delivery report", "count", n)
+		}
 		old.Close() // ends its event and log loops
 	}()
 }
+
+// deliveryTimeout is the producer's delivery.timeout.ms: after it every
+// record has its delivery report.
+const deliveryTimeout = 30 * time.Second
 
 // Topics returns the topic naming in use.
 func (k *Kafka) Topics() Topics { return k.cfg.Topics }
@@ -292,8 +307,7 @@ func (k *Kafka) drainProducerEvents(p *kafka.Producer) {
 				k.lastErr.Store(&clientError{e, time.Now()})
 			}
 			if e.IsFatal() && p != k.adminProducer {
-				k.replaceProducer(p, e)
-				continue
+				k.replaceProducer(p, e) // logs it, unless closing
 			}
 			k.noisy.log(k.log, "kafka producer", e)
 		case *kafka.Message:
@@ -343,66 +357,85 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // Produce writes one record and waits for the broker's acknowledgement.
 func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
+	off, err, again := k.produceOnce(ctx, topic, key, value)
+	if again {
+		// Certainly not sent, and the producer was replaced meanwhile:
+		// the new one may take it.
+		off, err, _ = k.produceOnce(ctx, topic, key, value)
+	}
+	return off, err
+}
+
+// produceOnce is one attempt of Produce. again: the record was certainly
+// not sent (refused, or purged from the queue before it left) by a
+// producer that has been replaced since.
+func (k *Kafka) produceOnce(ctx context.Context, topic string, key, value []byte) (off int64, err error, again bool) {
 	done := make(chan kafka.Event, 1)
-	msg := &kafka.Message{
+	p := k.currentProducer()
+	err = p.Produce(&kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
 		Key:            key,
 		Value:          value,
-	}
-	p := k.currentProducer()
-	err := p.Produce(msg, done)
-	if fatal := fatalError(p, err); fatal != nil {
-		// Refused before it was queued: nothing was sent, so the new
-		// producer may take it.
-		k.replaceProducer(p, fatal)
-		p = k.currentProducer()
-		err = p.Produce(msg, done)
-	}
+	}, done)
 	if err != nil {
-		return 0, produceError(topic, err)
+		if isFatal(err) {
+			k.replaceProducer(p, err)
+		}
+		// Refused by a failed producer, or by one closed as it was being
+		// replaced: nothing was queued.
+		return 0, produceError(topic, err), k.currentProducer() != p
 	}
+	// Every queued record gets a delivery report within the delivery
+	// timeout; the timer guards a report lost all the same (a producer
+	// closed under it), which would leave the sender waiting for ever.
+	lost := time.NewTimer(deliveryTimeout + 15*time.Second)
+	defer lost.Stop()
 	select {
+	case <-lost.C:
+		return 0, fmt.Errorf("produce to %s: no delivery report: %w", topic, ErrOutcomeUnknown), false
 	case ev := <-done:
 		m := ev.(*kafka.Message)
-		if err := m.TopicPartition.Error; err != nil {
-			var ke kafka.Error
-			if fatal := fatalError(p, err); fatal != nil {
-				// Failed with the producer: it may have been written
-				// before the fatal error (an idempotent producer's error
-				// is about sequence numbers of records it sent).
-				k.replaceProducer(p, fatal)
-				return 0, fmt.Errorf("produce to %s: the Kafka producer failed for good (replaced by a new one): %w: %w", topic, ErrOutcomeUnknown, fatal)
-			}
-			if errors.As(err, &ke) && ke.Code() == kafka.ErrMsgTimedOut {
-				// librdkafka gives up after delivery.timeout.ms also on a
-				// record it had sent to a broker that went silent: it may
-				// well be written. The fault suite froze every broker
-				// longer than that, and sends told "timed out" were in
-				// Kafka once they thawed: the sender must not be told "not
-				// sent" (Go cannot tell a record that never left).
-				return 0, fmt.Errorf("produce to %s: no acknowledgement within the delivery timeout: %w: %w", topic, ErrOutcomeUnknown, err)
-			}
-			return 0, produceError(topic, err)
+		err := m.TopicPartition.Error
+		var ke kafka.Error
+		switch {
+		case err == nil:
+			return int64(m.TopicPartition.Offset), nil, false
+		case isFatal(err):
+			// Failed with the producer: it may have been written before
+			// the fatal error (an idempotent producer's error is about
+			// sequence numbers of records it sent).
+			k.replaceProducer(p, err)
+			return 0, fmt.Errorf("produce to %s: the Kafka producer failed for good (replaced by a new one; the cause is in the log): %w: %w", topic, ErrOutcomeUnknown, err), false
+		case errors.As(err, &ke) && ke.Code() == kafka.ErrPurgeQueue:
+			// A producer that failed purges its queues (zkchat purges
+			// nothing itself): this record never left. The report may
+			// come before the fatal error's event: replace it from here.
+			k.replaceProducer(p, err)
+			return 0, produceError(topic, err), k.currentProducer() != p
+		case errors.As(err, &ke) && ke.Code() == kafka.ErrPurgeInflight:
+			return 0, fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, ErrOutcomeUnknown, err), false
+		case errors.As(err, &ke) && ke.Code() == kafka.ErrMsgTimedOut:
+			// librdkafka gives up after delivery.timeout.ms also on a
+			// record it had sent to a broker that went silent: it may
+			// well be written. The fault suite froze every broker longer
+			// than that, and sends told "timed out" were in Kafka once
+			// they thawed: the sender must not be told "not sent" (Go
+			// cannot tell a record that never left).
+			return 0, fmt.Errorf("produce to %s: no acknowledgement within the delivery timeout: %w: %w", topic, ErrOutcomeUnknown, err), false
 		}
-		return int64(m.TopicPartition.Offset), nil
+		return 0, produceError(topic, err), false
 	case <-ctx.Done():
 		// The record may still be written: librdkafka cannot take it back.
-		return 0, fmt.Errorf("produce to %s: no acknowledgement yet: %w: %w", topic, ErrOutcomeUnknown, context.Cause(ctx))
+		return 0, fmt.Errorf("produce to %s: no acknowledgement yet: %w: %w", topic, ErrOutcomeUnknown, context.Cause(ctx)), false
 	}
 }
 
-// fatalError returns p's fatal error when err comes from it (librdkafka
-// then fails every record with "Local: Fatal error", and GetFatalError
-// says what happened), else nil.
-func fatalError(p *kafka.Producer, err error) error {
+// isFatal reports whether err says its producer raised a fatal error
+// (librdkafka then fails every record with "Local: Fatal error";
+// replaceProducer logs the cause).
+func isFatal(err error) bool {
 	var ke kafka.Error
-	if err == nil || !errors.As(err, &ke) || (ke.Code() != kafka.ErrFatal && !ke.IsFatal()) {
-		return nil
-	}
-	if f := p.GetFatalError(); f != nil {
-		return f
-	}
-	return err
+	return errors.As(err, &ke) && (ke.Code() == kafka.ErrFatal || ke.IsFatal())
 }
 
 // produceError is a failed produce. A topic deleted behind the manager's
@@ -414,6 +447,8 @@ func produceError(topic string, err error) error {
 		switch ke.Code() {
 		case kafka.ErrUnknownTopic, kafka.ErrUnknownPartition, kafka.ErrUnknownTopicOrPart:
 			return fmt.Errorf("produce to %s: the topic does not exist (deleted? the manager makes it again when its user goes online): %w", topic, err)
+		case kafka.ErrPurgeQueue:
+			return fmt.Errorf("produce to %s: not sent: the Kafka client dropped it from its queue (failed or closing): %w", topic, err)
 		case kafka.ErrDestroy:
 			// librdkafka dropped the record from a partition handle it
 			// tore down (seen for records in flight when their topic was
