@@ -93,6 +93,9 @@ type Bridge struct {
 	// its IRC connection until they have proved and committed their last
 	// lines (see drain).
 	delivering atomic.Int32
+	// unproved counts the deliveries that stopped before their last
+	// lines were proved (see deliver).
+	unproved atomic.Int64
 }
 
 // Log messages an operator greps for.
@@ -422,7 +425,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	quitDone := make(chan struct{})
 	stopIRC := context.AfterFunc(ctx, func() {
 		defer close(quitDone)
-		b.drain(drainTimeout)
+		b.drain(b.drainTimeout())
 		b.irc.Quit("zkchat bridge stopping")
 		b.irc.Close()
 	})
@@ -483,8 +486,17 @@ func (b *Bridge) Run(ctx context.Context) error {
 }
 
 // drainTimeout bounds how long a stopping bridge waits for its deliveries'
-// last delivery proofs (a PING and its PONG, a commit) before it quits IRC.
-const drainTimeout = 5 * time.Second
+// last delivery proofs (a PING and its PONG, a commit) before it quits IRC:
+// the time the pacer takes to send a full queue, plus 2 s, at least 5 s
+// and at most 10 s (Docker's default stop grace period; a supervisor kills
+// what is still running after it).
+func (b *Bridge) drainTimeout() time.Duration {
+	d := 5 * time.Second
+	if b.cfg.Rate > 0 {
+		d = max(d, time.Duration(float64(cap(b.out))/b.cfg.Rate*float64(time.Second))+2*time.Second)
+	}
+	return min(d, 10*time.Second)
+}
 
 // drain waits, up to d, until no delivery runs. Run's context has ended,
 // so every user goroutine is stopping its delivery, which proves and
@@ -497,7 +509,7 @@ func (b *Bridge) drain(d time.Duration) {
 	if n == 0 {
 		return
 	}
-	start := time.Now()
+	start, unproved := time.Now(), b.unproved.Load()
 	b.log.Info("stopping: deliveries proving their last lines", "deliveries", n)
 	for b.delivering.Load() > 0 {
 		if time.Since(start) > d {
@@ -506,6 +518,11 @@ func (b *Bridge) drain(d time.Duration) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if failed := b.unproved.Load() - unproved; failed > 0 {
+		b.log.Warn("stopping: deliveries ended, some without proving their last lines; those come again after the restart",
+			"unproved", failed, "took", time.Since(start).Round(time.Millisecond))
+		return
 	}
 	b.log.Info("stopping: deliveries committed", "took", time.Since(start).Round(time.Millisecond))
 }
@@ -666,7 +683,9 @@ func (b *Bridge) enqueue(ctx context.Context, e *girc.Event) bool {
 // len/rate seconds in the queue, and so does every command reply and every
 // delivery proof (the PING goes behind the lines); what a lost connection
 // sends again grows with it too. 1,024 lines at the default 20 a second
-// were 51 s: about two seconds of output keep the pacer busy all the same.
+// were 51 s. One burst plus 2 s of output (4 s at the defaults, 20 lines a
+// second in bursts of 40; at least 64 lines) keeps the pacer busy all the
+// same.
 func outQueue(rate float64, burst int) int {
 	if rate <= 0 {
 		return 1024 // unpaced: the queue drains as fast as the socket takes it

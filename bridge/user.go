@@ -225,7 +225,9 @@ func (u *user) reconcile(ctx context.Context) bool {
 	if away {
 		u.stopDelivery()
 	}
-	if u.online && synced && !away && u.delivery == nil {
+	// Not once Run's context has ended: drain may have counted the
+	// deliveries already, and a new one would lose its last proof to QUIT.
+	if u.online && synced && !away && u.delivery == nil && ctx.Err() == nil {
 		dctx, stop := context.WithCancel(conn)
 		u.delivery, u.delDone = stop, make(chan struct{})
 		b.delivering.Add(1) // before it runs: drain must not miss it
@@ -331,9 +333,15 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 		}
 		return nil
 	})
-	if err != nil && ctx.Err() == nil {
+	switch {
+	case err != nil && ctx.Err() == nil:
 		b.log.Error("delivery stopped; restarting from the last commit", "id", u.id, "err", err)
 		time.AfterFunc(2*time.Second, u.poke) // run's reconcile restarts it
+	case err != nil:
+		// Stopped (a disconnect, a netsplit, the bridge stopping) before
+		// its last lines were proved: they come again from the last commit.
+		b.unproved.Add(1)
+		b.log.Info("delivery stopped before its last lines were proved; they come again", "id", u.id, "err", err)
 	}
 }
 

@@ -27,6 +27,10 @@ var (
 	ErrKafkaUnreachable = errors.New("cannot reach Kafka")
 	// ErrNoKafka: a Kafka operation was asked of a worker made without Kafka.
 	ErrNoKafka = errors.New("worker has no Kafka client")
+	// ErrNotCommitted: a follow-read ended without committing the position
+	// of what it had handed on (its last proof or commit failed): those
+	// messages are read again next time.
+	ErrNotCommitted = errors.New("read position not committed")
 	// ErrOutcomeUnknown: Kafka did not acknowledge a message in time, yet
 	// it may have been written (and be read) all the same. Sending it again
 	// may deliver it twice.

@@ -444,9 +444,12 @@ type ReadOptions struct {
 }
 
 // FollowMessagesWith is FollowMessages with options.
+// When ctx ends it returns nil, unless the last commit failed (its
+// BeforeCommit or Kafka refused it): then an error wrapping
+// ErrNotCommitted, since what fn handed on will be read again.
 func (w *Worker) FollowMessagesWith(ctx context.Context, opts ReadOptions, fn func(Message) error) error {
 	_, err := w.read(ctx, true, opts, fn)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrNotCommitted) {
 		return nil
 	}
 	return err
@@ -514,7 +517,7 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		c = newCommitter(commitAt, w.log.With("topic", topic))
 		defer func() {
 			if cerr := c.stop(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
+				err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, ErrNotCommitted, cerr))
 			}
 		}()
 	}

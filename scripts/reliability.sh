@@ -66,7 +66,7 @@ if ((rc != 0)); then
 	log "fault suite failed (exit $rc); full output in $out; the failing tests' own lines:"
 	awk '
 		/^ *=== RUN / { cur = $3; lines[cur] = ""; n[cur] = 0; next }
-		/^ *=== CONT / { cur = $3; next }
+		/^ *=== (CONT|NAME) / { cur = $3; next }
 		/^ +[A-Za-z0-9_]+_test\.go:[0-9]+: / { lines[cur] = lines[cur] $0 "\n"; n[cur]++; next }
 		/^ *--- FAIL: / {
 			name = $3

@@ -97,8 +97,9 @@ func Leading(t testing.TB, ps ...*Proc) *Proc {
 // directory, the request handlers), so health is compared by role.
 func ByRole(t testing.TB, m1, m2 *Proc, d time.Duration) (leader, follower *Proc) {
 	t.Helper()
-	WaitFor(t, d, "one leading manager", func() bool { return Leading(t, m1, m2) != nil })
-	if Leading(t, m1, m2) == m2 {
+	var lead *Proc
+	WaitFor(t, d, "one leading manager", func() bool { lead = Leading(t, m1, m2); return lead != nil })
+	if lead == m2 {
 		return m2, m1
 	}
 	return m1, m2
