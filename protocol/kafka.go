@@ -53,7 +53,11 @@ type Kafka struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
-	noisy  errorLimiter
+	// calls counts the librdkafka calls in flight (see use): Close waits
+	// for them before it destroys the clients, which confluent-kafka-go
+	// does not (a call racing Close uses freed memory).
+	calls atomic.Int64
+	noisy errorLimiter
 	// lastErr is the last client-level error librdkafka reported (an
 	// authentication failure, a listener that speaks another protocol):
 	// a failed call only says "transport failure", this says why.
@@ -220,6 +224,22 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	return k, nil
 }
 
+// errClosed: a call after Close.
+var errClosed = errors.New("kafka clients closed")
+
+// use runs f, a call into librdkafka's admin client or consumer, unless
+// Close has begun. (Close sets closed before it reads calls, and use
+// counts itself before it reads closed: a call either is waited for or
+// does not start.)
+func (k *Kafka) use(f func() error) error {
+	k.calls.Add(1)
+	defer k.calls.Add(-1)
+	if k.closed.Load() {
+		return errClosed
+	}
+	return f()
+}
+
 func (k *Kafka) currentProducer() *kafka.Producer {
 	k.pmu.Lock()
 	defer k.pmu.Unlock()
@@ -280,7 +300,15 @@ func (k *Kafka) Close() {
 		return
 	}
 	k.cancel()
-	k.pmu.Lock() // no replaceProducer from here on (closed is set)
+	// Calls in flight end within their own timeouts (15 s at most).
+	for deadline := time.Now().Add(20 * time.Second); k.calls.Load() > 0; {
+		if time.Now().After(deadline) {
+			k.log.Warn("kafka close: calls still in flight", "calls", k.calls.Load())
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	k.pmu.Lock() // no enqueue and no replaceProducer from here on (closed is set)
 	p := k.producer
 	k.pmu.Unlock()
 	if n := p.Flush(10000); n > 0 {
@@ -371,12 +399,21 @@ func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (i
 // producer that has been replaced since.
 func (k *Kafka) produceOnce(ctx context.Context, topic string, key, value []byte) (off int64, err error, again bool) {
 	done := make(chan kafka.Event, 1)
-	p := k.currentProducer()
-	err = p.Produce(&kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
-		Key:            key,
-		Value:          value,
-	}, done)
+	// Queued under pmu: replaceProducer swaps under it too, so nothing is
+	// queued on a producer after it was replaced (its close in the
+	// background would race the call), nor after Close began.
+	k.pmu.Lock()
+	p := k.producer
+	if k.closed.Load() {
+		err = errClosed
+	} else {
+		err = p.Produce(&kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+			Key:            key,
+			Value:          value,
+		}, done)
+	}
+	k.pmu.Unlock()
 	if err != nil {
 		if isFatal(err) {
 			k.replaceProducer(p, err)
@@ -465,7 +502,8 @@ func (k *Kafka) TopicExists(ctx context.Context, topic string) (bool, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		ms = max(1, int(time.Until(dl)/time.Millisecond))
 	}
-	md, err := k.admin.GetMetadata(&topic, false, ms)
+	var md *kafka.Metadata
+	err := k.use(func() (err error) { md, err = k.admin.GetMetadata(&topic, false, ms); return err })
 	if err != nil {
 		return false, fmt.Errorf("metadata of %s: %w", topic, k.explain(err))
 	}
@@ -521,9 +559,13 @@ func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offse
 	defer cancel()
 	var tp kafka.TopicPartition
 	err := RetryKafka(ctx, func() error {
-		res, err := k.admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-			Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
-		}}, kafka.SetAdminRequireStableOffsets(true))
+		var res kafka.ListConsumerGroupOffsetsResult
+		err := k.use(func() (err error) {
+			res, err = k.admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
+				Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
+			}}, kafka.SetAdminRequireStableOffsets(true))
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -547,9 +589,13 @@ func (k *Kafka) commit(ctx context.Context, group, topic string, next int64) err
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	err := RetryKafka(ctx, func() error {
-		res, err := k.admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-			Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(next)}},
-		}})
+		var res kafka.AlterConsumerGroupOffsetsResult
+		err := k.use(func() (err error) {
+			res, err = k.admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
+				Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(next)}},
+			}})
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -575,7 +621,7 @@ func (k *Kafka) bounds(ctx context.Context, topic string) (low, high int64, err 
 	if dl, ok := ctx.Deadline(); ok {
 		ms = max(1, int(time.Until(dl)/time.Millisecond))
 	}
-	low, high, err = k.consumer.QueryWatermarkOffsets(topic, 0, ms)
+	err = k.use(func() (err error) { low, high, err = k.consumer.QueryWatermarkOffsets(topic, 0, ms); return err })
 	if err != nil {
 		return 0, 0, fmt.Errorf("offsets of %s: %w", topic, err)
 	}
@@ -614,7 +660,9 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 	if _, dup := k.readers[topic]; dup {
 		return nil, fmt.Errorf("%s: %w", topic, ErrReaderOpen)
 	}
-	if err := k.consumer.IncrementalAssign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: start}}); err != nil {
+	if err := k.use(func() error {
+		return k.consumer.IncrementalAssign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: start}})
+	}); err != nil {
 		return nil, fmt.Errorf("assign %s: %w", topic, err)
 	}
 	// librdkafka keeps a partition's pause across unassign and assign: a
@@ -623,7 +671,7 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 	// never resumed and delivery stalled for good (the fault suite's
 	// TestLoadBacklogOneNick). The new reader starts unpaused; fetching
 	// starts at the assigned offset.
-	if err := k.consumer.Resume([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}); err != nil {
+	if err := k.use(func() error { return k.consumer.Resume([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}) }); err != nil {
 		k.log.Warn("resume after assign", "topic", topic, "err", err)
 	}
 	k.readers[topic] = r
@@ -639,7 +687,7 @@ func (k *Kafka) learnTopic(ctx context.Context, topic string) {
 	if dl, ok := ctx.Deadline(); ok {
 		ms = max(1, min(ms, int(time.Until(dl)/time.Millisecond)))
 	}
-	if _, err := k.consumer.GetMetadata(&topic, false, ms); err != nil {
+	if err := k.use(func() error { _, err := k.consumer.GetMetadata(&topic, false, ms); return err }); err != nil {
 		k.log.Debug("metadata before assign", "topic", topic, "err", err)
 	}
 }
@@ -660,7 +708,9 @@ func (r *reader) close() {
 	if k.closed.Load() {
 		return
 	}
-	if err := k.consumer.IncrementalUnassign([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}); err != nil {
+	if err := k.use(func() error {
+		return k.consumer.IncrementalUnassign([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}})
+	}); err != nil && !errors.Is(err, errClosed) {
 		k.log.Warn("unassign", "topic", r.topic, "err", err)
 	}
 }
@@ -676,7 +726,7 @@ func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
 			if r.paused && len(r.queue) <= readerBuffer/2 {
 				// librdkafka resumes after the last record handed to the
 				// application, which is the last one queued here.
-				if err := r.k.consumer.Resume([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}); err != nil {
+				if err := r.k.use(func() error { return r.k.consumer.Resume([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}) }); err != nil {
 					r.k.log.Warn("resume", "topic", r.topic, "err", err)
 				} else {
 					r.paused = false
