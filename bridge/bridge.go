@@ -800,9 +800,13 @@ func (b *Bridge) listSession(ctx context.Context) (*protocol.Session, error) {
 }
 
 // syncTimeout is how long a delivery proof may take: the time to drain a
-// full pacer queue at the configured rate, and at least 10 s.
+// full pacer queue at the configured rate, plus 30 s. A lost connection
+// fails a proof at once; this bounds a server that is up but slow. It was
+// 10 s: in one fault-suite run on a loaded 2-core machine the unpaced
+// bridge's PINGs behind 1,024 queued lines went unanswered for longer
+// seven times, and each failed proof sent up to 3,000 messages again.
 func (b *Bridge) syncTimeout() time.Duration {
-	d := 10 * time.Second
+	d := 30 * time.Second
 	if b.cfg.Rate > 0 {
 		d += time.Duration(float64(cap(b.out)) / b.cfg.Rate * float64(time.Second))
 	}
