@@ -7,7 +7,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // Identity: on a server with services accounts (IRCv3 extended-join,
@@ -41,7 +41,7 @@ func (b *Bridge) binding(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	type got struct{ data []byte }
-	g, err := protocol.Do(ctx, func() (got, error) {
+	g, err := zookeeper.Do(ctx, func() (got, error) {
 		d, _, err := s.Conn.Get(s.Paths.Account(id))
 		return got{d}, err
 	})
@@ -66,11 +66,11 @@ func (b *Bridge) bind(ctx context.Context, id, account string) error {
 	if err != nil {
 		return fmt.Errorf("bind %s to account %s: %w", id, account, err)
 	}
-	_, err = protocol.Do(ctx, func() (string, error) {
+	_, err = zookeeper.Do(ctx, func() (string, error) {
 		return s.Conn.Create(path, []byte(account), 0, acl)
 	})
 	if errors.Is(err, zk.ErrNodeExists) {
-		_, err = protocol.Do(ctx, func() (*zk.Stat, error) { return s.Conn.Set(path, []byte(account), -1) })
+		_, err = zookeeper.Do(ctx, func() (*zk.Stat, error) { return s.Conn.Set(path, []byte(account), -1) })
 	}
 	if err != nil {
 		return fmt.Errorf("bind %s to account %s: %w", id, account, err)
@@ -84,7 +84,7 @@ func (b *Bridge) unbind(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = protocol.Do(ctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(s.Paths.Account(id), -1) })
+	_, err = zookeeper.Do(ctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(s.Paths.Account(id), -1) })
 	if err != nil && !errors.Is(err, zk.ErrNoNode) {
 		return fmt.Errorf("unbind %s: %w", id, err)
 	}

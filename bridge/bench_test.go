@@ -1,7 +1,7 @@
 package bridge_test
 
 // Benchmarks of the IRC bridge against the real servers (ZooKeeper, Kafka,
-// InspIRCd); docs/BENCHMARKS.md ("IRC bridge") has the numbers and how to
+// InspIRCd); doc/scaling.md ("IRC bridge") has the numbers and how to
 // run them, e.g.
 //
 //	go test -run '^$' -bench 'IRCDirectFloor|BridgeLatency' -benchtime 10s -timeout 30m ./bridge/
@@ -22,7 +22,7 @@ package bridge_test
 // are on the users' port. Everything is set up once per benchmark
 // function; the timed loops (b.Loop) only send and receive.
 //
-// The bridge runs in the benchmark's process with its own protocol.Kafka
+// The bridge runs in the benchmark's process with its own kafka.Clients
 // and Rate: -1, as the bridge tests run it. The manager and the idle users
 // run in child processes (the test binary again, TestBridgeBenchHelper), so
 // that the benchmark's heap and RSS are the bridge's and the CPU profile
@@ -54,6 +54,7 @@ import (
 
 	"github.com/zkchat/zkchat/bridge"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -417,7 +418,7 @@ func bbStart(b *testing.B) *bbSetup {
 	s.zk = env.Conn(b)
 	bbHelper(b, b, "manager", time.Minute,
 		"BB_ZOOKEEPER="+env.ZooKeeper, "BB_KAFKA="+env.Kafka, "BB_PREFIX="+env.Prefix)
-	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+	k, err := kafka.New(kafka.Config{Brokers: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: bbLogger()})
 	if err != nil {
 		b.Fatal(err)

@@ -18,7 +18,9 @@ import (
 
 	"github.com/lrstanley/girc"
 
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // Config configures a Bridge.
@@ -31,7 +33,7 @@ type Config struct {
 	Nick      string // the bot's nick; "": zkchat
 	Channel   string // "": #chatroom
 	ZooKeeper string // connection string with optional chroot
-	Kafka     *protocol.Kafka
+	Kafka     *kafka.Clients
 	// Format of a delivered message, with the sender's nick and the text:
 	// "": "<%s> %s".
 	Format string
@@ -79,8 +81,8 @@ type Bridge struct {
 	casemapMu sync.Mutex     // the server's CASEMAPPING, read from ISUPPORT
 	casemap   CaseMapping
 	listMu    sync.Mutex
-	list      *protocol.Session // for who and users
-	syncedCh  chan struct{}     // closed at each successful sync; see Synced
+	list      *zookeeper.Session // for who and users
+	syncedCh  chan struct{}      // closed at each successful sync; see Synced
 	// registered: the connection is past its welcome (a nick collision is
 	// then a failed reclaimNick, not a login's).
 	registered *atomic.Bool
@@ -784,14 +786,14 @@ func (p *ping) failed() bool { return p.conn.Err() != nil }
 
 // listSession is the bridge's own session for listing users: large
 // buffers, unlike the users' sessions.
-func (b *Bridge) listSession(ctx context.Context) (*protocol.Session, error) {
+func (b *Bridge) listSession(ctx context.Context) (*zookeeper.Session, error) {
 	b.listMu.Lock()
 	defer b.listMu.Unlock()
 	if b.list != nil {
 		return b.list, nil
 	}
-	s, err := protocol.Dial(ctx, protocol.SessionConfig{Connect: b.cfg.ZooKeeper,
-		BufferSize: protocol.LargeZKBuffer, Logger: b.log, Auth: b.cfg.ZKAuth})
+	s, err := zookeeper.Dial(ctx, zookeeper.SessionConfig{Connect: b.cfg.ZooKeeper,
+		BufferSize: zookeeper.LargeZKBuffer, Logger: b.log, Auth: b.cfg.ZKAuth})
 	if err != nil {
 		return nil, err
 	}

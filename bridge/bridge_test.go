@@ -12,7 +12,9 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -23,7 +25,7 @@ type setup struct {
 	users   string // IRC address for users
 	bot     string // the bot's nick
 	channel string
-	kafka   *protocol.Kafka
+	kafka   *kafka.Clients
 	b       *bridge.Bridge
 	stop    func()
 }
@@ -63,7 +65,7 @@ func launch(t *testing.T, s *setup, server, users string, mod func(*bridge.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.kafka, err = protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+	s.kafka, err = kafka.New(kafka.Config{Brokers: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +195,7 @@ func TestCLIAndIRC(t *testing.T) {
 	u.send("PRIVMSG " + s.bot + " :register")
 	u.waitFrom(s.bot, "NOTICE", "Registered")
 
-	cli, err := protocol.NewWorker("cli"+tag, protocol.WorkerConfig{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
+	cli, err := client.New("cli"+tag, client.Config{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,8 +314,8 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
-func (s *setup) worker(t *testing.T, id string) *protocol.Worker {
-	w, err := protocol.NewWorker(id, protocol.WorkerConfig{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
+func (s *setup) worker(t *testing.T, id string) *client.Worker {
+	w, err := client.New(id, client.Config{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +323,7 @@ func (s *setup) worker(t *testing.T, id string) *protocol.Worker {
 	return w
 }
 
-func mustRegisterOnline(t *testing.T, ctx context.Context, s *setup, id string) *protocol.Worker {
+func mustRegisterOnline(t *testing.T, ctx context.Context, s *setup, id string) *client.Worker {
 	w := s.worker(t, id)
 	if _, err := w.Register(ctx); err != nil {
 		t.Fatal(err)
@@ -450,8 +452,8 @@ func TestUnreadDeliveredOnce(t *testing.T) {
 	}
 }
 
-func newKafkaFor(t *testing.T, env *testenv.Env) *protocol.Kafka {
-	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+func newKafkaFor(t *testing.T, env *testenv.Env) *kafka.Clients {
+	k, err := kafka.New(kafka.Config{Brokers: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)

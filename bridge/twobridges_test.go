@@ -13,6 +13,7 @@ import (
 
 	"github.com/zkchat/zkchat/bridge"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -32,7 +33,7 @@ type ircNet struct {
 func startIRCNetBridge(t *testing.T, env *testenv.Env, name, users, bots, bot, channel string) *ircNet {
 	t.Helper()
 	log := testenv.Logger(t).With("test", "bridge-"+name)
-	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+	k, err := kafka.New(kafka.Config{Brokers: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,9 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/lrstanley/girc"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // user is one nick's zkchat side. Its goroutine (run) does everything that
@@ -24,7 +26,7 @@ import (
 type user struct {
 	b  *Bridge
 	id string
-	w  *protocol.Worker
+	w  *client.Worker
 
 	ops  chan func(context.Context) // the nick's commands, in order
 	kick chan struct{}              // cap 1: presence may need work
@@ -57,10 +59,10 @@ type user struct {
 
 // newUser makes and starts a user; b.mu is held.
 func (b *Bridge) newUser(id string) *user {
-	w, err := protocol.NewWorker(id, protocol.WorkerConfig{
+	w, err := client.New(id, client.Config{
 		ZooKeeper: b.cfg.ZooKeeper, SessionTimeout: b.cfg.SessionTimeout,
 		RequestTimeout: b.cfg.RequestTimeout, Kafka: b.cfg.Kafka,
-		ZKBufferSize: protocol.SmallZKBuffer, Logger: b.cfg.Logger, Auth: b.cfg.ZKAuth,
+		ZKBufferSize: zookeeper.SmallZKBuffer, Logger: b.cfg.Logger, Auth: b.cfg.ZKAuth,
 		Metadata: map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
 	})
 	if err != nil { // id came from NickToID, so valid
@@ -261,10 +263,10 @@ func (b *Bridge) staleOwn(ctx context.Context, id string) bool {
 	if err != nil {
 		return false
 	}
-	// Through protocol.Do like every other call: a bare go-zookeeper call
+	// Through zookeeper.Do like every other call: a bare go-zookeeper call
 	// ignores ctx, so a hung server held this user's goroutine (and Run's
 	// shutdown, which waits for it) until the connection gave up.
-	data, err := protocol.Do(ctx, func() ([]byte, error) {
+	data, err := zookeeper.Do(ctx, func() ([]byte, error) {
 		d, _, err := s.Conn.Get(s.Paths.OnlineNode(id))
 		return d, err
 	})
@@ -317,7 +319,7 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 		}
 		return nil
 	}
-	opts := protocol.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.syncTimeout()}
+	opts := client.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.syncTimeout()}
 	err := u.w.FollowMessagesWith(ctx, opts, func(m protocol.Message) error {
 		u.mu.Lock()
 		nick := u.nick

@@ -8,9 +8,12 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // aclEnv is a test tree locked down with ZooKeeper ACLs: a leading manager
@@ -37,9 +40,9 @@ func aclEnv(t *testing.T) (*testenv.Env, *protocol.Auth, *manager.Manager) {
 	return env, admin, m
 }
 
-func authWorker(t testing.TB, env *testenv.Env, id string, auth *protocol.Auth, k *protocol.Kafka) *protocol.Worker {
+func authWorker(t testing.TB, env *testenv.Env, id string, auth *protocol.Auth, k *kafka.Clients) *client.Worker {
 	t.Helper()
-	w, err := protocol.NewWorker(id, protocol.WorkerConfig{
+	w, err := client.New(id, client.Config{
 		ZooKeeper: env.ZooKeeper, Kafka: k, RequestTimeout: 8 * time.Second,
 		SessionTimeout: 4 * time.Second, Auth: auth,
 		Logger: testenv.Logger(t).With("test_worker", id),
@@ -86,7 +89,7 @@ func TestZKACLs(t *testing.T) {
 	bob := authWorker(t, env, "bob", bobAuth, k)
 
 	// Own-id requests are answered; the registry binds the identity.
-	for _, w := range []*protocol.Worker{alice, bob} {
+	for _, w := range []*client.Worker{alice, bob} {
 		if st, err := w.Register(ctx); err != nil || st != protocol.StatusDone {
 			t.Fatalf("register %s: %v %v", w.ID(), st, err)
 		}
@@ -98,7 +101,7 @@ func TestZKACLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := protocol.Binding(acl, "alice"); got != aliceAuth.ID() {
+	if got := protocol.Binding(zookeeper.FromZK(acl), "alice"); got != aliceAuth.ID() {
 		t.Fatalf("binding of alice = %q, want %q (acl %v)", got, aliceAuth.ID(), acl)
 	}
 
@@ -162,7 +165,7 @@ func TestZKACLs(t *testing.T) {
 	// A forged quit of bob: the ACL names bob's real identity (anyone can
 	// read it), but mallory cannot touch it. Never answered.
 	o := authConn(t, env, "mallory:pw")
-	forged := []zk.ACL{{Perms: zk.PermAll, Scheme: "digest", ID: bobAuth.ID()}, admin.ACL(zk.PermAll)}
+	forged := []zk.ACL{{Perms: zk.PermAll, Scheme: "digest", ID: bobAuth.ID()}, zk.ACL(admin.ACL(zk.PermAll))}
 	if _, err := o.Create(env.Path("/request/quit/bob"), []byte("-1"), 0, forged); err != nil {
 		t.Fatal(err)
 	}

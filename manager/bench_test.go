@@ -1,6 +1,6 @@
 package manager_test
 
-// Benchmarks against the real ZooKeeper and Kafka; docs/BENCHMARKS.md has
+// Benchmarks against the real ZooKeeper and Kafka; doc/scaling.md has
 // the numbers and how to run them, e.g.
 //
 //	go test -run '^$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/
@@ -33,12 +33,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // benchOpTimeout bounds every single wait of a benchmark: a hang fails the
@@ -99,9 +102,9 @@ func benchStartManager(b *testing.B, env *testenv.Env) *manager.Manager {
 
 // benchNewKafka is the process's shared Kafka clients, closed when the benchmark
 // ends.
-func benchNewKafka(b *testing.B, env *testenv.Env) *protocol.Kafka {
+func benchNewKafka(b *testing.B, env *testenv.Env) *kafka.Clients {
 	b.Helper()
-	k, err := protocol.NewKafka(protocol.KafkaConfig{
+	k, err := kafka.New(kafka.Config{
 		Brokers: env.Kafka,
 		Topics:  protocol.Topics{Prefix: env.Prefix},
 		Logger:  benchLogger(),
@@ -113,9 +116,9 @@ func benchNewKafka(b *testing.B, env *testenv.Env) *protocol.Kafka {
 	return k
 }
 
-func benchNewWorker(b *testing.B, env *testenv.Env, id string, k *protocol.Kafka) *protocol.Worker {
+func benchNewWorker(b *testing.B, env *testenv.Env, id string, k *kafka.Clients) *client.Worker {
 	b.Helper()
-	w, err := protocol.NewWorker(id, protocol.WorkerConfig{
+	w, err := client.New(id, client.Config{
 		ZooKeeper:      env.ZooKeeper,
 		RequestTimeout: benchOpTimeout,
 		Kafka:          k,
@@ -129,7 +132,7 @@ func benchNewWorker(b *testing.B, env *testenv.Env, id string, k *protocol.Kafka
 
 // benchOnlineWorker registers id and takes it online; offline when the benchmark
 // ends.
-func benchOnlineWorker(b *testing.B, env *testenv.Env, id string, k *protocol.Kafka) *protocol.Worker {
+func benchOnlineWorker(b *testing.B, env *testenv.Env, id string, k *kafka.Clients) *client.Worker {
 	b.Helper()
 	w := benchNewWorker(b, env, id, k)
 	b.Cleanup(w.Close)
@@ -146,7 +149,7 @@ func benchOnlineWorker(b *testing.B, env *testenv.Env, id string, k *protocol.Ka
 
 // benchOpenSession makes w open its ZooKeeper session (Worker opens it lazily, on
 // the first call that needs it) with a call that changes nothing.
-func benchOpenSession(ctx context.Context, w *protocol.Worker) error {
+func benchOpenSession(ctx context.Context, w *client.Worker) error {
 	_, err := w.GetOnlineUsers(ctx)
 	return err
 }
@@ -184,16 +187,16 @@ func benchReportRate(b *testing.B, unit string, n int) {
 }
 
 // benchZkConnect is a bare go-zookeeper connection with the settings of a
-// worker's session (protocol.Dial for a worker), once it has a session.
+// worker's session (zookeeper.Dial for a worker), once it has a session.
 func benchZkConnect(b *testing.B, servers string) *zk.Conn {
 	b.Helper()
 	ready := make(chan struct{})
 	var once sync.Once
-	c, _, err := zk.Connect(strings.Split(servers, ","), protocol.DefaultSessionTimeout,
+	c, _, err := zk.Connect(strings.Split(servers, ","), zookeeper.DefaultSessionTimeout,
 		zk.WithLogInfo(false),
 		zk.WithLogger(benchQuietZK{}),
-		zk.WithMaxBufferSize(protocol.SmallZKBuffer),
-		zk.WithMaxConnBufferSize(protocol.SmallZKBuffer),
+		zk.WithMaxBufferSize(zookeeper.SmallZKBuffer),
+		zk.WithMaxConnBufferSize(zookeeper.SmallZKBuffer),
 		zk.WithEventCallback(func(ev zk.Event) {
 			if ev.Type == zk.EventSession && ev.State == zk.StateHasSession {
 				once.Do(func() { close(ready) })
@@ -398,7 +401,7 @@ func BenchmarkRegister(b *testing.B) {
 	for start := 0; start < b.N; start += benchRegisterBatch {
 		b.StopTimer()
 		n := min(benchRegisterBatch, b.N-start)
-		ws := make([]*protocol.Worker, n)
+		ws := make([]*client.Worker, n)
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for j := range ws {
@@ -455,9 +458,9 @@ func BenchmarkRegisterParallel(b *testing.B) {
 	env := testenv.New(b)
 	benchStartManager(b, env)
 	ctx := context.Background()
-	ws := make([]*protocol.Worker, b.N)
+	ws := make([]*client.Worker, b.N)
 	for i := range ws {
-		w, err := protocol.NewWorker(fmt.Sprintf("u%07d", i), protocol.WorkerConfig{
+		w, err := client.New(fmt.Sprintf("u%07d", i), client.Config{
 			ZooKeeper:      env.ZooKeeper,
 			SessionTimeout: 30 * time.Second,
 			RequestTimeout: benchOpTimeout,
@@ -534,13 +537,13 @@ func benchKafkaFloorTopic(b *testing.B, env *testenv.Env, name string) string {
 	a := env.Admin(b)
 	ctx, cancel := context.WithTimeout(context.Background(), benchOpTimeout)
 	defer cancel()
-	res, err := a.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}},
-		kafka.SetAdminOperationTimeout(benchOpTimeout))
+	res, err := a.CreateTopics(ctx, []ckafka.TopicSpecification{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}},
+		ckafka.SetAdminOperationTimeout(benchOpTimeout))
 	if err != nil {
 		b.Fatalf("create topic %s: %v", topic, err)
 	}
 	for _, r := range res {
-		if r.Error.Code() != kafka.ErrNoError {
+		if r.Error.Code() != ckafka.ErrNoError {
 			b.Fatalf("create topic %s: %v", topic, r.Error)
 		}
 	}
@@ -551,12 +554,12 @@ func benchKafkaFloorTopic(b *testing.B, env *testenv.Env, name string) string {
 // confluent-kafka-go producer with protocol/kafka.go's settings (acks=all,
 // idempotence, linger.ms=1) and a bare consumer assigned to the topic with
 // its settings (fetch.wait.max.ms=50, no group membership), polled by one
-// goroutine as protocol.Kafka's poll loop does. Each iteration produces one
+// goroutine as kafka.Clients's poll loop does. Each iteration produces one
 // record and waits for its delivery report and its arrival.
 func BenchmarkKafkaProduceConsumeFloor(b *testing.B) {
 	env := testenv.New(b)
 	topic := benchKafkaFloorTopic(b, env, "floor")
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{
 		"bootstrap.servers":      env.Kafka,
 		"client.id":              "zkchat-bench",
 		"acks":                   "all",
@@ -573,7 +576,7 @@ func BenchmarkKafkaProduceConsumeFloor(b *testing.B) {
 		for range p.Events() { // errors only: delivery reports go per message
 		}
 	}()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{
 		"bootstrap.servers":                  env.Kafka,
 		"client.id":                          "zkchat-bench-reader",
 		"group.id":                           env.Prefix + "floor-reader",
@@ -587,7 +590,7 @@ func BenchmarkKafkaProduceConsumeFloor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.OffsetBeginning}}); err != nil {
+	if err := c.Assign([]ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: ckafka.OffsetBeginning}}); err != nil {
 		b.Fatal(err)
 	}
 	arrived := make(chan string, 1024)
@@ -596,7 +599,7 @@ func BenchmarkKafkaProduceConsumeFloor(b *testing.B) {
 	go func() {
 		defer close(pollDone)
 		for pollCtx.Err() == nil {
-			if m, ok := c.Poll(100).(*kafka.Message); ok && m.TopicPartition.Error == nil {
+			if m, ok := c.Poll(100).(*ckafka.Message); ok && m.TopicPartition.Error == nil {
 				arrived <- string(m.Value)
 			}
 		}
@@ -608,16 +611,16 @@ func BenchmarkKafkaProduceConsumeFloor(b *testing.B) {
 	}()
 
 	produce := func(text string) error {
-		done := make(chan kafka.Event, 1)
-		if err := p.Produce(&kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		done := make(chan ckafka.Event, 1)
+		if err := p.Produce(&ckafka.Message{
+			TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
 			Key:            []byte("alice"), Value: []byte(text),
 		}, done); err != nil {
 			return err
 		}
 		select {
 		case ev := <-done:
-			return ev.(*kafka.Message).TopicPartition.Error
+			return ev.(*ckafka.Message).TopicPartition.Error
 		case <-time.After(benchOpTimeout):
 			return fmt.Errorf("no delivery report after %s", benchOpTimeout)
 		}
@@ -663,7 +666,7 @@ func benchAwaitText(arrived <-chan string, text string) error {
 
 // benchFollow runs w.FollowMessages until the benchmark ends, handing every
 // message's text to the returned channel.
-func benchFollow(b *testing.B, w *protocol.Worker) <-chan string {
+func benchFollow(b *testing.B, w *client.Worker) <-chan string {
 	b.Helper()
 	arrived := make(chan string, 1<<16)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -688,10 +691,10 @@ func benchFollow(b *testing.B, w *protocol.Worker) <-chan string {
 	return arrived
 }
 
-// benchSendReadSetup is a manager, one shared protocol.Kafka, alice online and
+// benchSendReadSetup is a manager, one shared kafka.Clients, alice online and
 // bob online and following his messages. A few warm-up messages have gone
 // through.
-func benchSendReadSetup(b *testing.B) (alice *protocol.Worker, arrived <-chan string) {
+func benchSendReadSetup(b *testing.B) (alice *client.Worker, arrived <-chan string) {
 	b.Helper()
 	env := testenv.New(b)
 	benchStartManager(b, env)

@@ -8,7 +8,9 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -70,9 +72,9 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func newKafka(t testing.TB, env *testenv.Env) *protocol.Kafka {
+func newKafka(t testing.TB, env *testenv.Env) *kafka.Clients {
 	t.Helper()
-	k, err := protocol.NewKafka(protocol.KafkaConfig{
+	k, err := kafka.New(kafka.Config{
 		Brokers: env.Kafka, Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t),
 	})
 	if err != nil {
@@ -82,9 +84,9 @@ func newKafka(t testing.TB, env *testenv.Env) *protocol.Kafka {
 	return k
 }
 
-func newWorker(t testing.TB, env *testenv.Env, id string, k *protocol.Kafka) *protocol.Worker {
+func newWorker(t testing.TB, env *testenv.Env, id string, k *kafka.Clients) *client.Worker {
 	t.Helper()
-	w, err := protocol.NewWorker(id, protocol.WorkerConfig{
+	w, err := client.New(id, client.Config{
 		ZooKeeper: env.ZooKeeper, Kafka: k, RequestTimeout: 20 * time.Second,
 		SessionTimeout: 4 * time.Second, Logger: testenv.Logger(t).With("test_worker", id),
 	})

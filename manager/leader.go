@@ -10,6 +10,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // kind is one of the three directories the leader watches.
@@ -30,7 +31,7 @@ func (k kind) dir(p protocol.Paths) string {
 // leader is the state of one term as leader. Its goroutines all end with ctx.
 type leader struct {
 	m      *Manager
-	s      *protocol.Session
+	s      *zookeeper.Session
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	fence  []any
@@ -56,7 +57,7 @@ func (l *leader) watchDir(k kind) {
 			children []string
 			ch       <-chan zk.Event
 		}
-		g, err := protocol.Do(l.ctx, func() (got, error) {
+		g, err := zookeeper.Do(l.ctx, func() (got, error) {
 			c, _, ch, err := l.s.Conn.ChildrenW(dir)
 			return got{c, ch}, err
 		})
@@ -109,12 +110,12 @@ func (l *leader) fits(dir string) bool {
 			return l.ctx.Err() == nil // the listing reports it
 		}
 		need := 64 + int64(st.NumChildren)*(4+protocol.MaxIDLen)
-		if need <= protocol.ManagerMaxReply {
+		if need <= zookeeper.ManagerMaxReply {
 			return true
 		}
 		l.m.log.Error("too many nodes to list: nothing in this directory is answered until stale ones are deleted (by a client that can list them, e.g. zkCli.sh with -Djute.maxbuffer raised)",
 			"dir", dir, "children", st.NumChildren, "listing_up_to_bytes", need,
-			"limit_bytes", protocol.ManagerMaxReply, "max_children", (protocol.ManagerMaxReply-64)/(4+protocol.MaxIDLen),
+			"limit_bytes", zookeeper.ManagerMaxReply, "max_children", (zookeeper.ManagerMaxReply-64)/(4+protocol.MaxIDLen),
 			"retry_in", backoff)
 		select {
 		case <-time.After(backoff):
@@ -153,7 +154,7 @@ func (l *leader) follow(k kind, name, key string) {
 			stat *zk.Stat
 			ch   <-chan zk.Event
 		}
-		g, err := protocol.Do(l.ctx, func() (got, error) {
+		g, err := zookeeper.Do(l.ctx, func() (got, error) {
 			d, st, ch, err := l.s.Conn.GetW(path)
 			return got{d, st, ch}, err
 		})

@@ -10,24 +10,25 @@ import (
 	"sync"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // Config configures a Manager.
 type Config struct {
 	// ZooKeeper is the connection string, "host:port,...[/chroot]".
 	ZooKeeper      string
-	SessionTimeout time.Duration // 0: protocol.DefaultSessionTimeout
+	SessionTimeout time.Duration // 0: zookeeper.DefaultSessionTimeout
 	// Kafka is the bootstrap server list; KafkaExtra are further librdkafka
 	// properties (security settings, say).
 	Kafka      string
 	KafkaExtra map[string]string
 	// KafkaAuth, if set, authenticates the manager's Kafka client with SASL
-	// (protocol/kafkaauth.go); KafkaExtra may still override its properties.
-	KafkaAuth         *protocol.KafkaAuth
+	// (kafka/auth.go); KafkaExtra may still override its properties.
+	KafkaAuth         *kafka.Auth
 	Topics            protocol.Topics
 	ReplicationFactor int               // 0: 1
 	TopicConfig       map[string]string // per-topic configs, e.g. min.insync.replicas
@@ -46,19 +47,15 @@ type Config struct {
 
 // Manager is the zkchat manager.
 type Manager struct {
-	cfg      Config
-	log      *slog.Logger
-	admin    *kafka.AdminClient
-	producer *kafka.Producer // carries admin; only for its log channel
+	cfg   Config
+	log   *slog.Logger
+	admin *kafka.Admin
 
 	toolMu sync.Mutex
-	tool   *protocol.Session // for the API calls made outside Run
+	tool   *zookeeper.Session // for the API calls made outside Run
 
 	leaderMu sync.Mutex
 	leading  bool
-
-	stopLogs context.CancelFunc // ends the librdkafka log goroutine
-	logsDone chan struct{}
 }
 
 // Log keys and messages an operator greps for.
@@ -79,7 +76,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Concurrency = 64
 	}
 	if cfg.SessionTimeout <= 0 {
-		cfg.SessionTimeout = protocol.DefaultSessionTimeout
+		cfg.SessionTimeout = zookeeper.DefaultSessionTimeout
 	}
 	if cfg.Name == "" {
 		host, _ := os.Hostname()
@@ -88,47 +85,27 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	kc := kafka.ConfigMap{"bootstrap.servers": cfg.Kafka, "client.id": "zkchat-manager",
-		"go.logs.channel.enable": true}
-	for _, props := range []map[string]string{cfg.KafkaAuth.Properties(), cfg.KafkaExtra} {
-		for k, v := range props {
-			kc[k] = v
-		}
-	}
-	// Small Go channels: the defaults are 23 MB of live heap (see
-	// protocol.GoChannelSizes).
-	for k, v := range protocol.GoChannelSizes {
-		kc[k] = v
-	}
-	// A bare AdminClient cannot route librdkafka's logs (they would go to
-	// stderr unformatted); one made from a producer can. The producer never
-	// produces.
-	p, err := kafka.NewProducer(&kc)
+	admin, err := kafka.NewAdmin(kafka.Config{Brokers: cfg.Kafka, Topics: cfg.Topics, Logger: cfg.Logger,
+		Extra: cfg.KafkaExtra, Auth: cfg.KafkaAuth}, "zkchat-manager")
 	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
-	admin, err := kafka.NewAdminClientFromProducer(p)
-	if err != nil {
-		p.Close()
-		return nil, fmt.Errorf("kafka admin: %w", err)
-	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), admin: admin, producer: p}
-	ctx, cancel := context.WithCancel(context.Background())
-	m.stopLogs = cancel
-	m.logsDone = make(chan struct{})
-	go func() {
-		defer close(m.logsDone)
-		protocol.RouteKafkaLogs(ctx, p.Logs(), m.log)
-	}()
-	go func() {
-		// Client-level errors arrive here; an undrained channel grows.
-		for ev := range p.Events() {
-			if e, ok := ev.(kafka.Error); ok {
-				m.log.Debug("kafka client", "err", e)
-			}
-		}
-	}()
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), admin: admin}
 	return m, nil
+}
+
+// CreateKafkaTopic creates the topic of id with one partition. A topic that
+// exists already is success.
+func (m *Manager) CreateKafkaTopic(ctx context.Context, id string) error {
+	return m.admin.CreateTopic(ctx, m.cfg.Topics.Topic(id),
+		kafka.TopicSpec{ReplicationFactor: m.cfg.ReplicationFactor, Config: m.cfg.TopicConfig})
+}
+
+// DeleteKafkaTopic deletes the topic of id and its consumer group's read
+// position, so that a user who registers again starts from a new, empty
+// topic. What is gone already is success.
+func (m *Manager) DeleteKafkaTopic(ctx context.Context, id string) error {
+	return m.admin.DeleteTopic(ctx, m.cfg.Topics.Topic(id), m.cfg.Topics.Group(id))
 }
 
 // Close releases the manager's clients. Run must have returned.
@@ -139,10 +116,7 @@ func (m *Manager) Close() {
 		m.tool = nil
 	}
 	m.toolMu.Unlock()
-	m.stopLogs()
-	<-m.logsDone
 	m.admin.Close()
-	m.producer.Close() // closes Events(), ending its drain goroutine
 }
 
 // Leading reports whether the manager acts as leader now.
@@ -158,14 +132,14 @@ func (m *Manager) setLeading(v bool) {
 	m.leaderMu.Unlock()
 }
 
-func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*protocol.Session, error) {
-	return protocol.Dial(ctx, protocol.SessionConfig{
+func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*zookeeper.Session, error) {
+	return zookeeper.Dial(ctx, zookeeper.SessionConfig{
 		Connect:        m.cfg.ZooKeeper,
 		SessionTimeout: m.cfg.SessionTimeout,
 		// The leader lists request directories that may hold many thousand
 		// children.
-		BufferSize: protocol.LargeZKBuffer,
-		MaxReply:   protocol.ManagerMaxReply,
+		BufferSize: zookeeper.LargeZKBuffer,
+		MaxReply:   zookeeper.ManagerMaxReply,
 		Logger:     m.log,
 		OnState:    onState,
 		Auth:       m.cfg.ZKAuth,
@@ -174,7 +148,7 @@ func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*protocol.S
 
 // toolSession is the session of the API calls (CreateZkTreeStructure,
 // RegisterUser, ...): unfenced, for tools and tests.
-func (m *Manager) toolSession(ctx context.Context) (*protocol.Session, error) {
+func (m *Manager) toolSession(ctx context.Context) (*zookeeper.Session, error) {
 	m.toolMu.Lock()
 	defer m.toolMu.Unlock()
 	if m.tool != nil && m.tool.Conn.State() != zk.StateExpired {
@@ -268,13 +242,13 @@ func answer(req *zk.SetDataRequest, st protocol.Status) *zk.SetDataRequest {
 // is a plain multi. With ops, an error that leaves the write's outcome
 // unknown (the connection broke, or ctx ended, with it in flight) wraps
 // errOutcomeUnknown.
-func multi(ctx context.Context, s *protocol.Session, fence []any, ops ...any) ([]zk.MultiResponse, error) {
+func multi(ctx context.Context, s *zookeeper.Session, fence []any, ops ...any) ([]zk.MultiResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx) // not sent
 	}
 	all := append(append([]any{}, fence...), ops...)
-	resp, err := protocol.Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(all...) })
-	if err != nil && len(ops) > 0 && (protocol.WriteOutcomeUnknown(err) || ctx.Err() != nil) {
+	resp, err := zookeeper.Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(all...) })
+	if err != nil && len(ops) > 0 && (zookeeper.WriteOutcomeUnknown(err) || ctx.Err() != nil) {
 		return resp, fmt.Errorf("%w: %w", errOutcomeUnknown, err)
 	}
 	return resp, err
@@ -283,7 +257,7 @@ func multi(ctx context.Context, s *protocol.Session, fence []any, ops ...any) ([
 // register creates /registry/<id> and, with req, answers the request in the
 // same transaction. ident is the requester's digest identity, bound to the
 // id in the registry node's ACL ("" for none).
-func (m *Manager) register(ctx context.Context, s *protocol.Session, fence []any, id, ident string, req *zk.SetDataRequest) (protocol.Status, error) {
+func (m *Manager) register(ctx context.Context, s *zookeeper.Session, fence []any, id, ident string, req *zk.SetDataRequest) (protocol.Status, error) {
 	meta, _ := json.Marshal(map[string]any{"registered_at": time.Now().UTC().Format(time.RFC3339)})
 	ops := []any{&zk.CreateRequest{Path: s.Paths.Registered(id), Data: meta, Acl: m.registryACL(ident)}}
 	if req != nil {
@@ -312,7 +286,7 @@ func (m *Manager) register(ctx context.Context, s *protocol.Session, fence []any
 // same transaction as the registry delete. The topic goes first: a manager
 // that dies between the two leaves a registered user with no topic, which
 // the next going online re-creates, rather than a deleted user with a topic.
-func (m *Manager) remove(ctx context.Context, s *protocol.Session, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
+func (m *Manager) remove(ctx context.Context, s *zookeeper.Session, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
 	if len(fence) > 0 {
 		// Topic deletion cannot be fenced: check leadership just before it.
 		if _, err := multi(ctx, s, fence); err != nil {
@@ -361,7 +335,7 @@ func (m *Manager) remove(ctx context.Context, s *protocol.Session, fence []any, 
 }
 
 // settle answers req with st alone (fenced).
-func (m *Manager) settle(ctx context.Context, s *protocol.Session, fence []any, req *zk.SetDataRequest, st protocol.Status) (protocol.Status, error) {
+func (m *Manager) settle(ctx context.Context, s *zookeeper.Session, fence []any, req *zk.SetDataRequest, st protocol.Status) (protocol.Status, error) {
 	resp, err := multi(ctx, s, fence, answer(req, st))
 	if err == nil {
 		return st, nil
@@ -393,7 +367,7 @@ func (m *Manager) nodeACL() []zk.ACL {
 	if m.cfg.ZKAuth == nil {
 		return zk.WorldACL(zk.PermAll)
 	}
-	return []zk.ACL{m.cfg.ZKAuth.ACL(zk.PermAll), {Perms: zk.PermRead, Scheme: "world", ID: "anyone"}}
+	return []zk.ACL{zk.ACL(m.cfg.ZKAuth.ACL(zk.PermAll)), {Perms: zk.PermRead, Scheme: "world", ID: "anyone"}}
 }
 
 // identity decides, with ACLs on, who made the request or online node at
@@ -401,7 +375,7 @@ func (m *Manager) nodeACL() []zk.ACL {
 // a quit or an online node of a registered id must come from the identity
 // that registered it (or from zkchat's principal). version is the data
 // version the caller read. Without credentials it returns "", nil.
-func (m *Manager) identity(ctx context.Context, s *protocol.Session, path, id string, version int32, checkBinding bool) (string, error) {
+func (m *Manager) identity(ctx context.Context, s *zookeeper.Session, path, id string, version int32, checkBinding bool) (string, error) {
 	if m.cfg.ZKAuth == nil {
 		return "", nil
 	}
@@ -409,7 +383,7 @@ func (m *Manager) identity(ctx context.Context, s *protocol.Session, path, id st
 		acl  []zk.ACL
 		stat *zk.Stat
 	}
-	g, err := protocol.Do(ctx, func() (got, error) {
+	g, err := zookeeper.Do(ctx, func() (got, error) {
 		a, st, err := s.Conn.GetACL(path)
 		return got{a, st}, err
 	})
@@ -418,13 +392,11 @@ func (m *Manager) identity(ctx context.Context, s *protocol.Session, path, id st
 	}
 	// The version read with the data: a touch after that read comes with a
 	// watch event, and the node is looked at again.
-	st := *g.stat
-	st.Version = version
-	ident, err := protocol.RequestIdentity(g.acl, &st, id, []string{m.cfg.ZKAuth.ID()})
+	ident, err := protocol.RequestIdentity(zookeeper.FromZK(g.acl), version, g.stat.Aversion, id, []string{m.cfg.ZKAuth.ID()})
 	if err != nil || !checkBinding || ident == "" {
 		return ident, err
 	}
-	r, err := protocol.Do(ctx, func() (got, error) {
+	r, err := zookeeper.Do(ctx, func() (got, error) {
 		a, _, err := s.Conn.GetACL(s.Paths.Registered(id))
 		return got{a, nil}, err
 	})
@@ -434,7 +406,7 @@ func (m *Manager) identity(ctx context.Context, s *protocol.Session, path, id st
 	if err != nil {
 		return "", fmt.Errorf("ACL of %s: %w", s.Paths.Registered(id), err)
 	}
-	if b := protocol.Binding(r.acl, id); b != "" && b != ident {
+	if b := protocol.Binding(zookeeper.FromZK(r.acl), id); b != "" && b != ident {
 		return "", fmt.Errorf("%w: %s was registered with another password", protocol.ErrIdentity, id)
 	}
 	return ident, nil

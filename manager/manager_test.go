@@ -12,6 +12,7 @@ import (
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 var acl = zk.WorldACL(zk.PermAll)
@@ -105,7 +106,7 @@ func TestRequestAnsweredWhenManagerStarts(t *testing.T) {
 	env := testenv.New(t)
 	c := env.Conn(t)
 	// The tree does not exist yet: create it as `zkchat init` would.
-	s, err := protocol.Dial(ctxT(t), protocol.SessionConfig{Connect: env.ZooKeeper})
+	s, err := zookeeper.Dial(ctxT(t), zookeeper.SessionConfig{Connect: env.ZooKeeper})
 	if err != nil {
 		t.Fatal(err)
 	}

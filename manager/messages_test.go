@@ -7,26 +7,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/protocol"
 )
 
 // records reads a topic from the start with a plain consumer (no group), as
 // an outside client would.
-func records(t *testing.T, env *testenv.Env, topic string, n int) []*kafka.Message {
+func records(t *testing.T, env *testenv.Env, topic string, n int) []*ckafka.Message {
 	t.Helper()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": env.Kafka, "group.id": env.Prefix + "checker",
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": env.Kafka, "group.id": env.Prefix + "checker",
 		"enable.auto.commit": false})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.OffsetBeginning}}); err != nil {
+	if err := c.Assign([]ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: ckafka.OffsetBeginning}}); err != nil {
 		t.Fatal(err)
 	}
-	var out []*kafka.Message
+	var out []*ckafka.Message
 	deadline := time.Now().Add(20 * time.Second)
 	for len(out) < n && time.Now().Before(deadline) {
 		if m, err := c.ReadMessage(time.Second); err == nil {
@@ -47,7 +48,7 @@ func TestMessagesOnceInOrder(t *testing.T) {
 	mustRegister(t, env, "alice", "bob")
 	alice := newWorker(t, env, "alice", k)
 	bob := newWorker(t, env, "bob", k)
-	for _, w := range []*protocol.Worker{alice, bob} {
+	for _, w := range []*client.Worker{alice, bob} {
 		if err := w.GoOnline(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +151,7 @@ func TestQuitDeletesTopic(t *testing.T) {
 	ctx := ctxT(t)
 	mustRegister(t, env, "pat", "quinn")
 	pat, quinn := newWorker(t, env, "pat", k), newWorker(t, env, "quinn", k)
-	for _, w := range []*protocol.Worker{pat, quinn} {
+	for _, w := range []*client.Worker{pat, quinn} {
 		if err := w.GoOnline(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +210,7 @@ func TestSharedReaderBackpressure(t *testing.T) {
 	ctx := ctxT(t)
 	mustRegister(t, env, "src", "slow", "fast")
 	src, slow, fast := newWorker(t, env, "src", k), newWorker(t, env, "slow", k), newWorker(t, env, "fast", k)
-	for _, w := range []*protocol.Worker{src, slow, fast} {
+	for _, w := range []*client.Worker{src, slow, fast} {
 		if err := w.GoOnline(ctx); err != nil {
 			t.Fatal(err)
 		}

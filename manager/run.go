@@ -10,7 +10,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // errSuspended: the connection was lost while leading; the session may
@@ -56,7 +56,7 @@ func (m *Manager) runSession(ctx context.Context) error {
 	if err := s.CreateTree(ctx); err != nil {
 		return err
 	}
-	node, err := protocol.Do(ctx, func() (string, error) {
+	node, err := zookeeper.Do(ctx, func() (string, error) {
 		return s.Conn.CreateProtectedEphemeralSequential(s.Paths.Election()+"/n_", []byte(m.cfg.Name), m.nodeACL())
 	})
 	if err != nil {
@@ -90,7 +90,7 @@ func (m *Manager) runSession(ctx context.Context) error {
 // healthy waits until s has its original session again. It fails with
 // errSessionLost if the session was replaced or stayed disconnected for
 // longer than the session timeout: ephemeral nodes may be gone by then.
-func (m *Manager) healthy(ctx context.Context, s *protocol.Session, sid int64) error {
+func (m *Manager) healthy(ctx context.Context, s *zookeeper.Session, sid int64) error {
 	timer := time.NewTimer(m.cfg.SessionTimeout)
 	defer timer.Stop()
 	for {
@@ -122,7 +122,7 @@ func seq(name string) string {
 
 // position reports whether node is the lowest election node, and otherwise
 // the path of the node just before it.
-func (m *Manager) position(ctx context.Context, s *protocol.Session, node string) (bool, string, error) {
+func (m *Manager) position(ctx context.Context, s *zookeeper.Session, node string) (bool, string, error) {
 	children, err := s.Children(ctx, s.Paths.Election())
 	if err != nil {
 		return false, "", fmt.Errorf("election: %w", err)
@@ -142,13 +142,13 @@ func (m *Manager) position(ctx context.Context, s *protocol.Session, node string
 
 // follow waits until the predecessor's node is gone, or the connection
 // changes state.
-func (m *Manager) follow(ctx context.Context, s *protocol.Session, sid int64, pred string) error {
+func (m *Manager) follow(ctx context.Context, s *zookeeper.Session, sid int64, pred string) error {
 	type got struct {
 		ok bool
 		ch <-chan zk.Event
 	}
 	changed := s.Changed()
-	g, err := protocol.Do(ctx, func() (got, error) {
+	g, err := zookeeper.Do(ctx, func() (got, error) {
 		ok, _, ch, err := s.Conn.ExistsW(pred)
 		return got{ok, ch}, err
 	})
@@ -168,7 +168,7 @@ func (m *Manager) follow(ctx context.Context, s *protocol.Session, sid int64, pr
 }
 
 // lead acts as leader until ctx ends or the connection is lost.
-func (m *Manager) lead(ctx context.Context, s *protocol.Session, sid int64, node string) error {
+func (m *Manager) lead(ctx context.Context, s *zookeeper.Session, sid int64, node string) error {
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	m.setLeading(true)

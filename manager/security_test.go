@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -20,12 +22,12 @@ import (
 // saslKafka starts a private Kafka with ZKCHAT_KAFKA_SASL=1 and returns its
 // address and the credentials scripts/kafka.sh generated for its super user
 // and for zkchat's principal.
-func saslKafka(t *testing.T) (addr string, admin, zkchat *protocol.KafkaAuth) {
+func saslKafka(t *testing.T) (addr string, admin, zkchat *kafka.Auth) {
 	t.Helper()
 	addr, dir, _ := testenv.PrivateServerEnv(t, "kafka", "ZKCHAT_KAFKA_PORT",
 		fmt.Sprintf("ZKCHAT_KAFKA_CONTROLLER_PORT=%d", testenv.FreePort(t)), "ZKCHAT_KAFKA_SASL=1")
-	read := func(user string) *protocol.KafkaAuth {
-		a, err := protocol.KafkaAuthFromEnv(filepath.Join(dir, "kafka", "sasl", user+".auth"))
+	read := func(user string) *kafka.Auth {
+		a, err := kafka.AuthFromEnv(filepath.Join(dir, "kafka", "sasl", user+".auth"))
 		if err != nil || a == nil {
 			t.Fatalf("credentials of %s: %v", user, err)
 		}
@@ -64,16 +66,12 @@ func TestSecurityEndToEnd(t *testing.T) {
 	defer cancel()
 
 	// zkchat's Kafka principal gets its ACLs, from the super user.
-	adminCfg := kafka.ConfigMap{"bootstrap.servers": kafkaAddr}
-	for k, v := range kafkaAdmin.Properties() {
-		adminCfg[k] = v
-	}
-	superAdmin, err := kafka.NewAdminClient(&adminCfg)
+	superAdmin, err := kafka.NewAdmin(kafka.Config{Brokers: kafkaAddr, Auth: kafkaAdmin, Logger: log}, "zkchat-test-super")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer superAdmin.Close()
-	if err := protocol.GrantKafkaACLs(ctx, superAdmin, "User:"+kafkaZkchat.User, protocol.Topics{Prefix: env.Prefix}); err != nil {
+	if err := superAdmin.GrantACLs(ctx, "User:"+kafkaZkchat.User, protocol.Topics{Prefix: env.Prefix}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -91,14 +89,14 @@ func TestSecurityEndToEnd(t *testing.T) {
 	defer func() { mcancel(); <-done; m.Close() }()
 	waitLeader(t, m)
 
-	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: kafkaAddr, Topics: protocol.Topics{Prefix: env.Prefix},
+	k, err := kafka.New(kafka.Config{Brokers: kafkaAddr, Topics: protocol.Topics{Prefix: env.Prefix},
 		Auth: kafkaZkchat, Extra: debug, Logger: log.With("kafka", "workers")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer k.Close()
-	worker := func(id string, auth *protocol.Auth) *protocol.Worker {
-		w, err := protocol.NewWorker(id, protocol.WorkerConfig{ZooKeeper: env.ZooKeeper, Kafka: k,
+	worker := func(id string, auth *protocol.Auth) *client.Worker {
+		w, err := client.New(id, client.Config{ZooKeeper: env.ZooKeeper, Kafka: k,
 			RequestTimeout: 20 * time.Second, SessionTimeout: 4 * time.Second, Auth: auth,
 			Logger: log.With("test_worker", id)})
 		if err != nil {
@@ -109,7 +107,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 	}
 	alice, bob := worker("alice", aliceAuth), worker("bob", bobAuth)
 	start := time.Now()
-	for _, w := range []*protocol.Worker{alice, bob} {
+	for _, w := range []*client.Worker{alice, bob} {
 		if _, err := w.Register(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -132,35 +130,35 @@ func TestSecurityEndToEnd(t *testing.T) {
 	t.Logf("SASL + ACLs: 2 registered, online, 10 messages sent and read in %s", time.Since(start).Round(time.Millisecond))
 
 	// zkchat's principal may not create a topic outside its prefix.
-	zcfg := kafka.ConfigMap{"bootstrap.servers": kafkaAddr}
+	zcfg := ckafka.ConfigMap{"bootstrap.servers": kafkaAddr}
 	for k, v := range kafkaZkchat.Properties() {
 		zcfg[k] = v
 	}
-	za, err := kafka.NewAdminClient(&zcfg)
+	za, err := ckafka.NewAdminClient(&zcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer za.Close()
-	res, err := za.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: "outside-" + testenv.Tag(), NumPartitions: 1, ReplicationFactor: 1}})
-	if err != nil || len(res) != 1 || res[0].Error.Code() != kafka.ErrTopicAuthorizationFailed {
-		t.Errorf("topic outside the prefix: %v %v, want %v", res, err, kafka.ErrTopicAuthorizationFailed)
+	res, err := za.CreateTopics(ctx, []ckafka.TopicSpecification{{Topic: "outside-" + testenv.Tag(), NumPartitions: 1, ReplicationFactor: 1}})
+	if err != nil || len(res) != 1 || res[0].Error.Code() != ckafka.ErrTopicAuthorizationFailed {
+		t.Errorf("topic outside the prefix: %v %v, want %v", res, err, ckafka.ErrTopicAuthorizationFailed)
 	}
-	res, err = za.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: env.Prefix + "inside", NumPartitions: 1, ReplicationFactor: 1}})
-	if err != nil || len(res) != 1 || res[0].Error.Code() != kafka.ErrNoError {
+	res, err = za.CreateTopics(ctx, []ckafka.TopicSpecification{{Topic: env.Prefix + "inside", NumPartitions: 1, ReplicationFactor: 1}})
+	if err != nil || len(res) != 1 || res[0].Error.Code() != ckafka.ErrNoError {
 		t.Errorf("topic inside the prefix: %v %v", res, err)
 	}
 
 	// Wrong and missing credentials: a clear error, soon.
 	for _, c := range []struct {
 		name string
-		auth *protocol.KafkaAuth
+		auth *kafka.Auth
 		want string
 	}{
-		{"wrong password", &protocol.KafkaAuth{Auth: protocol.Auth{User: kafkaZkchat.User, Password: wrongPassword}}, "refused the credentials"},
+		{"wrong password", &kafka.Auth{Auth: protocol.Auth{User: kafkaZkchat.User, Password: wrongPassword}}, "refused the credentials"},
 		// PLAINTEXT to a SASL listener: the broker drops the connection.
 		{"no credentials", nil, "if the brokers require SASL, set ZKCHAT_KAFKA_AUTH"},
 	} {
-		bad, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: kafkaAddr, Topics: protocol.Topics{Prefix: env.Prefix},
+		bad, err := kafka.New(kafka.Config{Brokers: kafkaAddr, Topics: protocol.Topics{Prefix: env.Prefix},
 			Auth: c.auth, Extra: debug, Logger: log.With("kafka", c.name)})
 		if err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
@@ -56,7 +57,7 @@ func TestLeaderSuspendsAndComesBack(t *testing.T) {
 	// A worker online before the freeze: its session expires with the
 	// server's, and go-zookeeper quietly opens a new one; the worker must
 	// put its ephemeral /online node back.
-	wk, err := protocol.NewWorker("wkr", protocol.WorkerConfig{ZooKeeper: addr + "/suspend",
+	wk, err := client.New("wkr", client.Config{ZooKeeper: addr + "/suspend",
 		SessionTimeout: 4 * time.Second, RequestTimeout: 20 * time.Second, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +86,7 @@ func TestLeaderSuspendsAndComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLeader(t, m)
-	w, err := protocol.NewWorker("after", protocol.WorkerConfig{ZooKeeper: addr + "/suspend", RequestTimeout: 20 * time.Second})
+	w, err := client.New("after", client.Config{ZooKeeper: addr + "/suspend", RequestTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

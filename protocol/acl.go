@@ -1,7 +1,7 @@
 package protocol
 
-// ZooKeeper ACLs (optional). Without credentials every node is created with
-// the open ACL world:anyone ALL, as the spec's tree always was. With
+// ZooKeeper ACL rules (optional). Without credentials every node is created
+// with the open ACL world:anyone ALL, as the spec's tree always was. With
 // credentials (an Auth, ZooKeeper's "digest" scheme) the tree is locked down
 // so that only zkchat's own principal (the manager's and the bridge's
 // identity, "the admin") may write the registry, and a worker can speak only
@@ -47,19 +47,43 @@ package protocol
 // whose identity is not the bound one is refused, so a second password for
 // the same user name is another person. The admin may act for any id (the
 // bridge's workers use it).
+//
+// These are rules only: the zookeeper package applies them to a session.
+// ACL has the field layout of go-zookeeper's zk.ACL, so the adapter converts
+// with a plain type conversion, and this package needs no client library.
 
 import (
-	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
-
-	"github.com/go-zookeeper/zk"
 )
+
+// ACL is one ZooKeeper ACL entry: perms granted to Scheme:ID.
+type ACL struct {
+	Perms  int32
+	Scheme string
+	ID     string
+}
+
+// ZooKeeper's permission bits (the wire protocol's values).
+const (
+	PermRead   int32 = 1 << 0
+	PermWrite  int32 = 1 << 1
+	PermCreate int32 = 1 << 2
+	PermDelete int32 = 1 << 3
+	PermAdmin  int32 = 1 << 4
+	PermAll    int32 = 0x1f
+)
+
+// WorldACL grants perms to everybody (world:anyone).
+func WorldACL(perms int32) []ACL { return []ACL{{perms, "world", "anyone"}} }
+
+// CreatorACL grants perms to the identity of the session that creates the
+// node (ZooKeeper's "auth" scheme: it fills in the session's own identity).
+func CreatorACL(perms int32) []ACL { return []ACL{{perms, "auth", ""}} }
 
 // Environment variables that carry credentials. Secrets never come from the
 // command line, where every user of the machine can read them (ps, /proc).
@@ -107,52 +131,6 @@ func ParseAuth(s string) (*Auth, error) {
 	return &Auth{User: user, Password: pass}, nil
 }
 
-// ReadSecretFile reads a one-line secret file, refusing one that other
-// users may read or write (mode bits 077), as ssh refuses a private key.
-func ReadSecretFile(path string) (string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("secret file: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("secret file %s: mode %#o lets other users read it; chmod 600 it", path, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("secret file: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.TrimRight(line, "\r"), nil
-}
-
-// AuthFromEnv returns the ZooKeeper credentials of ZKCHAT_ZK_AUTH, or of the
-// file ZKCHAT_ZK_AUTH_FILE names (file, if not "", overrides the variable:
-// it comes from a --zk-auth-file flag). nil, nil: none configured, open ACLs.
-func AuthFromEnv(file string) (*Auth, error) {
-	if file == "" {
-		file = os.Getenv(EnvZKAuthFile)
-	}
-	if file != "" {
-		s, err := ReadSecretFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("ZooKeeper credentials: %w", err)
-		}
-		a, err := ParseAuth(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
-		}
-		return a, nil
-	}
-	if s := os.Getenv(EnvZKAuth); s != "" {
-		a, err := ParseAuth(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", EnvZKAuth, err)
-		}
-		return a, nil
-	}
-	return nil, nil
-}
-
 // ID is the digest identity ZooKeeper gives a session that authenticated
 // with a: "user:base64(sha1(user:password))". It is what ACLs name.
 func (a *Auth) ID() string {
@@ -161,11 +139,12 @@ func (a *Auth) ID() string {
 }
 
 // ACL is one entry granting perms to a's identity.
-func (a *Auth) ACL(perms int32) zk.ACL {
-	return zk.ACL{Perms: perms, Scheme: "digest", ID: a.ID()}
+func (a *Auth) ACL(perms int32) ACL {
+	return ACL{Perms: perms, Scheme: "digest", ID: a.ID()}
 }
 
-func (a *Auth) bytes() []byte { return []byte(a.User + ":" + a.Password) }
+// Bytes is the credential as ZooKeeper's AddAuth takes it.
+func (a *Auth) Bytes() []byte { return []byte(a.User + ":" + a.Password) }
 
 // String hides the password.
 func (a Auth) String() string { return "digest:" + a.User + ":<hidden>" }
@@ -182,127 +161,61 @@ func DigestUser(id string) string {
 	return u
 }
 
-// persistentACL is the ACL of a persistent node of the tree in ACL mode.
-func (p Paths) persistentACL(node string, admin *Auth) []zk.ACL {
-	world := int32(zk.PermRead)
+// PersistentACL is the ACL of a persistent node of the tree in ACL mode.
+func (p Paths) PersistentACL(node string, admin *Auth) []ACL {
+	world := PermRead
 	switch node {
 	case p.EnrollRequests(), p.QuitRequests():
-		world |= zk.PermCreate | zk.PermDelete
+		world |= PermCreate | PermDelete
 	case p.Online():
-		world |= zk.PermCreate
+		world |= PermCreate
 	}
-	return []zk.ACL{admin.ACL(zk.PermAll), {Perms: world, Scheme: "world", ID: "anyone"}}
+	return []ACL{admin.ACL(PermAll), {Perms: world, Scheme: "world", ID: "anyone"}}
 }
 
-// inTree reports whether node is the chroot or below it (not one of the
+// InTree reports whether node is the chroot or below it (not one of the
 // chroot's ancestors, which other installations may share).
-func (p Paths) inTree(node string) bool {
+func (p Paths) InTree(node string) bool {
 	return p.root == "" || node == p.root || strings.HasPrefix(node, p.root+"/")
 }
 
 // Admins are the digest identities with ADMIN permission in acl: zkchat's
 // own principal when the tree is locked down, none when it is open.
-func Admins(acl []zk.ACL) []string {
+func Admins(acl []ACL) []string {
 	var out []string
 	for _, e := range acl {
-		if e.Scheme == "digest" && e.Perms&zk.PermAdmin != 0 {
+		if e.Scheme == "digest" && e.Perms&PermAdmin != 0 {
 			out = append(out, e.ID)
 		}
 	}
 	return out
 }
 
-// adminData is the data of a locked persistent node: the admin's identity.
-func adminData(admin *Auth) []byte { return []byte(admin.ID() + "\n") }
+// AdminData is the data of a locked persistent node: the admin's identity.
+func AdminData(admin *Auth) []byte { return []byte(admin.ID() + "\n") }
 
-// NodeACL returns the ACL for a node this session creates under parent: the
-// open ACL when the tree is open; in ACL mode the creator ("auth": ZooKeeper
-// puts in the session's own digest identity) ALL, the tree's admins (named
-// in parent's data) ALL and world READ. locked tells which; a locked node
-// must be touched (Touch) right after it is created.
-func (s *Session) NodeACL(ctx context.Context, parent string) (acl []zk.ACL, locked bool, err error) {
-	g, err := s.aclAndData(ctx, parent)
-	if err != nil {
-		return nil, false, err
-	}
-	if len(Admins(g.acl)) == 0 {
-		return zk.WorldACL(zk.PermAll), false, nil
-	}
-	if s.auth == nil {
-		return nil, true, fmt.Errorf("%s is protected by ZooKeeper ACLs: %w", parent, ErrNoAuth)
-	}
+// ParseAdminData reads the admin identities a locked node's data names, one
+// "user:hash" a line.
+func ParseAdminData(data []byte) []string {
 	var admins []string
-	for _, line := range strings.Split(string(g.data), "\n") {
+	for _, line := range strings.Split(string(data), "\n") {
 		if u, h, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && u != "" && h != "" {
 			admins = append(admins, u+":"+h)
 		}
 	}
-	if len(admins) == 0 {
-		return nil, true, fmt.Errorf("%s is protected by ZooKeeper ACLs but its data names no admin identity (run `zkchat init` with zkchat's credentials)", parent)
-	}
-	acl = zk.AuthACL(zk.PermAll)
-	for _, id := range admins {
-		if id != s.auth.ID() {
-			acl = append(acl, zk.ACL{Perms: zk.PermAll, Scheme: "digest", ID: id})
-		}
-	}
-	return append(acl, zk.ACL{Perms: zk.PermRead, Scheme: "world", ID: "anyone"}), true, nil
+	return admins
 }
-
-// nodeACLData is a node's ACL and data.
-type nodeACLData struct {
-	acl  []zk.ACL
-	data []byte
-}
-
-// aclAndData reads node's ACL and data (NodeACL, and lockDown in zk.go:
-// one function, so the two cannot come to read the tree differently).
-func (s *Session) aclAndData(ctx context.Context, node string) (nodeACLData, error) {
-	g, err := Do(ctx, func() (nodeACLData, error) {
-		a, _, err := s.Conn.GetACL(node)
-		if err != nil {
-			return nodeACLData{}, err
-		}
-		d, _, err := s.Conn.Get(node)
-		return nodeACLData{a, d}, err
-	})
-	if err != nil {
-		return nodeACLData{}, fmt.Errorf("ACL of %s: %w", node, err)
-	}
-	return g, nil
-}
-
-// Touch writes data to a node just created, at version 0: the proof that the
-// node was written by an identity its ACL lets write (see the top of this
-// file). A node already at a later version (answered meanwhile, or touched
-// by an earlier attempt) is left alone.
-func (s *Session) Touch(ctx context.Context, path string, data []byte) error {
-	_, err := Do(ctx, func() (*zk.Stat, error) { return s.Conn.Set(path, data, 0) })
-	if err != nil && !errors.Is(err, zk.ErrBadVersion) {
-		if errors.Is(err, zk.ErrNoAuth) {
-			return fmt.Errorf("touch %s: %w (it was created by another identity)", path, ErrNoAuth)
-		}
-		return fmt.Errorf("touch %s: %w", path, err)
-	}
-	return nil
-}
-
-// Locked reports whether the session has credentials, so that the nodes it
-// creates in the tree are locked down.
-func (s *Session) Locked() bool { return s.auth != nil }
-
-// Auth is the session's credentials, nil for none.
-func (s *Session) Auth() *Auth { return s.auth }
 
 // RequestIdentity decides who made a request or online node for id, from
-// its ACL and stat. It returns the digest identity ("id:hash"), or "" when
-// the node was made by one of the admins (who may act for any id). It fails
-// with an error satisfying ErrNotTouched while the node's data version is 0
-// (wait for the touch), and wraps ErrIdentity when the node must be refused:
-// its ACL was changed after creation, someone other than the admins and the
-// id may write it, or it names no identity of the id.
-func RequestIdentity(acl []zk.ACL, stat *zk.Stat, id string, admins []string) (string, error) {
-	if stat.Aversion != 0 {
+// its ACL and its data and ACL versions. It returns the digest identity
+// ("id:hash"), or "" when the node was made by one of the admins (who may
+// act for any id). It fails with an error satisfying ErrNotTouched while the
+// node's data version is 0 (wait for the touch), and wraps ErrIdentity when
+// the node must be refused: its ACL was changed after creation, someone
+// other than the admins and the id may write it, or it names no identity of
+// the id.
+func RequestIdentity(acl []ACL, version, aversion int32, id string, admins []string) (string, error) {
+	if aversion != 0 {
 		return "", fmt.Errorf("%w: its ACL was changed after it was created", ErrIdentity)
 	}
 	isAdmin := func(x string) bool {
@@ -315,7 +228,7 @@ func RequestIdentity(acl []zk.ACL, stat *zk.Stat, id string, admins []string) (s
 	}
 	var ident string
 	for _, e := range acl {
-		if e.Perms&zk.PermWrite == 0 {
+		if e.Perms&PermWrite == 0 {
 			continue
 		}
 		switch {
@@ -331,7 +244,7 @@ func RequestIdentity(acl []zk.ACL, stat *zk.Stat, id string, admins []string) (s
 			return "", fmt.Errorf("%w: %s:%s may write it", ErrIdentity, e.Scheme, e.ID)
 		}
 	}
-	if stat.Version == 0 {
+	if version == 0 {
 		return "", errNotTouched
 	}
 	return ident, nil
@@ -340,9 +253,9 @@ func RequestIdentity(acl []zk.ACL, stat *zk.Stat, id string, admins []string) (s
 // Binding is the digest identity bound to a registered id: the entry of the
 // registry node's ACL that names the id's user ("" if none: registered by
 // the admin, or in an open tree).
-func Binding(acl []zk.ACL, id string) string {
+func Binding(acl []ACL, id string) string {
 	for _, e := range acl {
-		if e.Scheme == "digest" && DigestUser(e.ID) == id && e.Perms&zk.PermAdmin == 0 {
+		if e.Scheme == "digest" && DigestUser(e.ID) == id && e.Perms&PermAdmin == 0 {
 			return e.ID
 		}
 	}

@@ -1,16 +1,13 @@
-// Package protocol is zkchat's contract and its client library.
+// Package protocol is zkchat's contract: what two zkchat processes, or
+// zkchat and another implementation of the same exercise, must agree on, as
+// written in shared/spec/PROTOCOL.md and doc/protocol.md.
 //
-// It owns everything two zkchat processes must agree on, as written in
-// shared/spec/PROTOCOL.md: worker ids and their validation (id.go), the
-// ZooKeeper tree and the request status codes (paths.go), topic and consumer
-// group names and the record format (topic.go), the sentinel errors callers
-// branch on (errors.go), and the Worker, a chat user's client (worker.go).
+// It holds worker ids and their validation (id.go), the ZooKeeper tree and
+// the request status codes (paths.go), topic and consumer group names and
+// the record format (topic.go), the ACL rules of a locked-down tree
+// (acl.go), and the sentinel errors callers branch on (errors.go).
 //
-// A Worker owns one ZooKeeper session: going online creates the ephemeral
-// node /online/<id> in it, going offline closes it. Workers of one process
-// borrow a shared Kafka value (kafka.go) for producing and reading, so a
-// process that runs thousands of workers (the IRC bridge) still has one
-// producer and one consumer.
-//
-// Nothing here imports the manager or the bridge; they import this package.
+// It imports only the standard library and does no I/O: the zookeeper and
+// kafka packages apply it to the servers, the client package (a chat user)
+// and the manager and bridge packages build on those.
 package protocol

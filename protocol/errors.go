@@ -35,4 +35,10 @@ var (
 	// it may have been written (and be read) all the same. Sending it again
 	// may deliver it twice.
 	ErrOutcomeUnknown = errors.New("outcome unknown: the message may have been written")
+	// ErrNoTopic: a user's Kafka topic does not exist (deleted, or not
+	// made yet).
+	ErrNoTopic = errors.New("topic does not exist")
+	// ErrTransient: Kafka was away or slow (a broker down, a coordinator
+	// moving); the same call may succeed later.
+	ErrTransient = errors.New("temporary Kafka failure")
 )

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/urfave/cli/v2"
+	"log/slog"
 
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // Credentials come from the environment or from files the flags name, never
@@ -18,21 +20,21 @@ func authFlags() []cli.Flag {
 		&cli.StringFlag{Name: "zk-auth-file", EnvVars: []string{protocol.EnvZKAuthFile}, TakesFile: true,
 			Usage: "`FILE` (mode 0600) holding ZooKeeper digest credentials user:password, for ZooKeeper ACLs; " +
 				"or put them in $" + protocol.EnvZKAuth + ". A worker's user is its id; the manager's and bridge's is zkchat's own principal"},
-		&cli.StringFlag{Name: "kafka-auth-file", EnvVars: []string{protocol.EnvKafkaAuthFile}, TakesFile: true,
-			Usage: "`FILE` (mode 0600) holding Kafka SASL credentials user:password; or put them in $" + protocol.EnvKafkaAuth +
-				" ($" + protocol.EnvKafkaSASLMechanism + ", default SCRAM-SHA-256; $" + protocol.EnvKafkaSecurityProtocol + ", default SASL_PLAINTEXT)"},
+		&cli.StringFlag{Name: "kafka-auth-file", EnvVars: []string{kafka.EnvAuthFile}, TakesFile: true,
+			Usage: "`FILE` (mode 0600) holding Kafka SASL credentials user:password; or put them in $" + kafka.EnvAuth +
+				" ($" + kafka.EnvSASLMechanism + ", default SCRAM-SHA-256; $" + kafka.EnvSecurityProtocol + ", default SASL_PLAINTEXT)"},
 	}
 }
 
 // securityHelp is the part of `zkchat --help` about credentials.
 const securityHelp = "Security (off unless configured; see the README): ZooKeeper ACLs with the digest scheme take\n" +
 	"credentials user:password from $" + protocol.EnvZKAuth + " or the file --zk-auth-file / $" + protocol.EnvZKAuthFile + "\n" +
-	"names; Kafka SASL takes them from $" + protocol.EnvKafkaAuth + " or --kafka-auth-file / $" + protocol.EnvKafkaAuthFile + ".\n" +
+	"names; Kafka SASL takes them from $" + kafka.EnvAuth + " or --kafka-auth-file / $" + kafka.EnvAuthFile + ".\n" +
 	"Secrets are never taken from the command line and never logged."
 
 // zkAuth is the ZooKeeper credentials configured, nil for none.
 func zkAuth(c *cli.Context) (*protocol.Auth, error) {
-	a, err := protocol.AuthFromEnv(c.String("zk-auth-file"))
+	a, err := zookeeper.AuthFromEnv(c.String("zk-auth-file"))
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -40,8 +42,8 @@ func zkAuth(c *cli.Context) (*protocol.Auth, error) {
 }
 
 // kafkaAuth is the Kafka credentials configured, nil for none.
-func kafkaAuth(c *cli.Context) (*protocol.KafkaAuth, error) {
-	a, err := protocol.KafkaAuthFromEnv(c.String("kafka-auth-file"))
+func kafkaAuth(c *cli.Context) (*kafka.Auth, error) {
+	a, err := kafka.AuthFromEnv(c.String("kafka-auth-file"))
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -54,7 +56,7 @@ func kafkaACLsCommand() *cli.Command {
 		Usage: "grant zkchat's Kafka principal its ACLs (run with a super user's Kafka credentials)",
 		Description: "Creates ALLOW ALL ACLs for --principal on the topics and consumer groups whose names start\n" +
 			"with --topic-prefix (PREFIXED; every topic and group with an empty prefix), and on the\n" +
-			"shared reader's group. The Kafka credentials (--kafka-auth-file or $" + protocol.EnvKafkaAuth + ") must be\n" +
+			"shared reader's group. The Kafka credentials (--kafka-auth-file or $" + kafka.EnvAuth + ") must be\n" +
 			"a super user's, e.g. the admin.auth file of `ZKCHAT_KAFKA_SASL=1 scripts/kafka.sh start`.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "principal", Value: "User:zkchat", Usage: "zkchat's Kafka principal"},
@@ -70,17 +72,17 @@ func kafkaACLsCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			cfg := kafka.ConfigMap{"bootstrap.servers": c.String("kafka")}
-			for k, v := range ka.Properties() {
-				cfg[k] = v
-			}
-			admin, err := kafka.NewAdminClient(&cfg)
+			log, err := logger(c, slog.LevelWarn)
 			if err != nil {
-				return fmt.Errorf("kafka admin: %w", err)
+				return err
+			}
+			t := protocol.Topics{Prefix: c.String("topic-prefix")}
+			admin, err := kafka.NewAdmin(kafka.Config{Brokers: c.String("kafka"), Topics: t, Logger: log, Auth: ka}, "zkchat-acls")
+			if err != nil {
+				return err
 			}
 			defer admin.Close()
-			t := protocol.Topics{Prefix: c.String("topic-prefix")}
-			if err := protocol.GrantKafkaACLs(c.Context, admin, c.String("principal"), t); err != nil {
+			if err := admin.GrantACLs(c.Context, c.String("principal"), t); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "granted %s all operations on topics and groups %q*\n", c.String("principal"), t.Prefix)

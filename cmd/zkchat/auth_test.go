@@ -11,6 +11,7 @@ import (
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // TestHelpDocumentsCredentials: `zkchat --help` names every credential
@@ -102,7 +103,7 @@ func TestCLIWithZKACLs(t *testing.T) {
 // credentials in file.
 func startManagerAuth(t *testing.T, env *testenv.Env, file string) {
 	t.Helper()
-	auth, err := protocol.AuthFromEnv(file)
+	auth, err := zookeeper.AuthFromEnv(file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -68,7 +69,7 @@ func bridgeCommand() *cli.Command {
 				return err
 			}
 			defer stopDebug()
-			k, err := protocol.NewKafka(protocol.KafkaConfig{
+			k, err := kafka.New(kafka.Config{
 				Brokers: c.String("kafka"), Topics: protocol.Topics{Prefix: c.String("topic-prefix")}, Logger: log,
 				Auth: ka,
 			})

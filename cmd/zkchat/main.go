@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 func main() {
@@ -102,7 +103,7 @@ func globalFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "timeout", EnvVars: []string{"ZKCHAT_TIMEOUT"}, Value: 15 * time.Second,
 			Usage: "how long to wait for the manager to answer a request or create a topic"},
 		&cli.DurationFlag{Name: "session-timeout", EnvVars: []string{"ZKCHAT_SESSION_TIMEOUT"},
-			Value: protocol.DefaultSessionTimeout, Usage: "ZooKeeper session timeout"},
+			Value: zookeeper.DefaultSessionTimeout, Usage: "ZooKeeper session timeout"},
 		&cli.StringFlag{Name: "log-level", EnvVars: []string{"ZKCHAT_LOG_LEVEL"},
 			Usage: "debug, info, warn or error (default: info for manager and bridge, error otherwise)"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"ZKCHAT_LOG_FORMAT"}, Value: "text",

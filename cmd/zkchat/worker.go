@@ -13,14 +13,17 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // workerEnv is what a worker command needs: the worker and, if the command
 // uses Kafka, the process's Kafka clients.
 type workerEnv struct {
-	w     *protocol.Worker
-	kafka *protocol.Kafka
+	w     *client.Worker
+	kafka *kafka.Clients
 	log   *slog.Logger
 }
 
@@ -50,7 +53,7 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 		if err != nil {
 			return nil, err
 		}
-		env.kafka, err = protocol.NewKafka(protocol.KafkaConfig{
+		env.kafka, err = kafka.New(kafka.Config{
 			Brokers: c.String("kafka"),
 			Topics:  protocol.Topics{Prefix: c.String("topic-prefix")},
 			Logger:  log,
@@ -60,12 +63,12 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 			return nil, err
 		}
 	}
-	env.w, err = protocol.NewWorker(id, protocol.WorkerConfig{
+	env.w, err = client.New(id, client.Config{
 		ZooKeeper:      c.String("zookeeper"),
 		SessionTimeout: c.Duration("session-timeout"),
 		RequestTimeout: c.Duration("timeout"),
 		// One session per process: afford the buffers to list thousands.
-		ZKBufferSize: protocol.LargeZKBuffer,
+		ZKBufferSize: zookeeper.LargeZKBuffer,
 		Kafka:        env.kafka,
 		Logger:       log,
 		Auth:         za,
@@ -81,7 +84,7 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 
 func registerCommand() *cli.Command {
 	cmd := requestCommand("registered %s\n", "%s was already registered\n",
-		func(w *protocol.Worker, ctx context.Context) (protocol.Status, error) { return w.Register(ctx) })
+		func(w *client.Worker, ctx context.Context) (protocol.Status, error) { return w.Register(ctx) })
 	cmd.Name = "register"
 	cmd.Usage = "register a user (asks the manager through /request/enroll)"
 	cmd.Description = "ID is 1 to 64 characters of a-z, 0-9, - and _, not starting with - or _.\n" +
@@ -91,7 +94,7 @@ func registerCommand() *cli.Command {
 
 func unregisterCommand() *cli.Command {
 	cmd := requestCommand("unregistered %s\n", "%s was not registered\n",
-		func(w *protocol.Worker, ctx context.Context) (protocol.Status, error) { return w.Quit(ctx) })
+		func(w *client.Worker, ctx context.Context) (protocol.Status, error) { return w.Quit(ctx) })
 	cmd.Name = "unregister"
 	cmd.Usage = "unregister a user and delete its topic (the spec's Quit, through /request/quit)"
 	cmd.Description = "Unregistering an id that is not registered succeeds."
@@ -100,7 +103,7 @@ func unregisterCommand() *cli.Command {
 
 // requestCommand is a command that makes one request of the manager for
 // its ID and says which of the two successes it got.
-func requestCommand(done, already string, request func(*protocol.Worker, context.Context) (protocol.Status, error)) *cli.Command {
+func requestCommand(done, already string, request func(*client.Worker, context.Context) (protocol.Status, error)) *cli.Command {
 	return &cli.Command{
 		ArgsUsage: "ID",
 		Action: func(c *cli.Context) error {
@@ -147,8 +150,8 @@ func usersCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			s, err := protocol.Dial(c.Context, protocol.SessionConfig{Connect: c.String("zookeeper"),
-				SessionTimeout: c.Duration("session-timeout"), BufferSize: protocol.LargeZKBuffer, Auth: za})
+			s, err := zookeeper.Dial(c.Context, zookeeper.SessionConfig{Connect: c.String("zookeeper"),
+				SessionTimeout: c.Duration("session-timeout"), BufferSize: zookeeper.LargeZKBuffer, Auth: za})
 			if err != nil {
 				return err
 			}
@@ -272,7 +275,7 @@ func chatCommand() *cli.Command {
 }
 
 // chat runs the interactive loop until input ends, /quit, or ctx ends.
-func chat(ctx context.Context, w *protocol.Worker, in io.Reader, out, errOut io.Writer) error {
+func chat(ctx context.Context, w *client.Worker, in io.Reader, out, errOut io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var outMu sync.Mutex
@@ -327,7 +330,7 @@ func chat(ctx context.Context, w *protocol.Worker, in io.Reader, out, errOut io.
 var errQuit = errors.New("quit")
 
 // chatLine acts on one input line.
-func chatLine(ctx context.Context, w *protocol.Worker, line string, say func(string, ...any)) error {
+func chatLine(ctx context.Context, w *client.Worker, line string, say func(string, ...any)) error {
 	line = strings.TrimSpace(line)
 	switch line {
 	case "":

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/bridge"
@@ -189,7 +189,7 @@ func TestBadInput(t *testing.T) {
 	// 4. Records from a foreign producer, straight into bob's topic:
 	// with and without key, a key that is no user, hostile keys, invalid
 	// UTF-8. The sender shown is bridge.IDToNick(key), sanitized.
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": s.Env.Kafka, "go.logs.channel.enable": true})
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": s.Env.Kafka, "go.logs.channel.enable": true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,12 +201,12 @@ func TestBadInput(t *testing.T) {
 	topic := s.Topic(bobID)
 	produce := func(key []byte, value string) {
 		t.Helper()
-		dc := make(chan kafka.Event, 1)
-		if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0},
+		dc := make(chan ckafka.Event, 1)
+		if err := p.Produce(&ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: 0},
 			Key: key, Value: []byte(value)}, dc); err != nil {
 			t.Fatal(err)
 		}
-		if m := (<-dc).(*kafka.Message); m.TopicPartition.Error != nil {
+		if m := (<-dc).(*ckafka.Message); m.TopicPartition.Error != nil {
 			t.Fatal(m.TopicPartition.Error)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -139,7 +140,7 @@ func (r *bridgeRig) agree(d time.Duration) time.Duration {
 // its own share in order (so per pair the sequence is the send order),
 // sending a message again while the receiver is offline when retry says so.
 // It returns when all were sent (or ctx ended).
-func (r *bridgeRig) sendAll(ctx context.Context, senders []*protocol.Worker, to string, n int, perSecond float64, retry bool) {
+func (r *bridgeRig) sendAll(ctx context.Context, senders []*client.Worker, to string, n int, perSecond float64, retry bool) {
 	var wg sync.WaitGroup
 	for i, w := range senders {
 		wg.Add(1)
@@ -221,7 +222,7 @@ func (r *bridgeRig) online() ([]string, error) {
 }
 
 // senders brings in-process workers online (not IRC members).
-func (r *bridgeRig) senders(ctx context.Context, ids ...string) []*protocol.Worker {
+func (r *bridgeRig) senders(ctx context.Context, ids ...string) []*client.Worker {
 	r.mu.Lock()
 	if r.workers == nil {
 		r.workers = map[string]bool{}
@@ -353,7 +354,7 @@ func (r *bridgeRig) windows(id string, stops []stopPoint) int {
 
 // flow sends ledger messages from w to `to` every interval until stop is
 // closed; failed sends are recorded (and must never be delivered).
-func (r *bridgeRig) flow(ctx context.Context, w *protocol.Worker, to string, interval time.Duration, stop <-chan struct{}) (done <-chan int64) {
+func (r *bridgeRig) flow(ctx context.Context, w *client.Worker, to string, interval time.Duration, stop <-chan struct{}) (done <-chan int64) {
 	out := make(chan int64, 1)
 	go func() {
 		var seq int64

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/zkchat/zkchat/internal/testenv"
 )
@@ -166,7 +166,7 @@ func (c *Cluster) ZKLeader(t testing.TB) string {
 // PartitionLeader names the broker (kafka1..3) leading partition 0 of topic.
 func (c *Cluster) PartitionLeader(t testing.TB, topic string) string {
 	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": c.Kafka})
+	a, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": c.Kafka})
 	if err != nil {
 		t.Fatal(err)
 	}

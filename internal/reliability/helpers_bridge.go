@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
 // Member is a raw IRC user in a channel that, like a real client, can come
@@ -176,16 +176,16 @@ func (c *Copies) Distinct() int {
 // Committed is group's committed offset on partition 0 of topic (-1: none).
 func Committed(t testing.TB, brokers, group, topic string) int64 {
 	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	a, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": brokers})
 	if err != nil {
 		t.Fatalf("admin client: %v", err)
 	}
 	defer a.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-		Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
-	}}, kafka.SetAdminRequireStableOffsets(true))
+	res, err := a.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{
+		Group: group, Partitions: []ckafka.TopicPartition{{Topic: &topic, Partition: 0}},
+	}}, ckafka.SetAdminRequireStableOffsets(true))
 	if err != nil {
 		t.Fatalf("committed offset of %s: %v", group, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -36,7 +37,7 @@ type SendEvent struct {
 // got.
 type Load struct {
 	s         *Suite
-	senders   []*protocol.Worker
+	senders   []*client.Worker
 	receivers []string
 	// Total is how many sends at least; SendTimeout bounds each one;
 	// FirstSeq is every pair's first sequence number (loads one after the
@@ -55,7 +56,7 @@ type Load struct {
 }
 
 // NewLoad prepares a workload of senders to receivers. It does not start.
-func (s *Suite) NewLoad(senders []*protocol.Worker, receivers []string, total int64) *Load {
+func (s *Suite) NewLoad(senders []*client.Worker, receivers []string, total int64) *Load {
 	return &Load{s: s, senders: senders, receivers: receivers, Total: total,
 		SendTimeout: 90 * time.Second, hold: make(chan struct{}), stop: make(chan struct{})}
 }
@@ -65,7 +66,7 @@ func (s *Suite) NewLoad(senders []*protocol.Worker, receivers []string, total in
 func (l *Load) Start(ctx context.Context) {
 	for i, w := range l.senders {
 		l.wg.Add(1)
-		go func(i int, w *protocol.Worker) {
+		go func(i int, w *client.Worker) {
 			defer l.wg.Done()
 			seqs := map[string]int64{}
 			for n := i; ctx.Err() == nil; n++ {
@@ -189,7 +190,7 @@ func (l *Load) ErrorClasses() map[string]int {
 // the ledger as source; a read that fails is logged, counted and started
 // again after a pause, as a front end would. It returns a function that
 // waits for the reader to end and returns how many reads failed.
-func (s *Suite) Follow(ctx context.Context, w *protocol.Worker, source string) (wait func() int) {
+func (s *Suite) Follow(ctx context.Context, w *client.Worker, source string) (wait func() int) {
 	var failures int
 	done := make(chan struct{})
 	go func() {

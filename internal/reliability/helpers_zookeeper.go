@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -95,7 +96,7 @@ func (r *Requests) loop(ctx context.Context) {
 	defer r.wg.Done()
 	for ctx.Err() == nil {
 		id, i := r.next()
-		w, err := protocol.NewWorker(id, protocol.WorkerConfig{
+		w, err := client.New(id, client.Config{
 			ZooKeeper: r.s.Env.ZooKeeper, RequestTimeout: 60 * time.Second,
 			SessionTimeout: 6 * time.Second, Logger: quietLogger(r.s.T).With("requester", id),
 		})
@@ -295,12 +296,12 @@ type Sender struct {
 // StartSending starts one goroutine per worker sending to the receivers in
 // to in turn (never to itself), with sequence numbers from first up, every
 // pause.
-func (s *Suite) StartSending(ws []*protocol.Worker, to []string, first int64, pause time.Duration) *Sender {
+func (s *Suite) StartSending(ws []*client.Worker, to []string, first int64, pause time.Duration) *Sender {
 	ctx, cancel := context.WithCancel(context.Background())
 	snd := &Sender{cancel: cancel}
 	for i, w := range ws {
 		snd.wg.Add(1)
-		go func(w *protocol.Worker, i int) {
+		go func(w *client.Worker, i int) {
 			defer snd.wg.Done()
 			for seq := first; ctx.Err() == nil; seq++ {
 				dst := to[(i+int(seq))%len(to)]

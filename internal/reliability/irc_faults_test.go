@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/client"
 )
 
 // oper connects an IRC operator (testdata/inspircd/inspircd.conf: zkadmin)
@@ -222,7 +222,7 @@ func TestStrictClass1000(t *testing.T) {
 	for i, w := range senders {
 		for j, to := range ids {
 			wg.Add(1)
-			go func(k int, w *protocol.Worker, to string) {
+			go func(k int, w *client.Worker, to string) {
 				defer wg.Done()
 				interval := time.Duration(float64(time.Second) * float64(streams) / perSecond)
 				next := t0.Add(interval * time.Duration(k) / time.Duration(streams))

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
 // Record is one Kafka record as an outside consumer reads it.
@@ -18,7 +18,7 @@ type Record struct {
 // Kafka really holds, independent of zkchat's readers.
 func DumpTopic(t testing.TB, brokers, topic string) []Record {
 	t.Helper()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{
 		"bootstrap.servers": brokers, "group.id": "zkchat-reliability-dump",
 		"enable.auto.commit": false, "enable.partition.eof": true,
 		"isolation.level": "read_committed",
@@ -34,23 +34,23 @@ func DumpTopic(t testing.TB, brokers, topic string) []Record {
 	if hi <= lo {
 		return nil
 	}
-	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(lo)}}); err != nil {
+	if err := c.Assign([]ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: ckafka.Offset(lo)}}); err != nil {
 		t.Fatalf("dump %s: assign: %v", topic, err)
 	}
 	var out []Record
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		switch ev := c.Poll(500).(type) {
-		case *kafka.Message:
+		case *ckafka.Message:
 			out = append(out, Record{Key: string(ev.Key), Value: string(ev.Value), Offset: int64(ev.TopicPartition.Offset)})
 			if int64(ev.TopicPartition.Offset) >= hi-1 {
 				return out
 			}
-		case kafka.PartitionEOF:
+		case ckafka.PartitionEOF:
 			if int64(ev.Offset) >= hi {
 				return out
 			}
-		case kafka.Error:
+		case ckafka.Error:
 			t.Logf("dump %s: %v", topic, ev)
 		}
 	}

@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -24,8 +25,8 @@ import (
 type kafkaRig struct {
 	s         *Suite
 	m         *Proc
-	senders   []*protocol.Worker
-	receivers []*protocol.Worker
+	senders   []*client.Worker
+	receivers []*client.Worker
 	ids       []string // receiver ids
 	base      Health
 	baseG     int
@@ -421,8 +422,8 @@ func TestKafkaDeleteTopicUnderUser(t *testing.T) {
 	// timeout.
 	admin := s.Env.Admin(t)
 	deleteAt := time.Now()
-	res, err := admin.DeleteTopics(ctx, []string{topic}, kafka.SetAdminOperationTimeout(30*time.Second))
-	if err != nil || len(res) != 1 || res[0].Error.Code() != kafka.ErrNoError {
+	res, err := admin.DeleteTopics(ctx, []string{topic}, ckafka.SetAdminOperationTimeout(30*time.Second))
+	if err != nil || len(res) != 1 || res[0].Error.Code() != ckafka.ErrNoError {
 		t.Fatalf("delete %s: %v %v", topic, err, res)
 	}
 	deleteTook := time.Since(deleteAt)

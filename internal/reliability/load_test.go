@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -167,7 +168,7 @@ func loadMiB(kib int) string { return fmt.Sprintf("%.1fMiB", float64(kib)/1024) 
 // joins, so the whole backlog is unread when the bridge starts on it.
 //
 // Duplicates: a delivery proof (PING/PONG) that fails restarts delivery
-// from the last commit. Before the fix in protocol.Worker.read, nothing was
+// from the last commit. Before the fix in client.Worker.read, nothing was
 // committed while a backlog was read, so one failed proof (the IRC server
 // starved of CPU on this shared machine) sent the whole backlog again, and
 // made the next proof later still: 6,319, 22,504 and 43,054 duplicates of
@@ -186,7 +187,7 @@ func TestLoadBacklogOneNick(t *testing.T) {
 		senders = 10
 		// The bound on the bridge's RSS growth while it delivers. Measured
 		// (with 1 KiB messages): 89-93 MiB before the fix of
-		// protocol.GoChannelSizes (a producer's Go channels were 23 MB of
+		// kafka.GoChannelSizes (a producer's Go channels were 23 MB of
 		// live heap, so the collector let the heap grow to twice that),
 		// 24-28 MiB after it (garbage between collections, librdkafka's
 		// fetch buffers).
@@ -319,7 +320,7 @@ var loadAnsweredRE = regexp.MustCompile(`(?m)^time=\S+ level=\S+ msg="request an
 // TestLoadRegistrations: register requests at 1,000 a second (offered) for
 // 30 s (a minute with ZKCHAT_RELIABILITY_LONG=1) against two manager
 // processes, made as raw ZooKeeper requests (create /request/enroll/<id> =
-// -1, watch it until answered, delete it: what protocol.Worker does) over
+// -1, watch it until answered, delete it: what client.Worker does) over
 // 16 connections, each id new. Every request must be answered exactly once
 // (status 1, one "request answered" line in the managers' logs, one
 // /registry node); the achieved rate and the answer latency are measured,
@@ -570,7 +571,7 @@ func TestLoadJoinPart(t *testing.T) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			w, err := protocol.NewWorker(n, protocol.WorkerConfig{ZooKeeper: s.Env.ZooKeeper, RequestTimeout: 60 * time.Second,
+			w, err := client.New(n, client.Config{ZooKeeper: s.Env.ZooKeeper, RequestTimeout: 60 * time.Second,
 				Logger: quietLogger(t)})
 			if err == nil {
 				_, err = w.Register(ctx)

@@ -11,7 +11,9 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -23,7 +25,7 @@ type Suite struct {
 	C      *Cluster
 	Env    *testenv.Env
 	Ledger *Ledger
-	Kafka  *protocol.Kafka
+	Kafka  *kafka.Clients
 	ZK     *zk.Conn // no chroot: paths via Env.Path
 }
 
@@ -34,7 +36,7 @@ func New(t testing.TB) *Suite {
 	c := Need(t)
 	t.Cleanup(func() { c.Restore(t) })
 	env := testenv.New(t)
-	k, err := protocol.NewKafka(protocol.KafkaConfig{
+	k, err := kafka.New(kafka.Config{
 		Brokers: env.Kafka, Topics: protocol.Topics{Prefix: env.Prefix}, Logger: quietLogger(t),
 	})
 	if err != nil {
@@ -71,9 +73,9 @@ func (s *Suite) Bridge(name, server, nick, channel string, extra ...string) *Pro
 }
 
 // Worker is a user played in-process (closed at cleanup).
-func (s *Suite) Worker(id string) *protocol.Worker {
+func (s *Suite) Worker(id string) *client.Worker {
 	s.T.Helper()
-	w, err := protocol.NewWorker(id, protocol.WorkerConfig{
+	w, err := client.New(id, client.Config{
 		ZooKeeper: s.Env.ZooKeeper, Kafka: s.Kafka, RequestTimeout: 60 * time.Second,
 		SessionTimeout: 6 * time.Second, Logger: quietLogger(s.T).With("worker", id),
 	})
@@ -85,9 +87,9 @@ func (s *Suite) Worker(id string) *protocol.Worker {
 }
 
 // Online registers ids and brings them online (a manager must run).
-func (s *Suite) Online(ctx context.Context, ids ...string) []*protocol.Worker {
+func (s *Suite) Online(ctx context.Context, ids ...string) []*client.Worker {
 	s.T.Helper()
-	var ws []*protocol.Worker
+	var ws []*client.Worker
 	for _, id := range ids {
 		w := s.Worker(id)
 		if st, err := w.Register(ctx); err != nil {
@@ -102,7 +104,7 @@ func (s *Suite) Online(ctx context.Context, ids ...string) []*protocol.Worker {
 }
 
 // Send sends ledger message seq from w to to and records the outcome.
-func (s *Suite) Send(ctx context.Context, w *protocol.Worker, to string, seq int64) error {
+func (s *Suite) Send(ctx context.Context, w *client.Worker, to string, seq int64) error {
 	err := w.SendMessage(ctx, to, s.Ledger.Text(w.ID(), to, seq))
 	s.Ledger.Sent(w.ID(), to, seq, err)
 	return err

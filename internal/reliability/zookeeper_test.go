@@ -244,7 +244,7 @@ func TestZKPauseLeadingManager(t *testing.T) {
 // (their workers slow to delete them): the listing, 5.4 MB, no longer fits
 // the manager's 4 MiB buffer, which used to close the connection at every
 // listing and end the term in a loop that answered nothing (fixed: see
-// protocol.ManagerMaxReply). Once the requests are gone (as their workers
+// zookeeper.ManagerMaxReply). Once the requests are gone (as their workers
 // would delete them) the manager's goroutines and fds come back; its memory
 // does not quite (the Go runtime keeps the descriptor of every goroutine it
 // ever ran, maps keep their size: one goroutine and one watch per pending

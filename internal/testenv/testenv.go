@@ -26,8 +26,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/go-zookeeper/zk"
+
+	"github.com/zkchat/zkchat/kafka"
 )
 
 // Env is one test's view of the servers.
@@ -372,14 +374,20 @@ type quiet struct{}
 func (quiet) Printf(string, ...any) {}
 
 // Admin is a Kafka admin client, closed when the test ends.
-func (e *Env) Admin(t testing.TB) *kafka.AdminClient {
+func (e *Env) Admin(t testing.TB) *ckafka.AdminClient {
 	t.Helper()
-	a, err := kafka.NewAdminClient(e.kafkaConfig())
+	a, err := e.newAdmin()
 	if err != nil {
 		t.Fatalf("kafka admin: %v", err)
 	}
 	t.Cleanup(a.Close)
-	return a
+	return a.Client()
+}
+
+// newAdmin makes an admin client whose librdkafka logs are dropped.
+func (e *Env) newAdmin() (*kafka.Admin, error) {
+	return kafka.NewAdmin(kafka.Config{Brokers: e.Kafka, Extra: e.KafkaExtra,
+		Logger: slog.New(slog.DiscardHandler)}, "zkchat-test")
 }
 
 // Topics lists the test's topics.
@@ -399,14 +407,6 @@ func (e *Env) Topics(t testing.TB) []string {
 	return out
 }
 
-func (e *Env) kafkaConfig() *kafka.ConfigMap {
-	c := kafka.ConfigMap{"bootstrap.servers": e.Kafka}
-	for k, v := range e.KafkaExtra {
-		c[k] = v
-	}
-	return &c
-}
-
 func (e *Env) cleanup(t testing.TB) {
 	c, _, err := zk.Connect(strings.Split(e.ZKServers, ","), 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
 	if err == nil {
@@ -420,11 +420,12 @@ func (e *Env) cleanup(t testing.TB) {
 		}
 		c.Close()
 	}
-	a, err := kafka.NewAdminClient(e.kafkaConfig())
+	ad, err := e.newAdmin()
 	if err != nil {
 		return
 	}
-	defer a.Close()
+	defer ad.Close()
+	a := ad.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if md, err := a.GetMetadata(nil, true, 10000); err == nil {

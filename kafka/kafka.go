@@ -1,4 +1,4 @@
-package protocol
+package kafka
 
 import (
 	"context"
@@ -9,24 +9,26 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/zkchat/zkchat/protocol"
 )
 
-// KafkaConfig configures the per-process Kafka clients.
-type KafkaConfig struct {
+// Config configures the per-process Kafka clients.
+type Config struct {
 	Brokers string // bootstrap servers, "host:port,..."
-	Topics  Topics
+	Topics  protocol.Topics
 	Logger  *slog.Logger
 	// Extra librdkafka properties for every client (security settings, say).
 	Extra map[string]string
 	// Auth, if set, makes every client authenticate with SASL (kafkaauth.go).
-	Auth *KafkaAuth
+	Auth *Auth
 }
 
 // sharedReaderGroup is the shared consumer's group.id.
 const sharedReaderGroup = "zkchat-shared-reader"
 
-// Kafka holds the Kafka clients one process shares between all its workers:
+// Clients holds the Kafka clients one process shares between all its workers:
 // one idempotent producer, one admin client, and one consumer whose
 // assignment follows the readers that are open. A worker never has a client
 // of its own: each costs about four threads before it connects.
@@ -34,21 +36,21 @@ const sharedReaderGroup = "zkchat-shared-reader"
 // The shared consumer never joins a consumer group. It reads by manual
 // assignment and commits each worker's position under that worker's own group
 // with the admin API, so a group that has no live member is all it needs.
-type Kafka struct {
-	cfg   KafkaConfig
+type Clients struct {
+	cfg   Config
 	log   *slog.Logger
-	admin *kafka.AdminClient
+	admin *ckafka.AdminClient
 	// producer is replaced after a fatal error (see replaceProducer);
 	// read it with currentProducer.
 	pmu          sync.Mutex
-	producer     *kafka.Producer
-	producerConf kafka.ConfigMap
-	// adminProducer carries admin and never produces: see NewKafka.
-	adminProducer *kafka.Producer
-	consumer      *kafka.Consumer
+	producer     *ckafka.Producer
+	producerConf ckafka.ConfigMap
+	// adminProducer carries admin and never produces: see New.
+	adminProducer *ckafka.Producer
+	consumer      *ckafka.Consumer
 
 	mu      sync.Mutex
-	readers map[string]*reader // by topic
+	readers map[string]*Reader // by topic
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -65,28 +67,28 @@ type Kafka struct {
 }
 
 type clientError struct {
-	err kafka.Error
+	err ckafka.Error
 	at  time.Time
 }
 
 // explain adds the client's last error, if recent, to err, a failed call:
-// wrapping ErrKafkaAuth when the brokers refused the credentials.
-func (k *Kafka) explain(err error) error {
+// wrapping protocol.ErrKafkaAuth when the brokers refused the credentials.
+func (k *Clients) explain(err error) error {
 	last := k.lastErr.Load()
-	var ke kafka.Error
-	if err != nil && k.cfg.Auth == nil && errors.As(err, &ke) && ke.Code() == kafka.ErrTransport &&
-		(last == nil || last.err.Code() == kafka.ErrTransport) {
+	var ke ckafka.Error
+	if err != nil && k.cfg.Auth == nil && errors.As(err, &ke) && ke.Code() == ckafka.ErrTransport &&
+		(last == nil || last.err.Code() == ckafka.ErrTransport) {
 		// A SASL listener drops a client that does not authenticate.
 		if last != nil {
 			err = fmt.Errorf("%w (client error: %v)", err, last.err)
 		}
-		return fmt.Errorf("%w (if the brokers require SASL, set %s or %s)", err, EnvKafkaAuth, EnvKafkaAuthFile)
+		return fmt.Errorf("%w (if the brokers require SASL, set %s or %s)", err, EnvAuth, EnvAuthFile)
 	}
 	if err == nil || last == nil || time.Since(last.at) > time.Minute {
 		return err
 	}
-	if last.err.Code() == kafka.ErrAuthentication {
-		return fmt.Errorf("%w: %v (%v)", ErrKafkaAuth, last.err, err)
+	if last.err.Code() == ckafka.ErrAuthentication {
+		return fmt.Errorf("%w: %v (%v)", protocol.ErrKafkaAuth, last.err, err)
 	}
 	return fmt.Errorf("%w (client error: %v)", err, last.err)
 }
@@ -96,13 +98,13 @@ func (k *Kafka) explain(err error) error {
 // down" several times a second while Kafka is away.
 type errorLimiter struct {
 	mu   sync.Mutex
-	last map[kafka.ErrorCode]time.Time
+	last map[ckafka.ErrorCode]time.Time
 }
 
-func (l *errorLimiter) log(log *slog.Logger, msg string, e kafka.Error) {
+func (l *errorLimiter) log(log *slog.Logger, msg string, e ckafka.Error) {
 	l.mu.Lock()
 	if l.last == nil {
-		l.last = map[kafka.ErrorCode]time.Time{}
+		l.last = map[ckafka.ErrorCode]time.Time{}
 	}
 	now := time.Now()
 	loud := now.Sub(l.last[e.Code()]) > time.Minute
@@ -124,7 +126,7 @@ func (l *errorLimiter) log(log *slog.Logger, msg string, e kafka.Error) {
 // backlog grow from 25 to 118 MiB of RSS (the fault suite's
 // TestLoadBacklogOneNick). zkchat never uses ProduceChannel (each record has
 // its own delivery channel) and drains Events() at once.
-var GoChannelSizes = map[string]kafka.ConfigValue{
+var GoChannelSizes = map[string]ckafka.ConfigValue{
 	"go.events.channel.size":  1000,
 	"go.produce.channel.size": 1000,
 }
@@ -133,30 +135,22 @@ var GoChannelSizes = map[string]kafka.ConfigValue{
 // its partition is paused; the rest stays in Kafka.
 const readerBuffer = 256
 
-// NewKafka creates the shared clients. It does not wait for the brokers: the
+// New creates the shared clients. It does not wait for the brokers: the
 // first operation that needs them reports an unreachable cluster.
-func NewKafka(cfg KafkaConfig) (*Kafka, error) {
+func New(cfg Config) (*Clients, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	pc := kafka.ConfigMap{
-		"bootstrap.servers":  cfg.Brokers,
+	pc := producerConfig(cfg, ckafka.ConfigMap{
 		"client.id":          "zkchat",
 		"acks":               "all",
 		"enable.idempotence": true,
 		// Send at once: chat latency matters more than batching.
 		"linger.ms":           1,
 		"delivery.timeout.ms": int(deliveryTimeout / time.Millisecond),
-		// librdkafka logs to stderr unless its logs go to a channel;
-		// logLoop routes them to slog.
-		"go.logs.channel.enable": true,
-	}
-	for k, v := range GoChannelSizes {
-		pc[k] = v
-	}
-	cc := kafka.ConfigMap{
-		"bootstrap.servers": cfg.Brokers,
-		"client.id":         "zkchat-reader",
+	})
+	cc := clientConfig(cfg, ckafka.ConfigMap{
+		"client.id": "zkchat-reader",
 		// Needed by librdkafka for offsets APIs; never joined or committed to.
 		"group.id":                 sharedReaderGroup,
 		"enable.auto.commit":       false,
@@ -167,15 +161,11 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		"fetch.wait.max.ms":                  50,
 		"enable.partition.eof":               false,
 		"topic.metadata.refresh.interval.ms": 10000,
-		"go.logs.channel.enable":             true,
-	}
-	for _, props := range []map[string]string{cfg.Auth.Properties(), cfg.Extra} {
-		for k, v := range props {
-			pc[k] = v
-			cc[k] = v
-		}
-	}
-	p, err := kafka.NewProducer(&pc)
+		// librdkafka logs to stderr unless its logs go to a channel;
+		// logLoop routes them to slog.
+		"go.logs.channel.enable": true,
+	})
+	p, err := ckafka.NewProducer(&pc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
@@ -183,28 +173,19 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 	// request per connection at a time, and an offset commit (5 ms of
 	// coordinator linger) would hold up the produce requests behind it.
 	// Made from a producer that never produces, so its logs can be routed.
-	ac := kafka.ConfigMap{"bootstrap.servers": cfg.Brokers, "client.id": "zkchat-admin",
-		"go.logs.channel.enable": true}
-	for k, v := range GoChannelSizes {
-		ac[k] = v
-	}
-	for _, props := range []map[string]string{cfg.Auth.Properties(), cfg.Extra} {
-		for k, v := range props {
-			ac[k] = v
-		}
-	}
-	ap, err := kafka.NewProducer(&ac)
+	ac := producerConfig(cfg, ckafka.ConfigMap{"client.id": "zkchat-admin"})
+	ap, err := ckafka.NewProducer(&ac)
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
-	a, err := kafka.NewAdminClientFromProducer(ap)
+	a, err := ckafka.NewAdminClientFromProducer(ap)
 	if err != nil {
 		ap.Close()
 		p.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
-	c, err := kafka.NewConsumer(&cc)
+	c, err := ckafka.NewConsumer(&cc)
 	if err != nil {
 		a.Close()
 		ap.Close()
@@ -212,8 +193,8 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	k := &Kafka{cfg: cfg, log: cfg.Logger, producer: p, producerConf: pc, admin: a, adminProducer: ap, consumer: c,
-		readers: map[string]*reader{}, cancel: cancel}
+	k := &Clients{cfg: cfg, log: cfg.Logger, producer: p, producerConf: pc, admin: a, adminProducer: ap, consumer: c,
+		readers: map[string]*Reader{}, cancel: cancel}
 	k.wg.Add(6)
 	go k.drainProducerEvents(p)
 	go k.drainProducerEvents(ap)
@@ -231,7 +212,7 @@ var errClosed = errors.New("kafka clients closed")
 // Close has begun. (Close sets closed before it reads calls, and use
 // counts itself before it reads closed: a call either is waited for or
 // does not start.)
-func (k *Kafka) use(f func() error) error {
+func (k *Clients) use(f func() error) error {
 	k.calls.Add(1)
 	defer k.calls.Add(-1)
 	if k.closed.Load() {
@@ -240,7 +221,7 @@ func (k *Kafka) use(f func() error) error {
 	return f()
 }
 
-func (k *Kafka) currentProducer() *kafka.Producer {
+func (k *Clients) currentProducer() *ckafka.Producer {
 	k.pmu.Lock()
 	defer k.pmu.Unlock()
 	return k.producer
@@ -254,7 +235,7 @@ func (k *Kafka) currentProducer() *kafka.Producer {
 // fail (their senders are told the outcome is unknown): old is flushed,
 // which hands every record a delivery report, then closed, in the
 // background. A second call for the same old does nothing.
-func (k *Kafka) replaceProducer(old *kafka.Producer, why error) {
+func (k *Clients) replaceProducer(old *ckafka.Producer, why error) {
 	k.pmu.Lock()
 	defer k.pmu.Unlock()
 	if k.producer != old || k.closed.Load() {
@@ -263,7 +244,7 @@ func (k *Kafka) replaceProducer(old *kafka.Producer, why error) {
 	if f := old.GetFatalError(); f != nil {
 		why = f // what happened, where why may only say "Local: Fatal error"
 	}
-	p, err := kafka.NewProducer(&k.producerConf)
+	p, err := ckafka.NewProducer(&k.producerConf)
 	if err != nil {
 		k.log.Error("kafka producer: fatal error, and a new producer failed; sends keep failing", "err", why, "new_err", err)
 		return
@@ -272,7 +253,7 @@ func (k *Kafka) replaceProducer(old *kafka.Producer, why error) {
 	k.producer = p
 	k.wg.Add(3)
 	go k.drainProducerEvents(p)
-	go func() { defer k.wg.Done(); RouteKafkaLogs(context.Background(), p.Logs(), k.log) }()
+	go func() { defer k.wg.Done(); RouteLogs(context.Background(), p.Logs(), k.log) }()
 	go func() {
 		defer k.wg.Done()
 		// Close drops the delivery reports still to come, and their
@@ -291,11 +272,11 @@ func (k *Kafka) replaceProducer(old *kafka.Producer, why error) {
 const deliveryTimeout = 30 * time.Second
 
 // Topics returns the topic naming in use.
-func (k *Kafka) Topics() Topics { return k.cfg.Topics }
+func (k *Clients) Topics() protocol.Topics { return k.cfg.Topics }
 
 // Close stops the poll loop and closes the clients. Messages not yet
 // acknowledged are waited for up to 10 s.
-func (k *Kafka) Close() {
+func (k *Clients) Close() {
 	if !k.closed.CompareAndSwap(false, true) {
 		return
 	}
@@ -326,34 +307,34 @@ func (k *Kafka) Close() {
 // drainProducerEvents reads the producer's event channel: delivery reports go
 // to per-message channels, but errors land here, and an undrained channel
 // blocks librdkafka.
-func (k *Kafka) drainProducerEvents(p *kafka.Producer) {
+func (k *Clients) drainProducerEvents(p *ckafka.Producer) {
 	defer k.wg.Done()
 	for ev := range p.Events() {
 		switch e := ev.(type) {
-		case kafka.Error:
-			if e.Code() != kafka.ErrAllBrokersDown { // says less than the error before it
+		case ckafka.Error:
+			if e.Code() != ckafka.ErrAllBrokersDown { // says less than the error before it
 				k.lastErr.Store(&clientError{e, time.Now()})
 			}
 			if e.IsFatal() && p != k.adminProducer {
 				k.replaceProducer(p, e) // logs it, unless closing
 			}
 			k.noisy.log(k.log, "kafka producer", e)
-		case *kafka.Message:
+		case *ckafka.Message:
 			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
 		}
 	}
 }
 
 // logLoop routes one client's librdkafka log lines to slog.
-func (k *Kafka) logLoop(ctx context.Context, logs chan kafka.LogEvent) {
+func (k *Clients) logLoop(ctx context.Context, logs chan ckafka.LogEvent) {
 	defer k.wg.Done()
-	RouteKafkaLogs(ctx, logs, k.log)
+	RouteLogs(ctx, logs, k.log)
 }
 
-// RouteKafkaLogs writes librdkafka's log lines (a client made with
+// RouteLogs writes librdkafka's log lines (a client made with
 // go.logs.channel.enable) to log until ctx ends or logs is closed.
 // librdkafka's levels are syslog's: 0-2 become errors, the rest debug.
-func RouteKafkaLogs(ctx context.Context, logs chan kafka.LogEvent, log *slog.Logger) {
+func RouteLogs(ctx context.Context, logs chan ckafka.LogEvent, log *slog.Logger) {
 	for {
 		select {
 		case l, ok := <-logs:
@@ -384,7 +365,7 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // Produce writes one record and waits for the broker's acknowledgement.
-func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
+func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
 	off, err, again := k.produceOnce(ctx, topic, key, value)
 	if again {
 		// Certainly not sent, and the producer was replaced meanwhile:
@@ -397,8 +378,8 @@ func (k *Kafka) Produce(ctx context.Context, topic string, key, value []byte) (i
 // produceOnce is one attempt of Produce. again: the record was certainly
 // not sent (refused, or purged from the queue before it left) by a
 // producer that has been replaced since.
-func (k *Kafka) produceOnce(ctx context.Context, topic string, key, value []byte) (off int64, err error, again bool) {
-	done := make(chan kafka.Event, 1)
+func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []byte) (off int64, err error, again bool) {
+	done := make(chan ckafka.Event, 1)
 	// Queued under pmu: replaceProducer swaps under it too, so nothing is
 	// queued on a producer after it was replaced (its close in the
 	// background would race the call), nor after Close began.
@@ -407,8 +388,8 @@ func (k *Kafka) produceOnce(ctx context.Context, topic string, key, value []byte
 	if k.closed.Load() {
 		err = errClosed
 	} else {
-		err = p.Produce(&kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		err = p.Produce(&ckafka.Message{
+			TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
 			Key:            key,
 			Value:          value,
 		}, done)
@@ -429,11 +410,11 @@ func (k *Kafka) produceOnce(ctx context.Context, topic string, key, value []byte
 	defer lost.Stop()
 	select {
 	case <-lost.C:
-		return 0, fmt.Errorf("produce to %s: no delivery report: %w", topic, ErrOutcomeUnknown), false
+		return 0, fmt.Errorf("produce to %s: no delivery report: %w", topic, protocol.ErrOutcomeUnknown), false
 	case ev := <-done:
-		m := ev.(*kafka.Message)
+		m := ev.(*ckafka.Message)
 		err := m.TopicPartition.Error
-		var ke kafka.Error
+		var ke ckafka.Error
 		switch {
 		case err == nil:
 			return int64(m.TopicPartition.Offset), nil, false
@@ -442,28 +423,28 @@ func (k *Kafka) produceOnce(ctx context.Context, topic string, key, value []byte
 			// the fatal error (an idempotent producer's error is about
 			// sequence numbers of records it sent).
 			k.replaceProducer(p, err)
-			return 0, fmt.Errorf("produce to %s: the Kafka producer failed for good (replaced by a new one; the cause is in the log): %w: %w", topic, ErrOutcomeUnknown, err), false
-		case errors.As(err, &ke) && ke.Code() == kafka.ErrPurgeQueue:
+			return 0, fmt.Errorf("produce to %s: the Kafka producer failed for good (replaced by a new one; the cause is in the log): %w: %w", topic, protocol.ErrOutcomeUnknown, err), false
+		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeQueue:
 			// A producer that failed purges its queues (zkchat purges
 			// nothing itself): this record never left. The report may
 			// come before the fatal error's event: replace it from here.
 			k.replaceProducer(p, err)
 			return 0, produceError(topic, err), k.currentProducer() != p
-		case errors.As(err, &ke) && ke.Code() == kafka.ErrPurgeInflight:
-			return 0, fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, ErrOutcomeUnknown, err), false
-		case errors.As(err, &ke) && ke.Code() == kafka.ErrMsgTimedOut:
+		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeInflight:
+			return 0, fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, protocol.ErrOutcomeUnknown, err), false
+		case errors.As(err, &ke) && ke.Code() == ckafka.ErrMsgTimedOut:
 			// librdkafka gives up after delivery.timeout.ms also on a
 			// record it had sent to a broker that went silent: it may
 			// well be written. The fault suite froze every broker longer
 			// than that, and sends told "timed out" were in Kafka once
 			// they thawed: the sender must not be told "not sent" (Go
 			// cannot tell a record that never left).
-			return 0, fmt.Errorf("produce to %s: no acknowledgement within the delivery timeout: %w: %w", topic, ErrOutcomeUnknown, err), false
+			return 0, fmt.Errorf("produce to %s: no acknowledgement within the delivery timeout: %w: %w", topic, protocol.ErrOutcomeUnknown, err), false
 		}
 		return 0, produceError(topic, err), false
 	case <-ctx.Done():
 		// The record may still be written: librdkafka cannot take it back.
-		return 0, fmt.Errorf("produce to %s: no acknowledgement yet: %w: %w", topic, ErrOutcomeUnknown, context.Cause(ctx)), false
+		return 0, fmt.Errorf("produce to %s: no acknowledgement yet: %w: %w", topic, protocol.ErrOutcomeUnknown, context.Cause(ctx)), false
 	}
 }
 
@@ -471,38 +452,38 @@ func (k *Kafka) produceOnce(ctx context.Context, topic string, key, value []byte
 // (librdkafka then fails every record with "Local: Fatal error";
 // replaceProducer logs the cause).
 func isFatal(err error) bool {
-	var ke kafka.Error
-	return errors.As(err, &ke) && (ke.Code() == kafka.ErrFatal || ke.IsFatal())
+	var ke ckafka.Error
+	return errors.As(err, &ke) && (ke.Code() == ckafka.ErrFatal || ke.IsFatal())
 }
 
 // produceError is a failed produce. A topic deleted behind the manager's
 // back (it makes a user's topic when the user goes online) fails with
 // librdkafka's terse "Unknown topic": say what it means.
 func produceError(topic string, err error) error {
-	var ke kafka.Error
+	var ke ckafka.Error
 	if errors.As(err, &ke) {
 		switch ke.Code() {
-		case kafka.ErrUnknownTopic, kafka.ErrUnknownPartition, kafka.ErrUnknownTopicOrPart:
+		case ckafka.ErrUnknownTopic, ckafka.ErrUnknownPartition, ckafka.ErrUnknownTopicOrPart:
 			return fmt.Errorf("produce to %s: the topic does not exist (deleted? the manager makes it again when its user goes online): %w", topic, err)
-		case kafka.ErrPurgeQueue:
+		case ckafka.ErrPurgeQueue:
 			return fmt.Errorf("produce to %s: not sent: the Kafka client dropped it from its queue (failed or closing): %w", topic, err)
-		case kafka.ErrDestroy:
+		case ckafka.ErrDestroy:
 			// librdkafka dropped the record from a partition handle it
 			// tore down (seen for records in flight when their topic was
 			// deleted): it may have been sent.
-			return fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, ErrOutcomeUnknown, err)
+			return fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, protocol.ErrOutcomeUnknown, err)
 		}
 	}
 	return fmt.Errorf("produce to %s: %w", topic, err)
 }
 
 // TopicExists asks the cluster whether topic exists.
-func (k *Kafka) TopicExists(ctx context.Context, topic string) (bool, error) {
+func (k *Clients) TopicExists(ctx context.Context, topic string) (bool, error) {
 	ms := 5000
 	if dl, ok := ctx.Deadline(); ok {
 		ms = max(1, int(time.Until(dl)/time.Millisecond))
 	}
-	var md *kafka.Metadata
+	var md *ckafka.Metadata
 	err := k.use(func() (err error) { md, err = k.admin.GetMetadata(&topic, false, ms); return err })
 	if err != nil {
 		return false, fmt.Errorf("metadata of %s: %w", topic, k.explain(err))
@@ -512,16 +493,16 @@ func (k *Kafka) TopicExists(ctx context.Context, topic string) (bool, error) {
 		return false, nil
 	}
 	switch t.Error.Code() {
-	case kafka.ErrNoError:
+	case ckafka.ErrNoError:
 		return len(t.Partitions) > 0, nil
-	case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrLeaderNotAvailable:
+	case ckafka.ErrUnknownTopicOrPart, ckafka.ErrUnknownTopic, ckafka.ErrLeaderNotAvailable:
 		return false, nil
 	}
 	return false, fmt.Errorf("metadata of %s: %w", topic, t.Error)
 }
 
 // WaitTopic polls until topic exists or ctx ends.
-func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
+func (k *Clients) WaitTopic(ctx context.Context, topic string) error {
 	delay := 5 * time.Millisecond
 	var last error // why the topic was not seen: Kafka down reads differently from no manager
 	for {
@@ -536,12 +517,12 @@ func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			if errors.Is(last, ErrKafkaAuth) {
+			if errors.Is(last, protocol.ErrKafkaAuth) {
 				return last
 			}
-			var ke kafka.Error
-			if errors.As(last, &ke) && (ke.Code() == kafka.ErrTransport || ke.Code() == kafka.ErrAllBrokersDown) {
-				return fmt.Errorf("%w (%s): %v", ErrKafkaUnreachable, k.cfg.Brokers, last)
+			var ke ckafka.Error
+			if errors.As(last, &ke) && (ke.Code() == ckafka.ErrTransport || ke.Code() == ckafka.ErrAllBrokersDown) {
+				return fmt.Errorf("%w (%s): %v", protocol.ErrKafkaUnreachable, k.cfg.Brokers, last)
 			}
 			if last != nil {
 				return fmt.Errorf("topic %s not seen (last error: %v): %w", topic, last, context.Cause(ctx))
@@ -552,18 +533,18 @@ func (k *Kafka) WaitTopic(ctx context.Context, topic string) error {
 	}
 }
 
-// committed returns the next offset to read for group on topic's partition
-// 0, or kafka.OffsetBeginning if the group has committed nothing.
-func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offset, error) {
+// Committed returns the next offset to read for group on topic's partition
+// 0, or -1 if the group has committed nothing.
+func (k *Clients) Committed(ctx context.Context, group, topic string) (int64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	var tp kafka.TopicPartition
-	err := RetryKafka(ctx, func() error {
-		var res kafka.ListConsumerGroupOffsetsResult
+	var tp ckafka.TopicPartition
+	err := Retry(ctx, func() error {
+		var res ckafka.ListConsumerGroupOffsetsResult
 		err := k.use(func() (err error) {
-			res, err = k.admin.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-				Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
-			}}, kafka.SetAdminRequireStableOffsets(true))
+			res, err = k.admin.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{
+				Group: group, Partitions: []ckafka.TopicPartition{{Topic: &topic, Partition: 0}},
+			}}, ckafka.SetAdminRequireStableOffsets(true))
 			return err
 		})
 		if err != nil {
@@ -579,20 +560,20 @@ func (k *Kafka) committed(ctx context.Context, group, topic string) (kafka.Offse
 		return 0, fmt.Errorf("committed offset of group %s: %w", group, err)
 	}
 	if tp.Offset < 0 {
-		return kafka.OffsetBeginning, nil
+		return -1, nil
 	}
-	return tp.Offset, nil
+	return int64(tp.Offset), nil
 }
 
-// commit stores next as the group's position on topic.
-func (k *Kafka) commit(ctx context.Context, group, topic string, next int64) error {
+// Commit stores next as the group's position on topic.
+func (k *Clients) Commit(ctx context.Context, group, topic string, next int64) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	err := RetryKafka(ctx, func() error {
-		var res kafka.AlterConsumerGroupOffsetsResult
+	err := Retry(ctx, func() error {
+		var res ckafka.AlterConsumerGroupOffsetsResult
 		err := k.use(func() (err error) {
-			res, err = k.admin.AlterConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-				Group: group, Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(next)}},
+			res, err = k.admin.AlterConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{
+				Group: group, Partitions: []ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: ckafka.Offset(next)}},
 			}})
 			return err
 		})
@@ -609,14 +590,14 @@ func (k *Kafka) commit(ctx context.Context, group, topic string, next int64) err
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, err)
+		return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, classify(err))
 	}
 	return nil
 }
 
-// bounds returns the topic's low and high watermarks: the first offset
+// Bounds returns the topic's low and high watermarks: the first offset
 // still stored, and the offset the next record gets.
-func (k *Kafka) bounds(ctx context.Context, topic string) (low, high int64, err error) {
+func (k *Clients) Bounds(ctx context.Context, topic string) (low, high int64, err error) {
 	ms := 10000
 	if dl, ok := ctx.Deadline(); ok {
 		ms = max(1, int(time.Until(dl)/time.Millisecond))
@@ -628,14 +609,14 @@ func (k *Kafka) bounds(ctx context.Context, topic string) (low, high int64, err 
 	return low, high, nil
 }
 
-// reader receives one topic's records from the poll loop.
-type reader struct {
-	k     *Kafka
+// Reader receives one topic's records from the poll loop.
+type Reader struct {
+	k     *Clients
 	topic string
 	wake  chan struct{} // cap 1: something was queued
 
 	mu     sync.Mutex
-	queue  []*kafka.Message
+	queue  []*ckafka.Message
 	err    error // a partition error (topic deleted, ...)
 	paused bool
 	closed bool
@@ -644,13 +625,17 @@ type reader struct {
 // ErrReaderOpen: a topic can have one open reader per process.
 var ErrReaderOpen = errors.New("topic already has a reader in this process")
 
-// openReader starts fetching topic from group's committed position.
-func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, error) {
-	start, err := k.committed(ctx, group, topic)
+// OpenReader starts fetching topic from group's committed position.
+func (k *Clients) OpenReader(ctx context.Context, group, topic string) (*Reader, error) {
+	start, err := k.Committed(ctx, group, topic)
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{k: k, topic: topic, wake: make(chan struct{}, 1)}
+	r := &Reader{k: k, topic: topic, wake: make(chan struct{}, 1)}
+	offset := ckafka.OffsetBeginning
+	if start >= 0 {
+		offset = ckafka.Offset(start)
+	}
 	k.learnTopic(ctx, topic)
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -661,7 +646,7 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 		return nil, fmt.Errorf("%s: %w", topic, ErrReaderOpen)
 	}
 	if err := k.use(func() error {
-		return k.consumer.IncrementalAssign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: start}})
+		return k.consumer.IncrementalAssign([]ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: offset}})
 	}); err != nil {
 		return nil, fmt.Errorf("assign %s: %w", topic, err)
 	}
@@ -671,7 +656,7 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 	// never resumed and delivery stalled for good (the fault suite's
 	// TestLoadBacklogOneNick). The new reader starts unpaused; fetching
 	// starts at the assigned offset.
-	if err := k.use(func() error { return k.consumer.Resume([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}) }); err != nil {
+	if err := k.use(func() error { return k.consumer.Resume([]ckafka.TopicPartition{{Topic: &topic, Partition: 0}}) }); err != nil {
 		k.log.Warn("resume after assign", "topic", topic, "err", err)
 	}
 	k.readers[topic] = r
@@ -682,7 +667,7 @@ func (k *Kafka) openReader(ctx context.Context, group, topic string) (*reader, e
 // assigned topic the consumer has never seen otherwise waits for its
 // once-a-second scan of unknown topics before the first fetch: a new user's
 // first message came a second late.
-func (k *Kafka) learnTopic(ctx context.Context, topic string) {
+func (k *Clients) learnTopic(ctx context.Context, topic string) {
 	ms := 5000
 	if dl, ok := ctx.Deadline(); ok {
 		ms = max(1, min(ms, int(time.Until(dl)/time.Millisecond)))
@@ -692,8 +677,8 @@ func (k *Kafka) learnTopic(ctx context.Context, topic string) {
 	}
 }
 
-// close stops fetching the reader's topic.
-func (r *reader) close() {
+// Close stops fetching the reader's topic.
+func (r *Reader) Close() {
 	k := r.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -709,14 +694,15 @@ func (r *reader) close() {
 		return
 	}
 	if err := k.use(func() error {
-		return k.consumer.IncrementalUnassign([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}})
+		return k.consumer.IncrementalUnassign([]ckafka.TopicPartition{{Topic: &r.topic, Partition: 0}})
 	}); err != nil && !errors.Is(err, errClosed) {
 		k.log.Warn("unassign", "topic", r.topic, "err", err)
 	}
 }
 
-// next returns the reader's next record, waiting for one.
-func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
+// Next returns the reader's next record, waiting for one. Its To is empty:
+// the topic's owner is the caller's to say.
+func (r *Reader) Next(ctx context.Context) (protocol.Message, error) {
 	for {
 		r.mu.Lock()
 		if len(r.queue) > 0 {
@@ -726,25 +712,26 @@ func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
 			if r.paused && len(r.queue) <= readerBuffer/2 {
 				// librdkafka resumes after the last record handed to the
 				// application, which is the last one queued here.
-				if err := r.k.use(func() error { return r.k.consumer.Resume([]kafka.TopicPartition{{Topic: &r.topic, Partition: 0}}) }); err != nil {
+				if err := r.k.use(func() error { return r.k.consumer.Resume([]ckafka.TopicPartition{{Topic: &r.topic, Partition: 0}}) }); err != nil {
 					r.k.log.Warn("resume", "topic", r.topic, "err", err)
 				} else {
 					r.paused = false
 				}
 			}
 			r.mu.Unlock()
-			return m, nil
+			return protocol.Message{From: string(m.Key), Text: string(m.Value),
+				Offset: int64(m.TopicPartition.Offset), Time: m.Timestamp}, nil
 		}
 		if err := r.err; err != nil {
 			r.err = nil
 			r.mu.Unlock()
-			return nil, err
+			return protocol.Message{}, err
 		}
 		r.mu.Unlock()
 		select {
 		case <-r.wake:
 		case <-ctx.Done():
-			return nil, context.Cause(ctx)
+			return protocol.Message{}, context.Cause(ctx)
 		}
 	}
 }
@@ -753,13 +740,13 @@ func (r *reader) next(ctx context.Context) (*kafka.Message, error) {
 // records to their readers. A reader with readerBuffer records queued has its
 // partition paused, so one slow reader never blocks the others and its
 // backlog stays in Kafka.
-func (k *Kafka) pollLoop(ctx context.Context) {
+func (k *Clients) pollLoop(ctx context.Context) {
 	defer k.wg.Done()
 	for ctx.Err() == nil {
 		switch e := k.consumer.Poll(100).(type) {
-		case *kafka.Message:
+		case *ckafka.Message:
 			k.dispatch(e)
-		case kafka.Error:
+		case ckafka.Error:
 			k.noisy.log(k.log, "kafka consumer", e)
 		case nil:
 		default:
@@ -768,7 +755,7 @@ func (k *Kafka) pollLoop(ctx context.Context) {
 	}
 }
 
-func (k *Kafka) dispatch(m *kafka.Message) {
+func (k *Clients) dispatch(m *ckafka.Message) {
 	topic := topicOf(m)
 	k.mu.Lock()
 	r := k.readers[topic]
@@ -786,7 +773,7 @@ func (k *Kafka) dispatch(m *kafka.Message) {
 	} else {
 		r.queue = append(r.queue, m)
 		if len(r.queue) >= readerBuffer && !r.paused {
-			if err := k.consumer.Pause([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}); err != nil {
+			if err := k.consumer.Pause([]ckafka.TopicPartition{{Topic: &topic, Partition: 0}}); err != nil {
 				k.log.Warn("pause", "topic", topic, "err", err)
 			} else {
 				r.paused = true
@@ -799,7 +786,7 @@ func (k *Kafka) dispatch(m *kafka.Message) {
 	}
 }
 
-func topicOf(m *kafka.Message) string {
+func topicOf(m *ckafka.Message) string {
 	if m.TopicPartition.Topic == nil {
 		return ""
 	}
@@ -811,22 +798,40 @@ func topicOf(m *kafka.Message) string {
 // __consumer_offsets topic is created on first use), a leader election,
 // a timeout.
 func retriable(err error) bool {
-	var ke kafka.Error
+	var ke ckafka.Error
 	if !errors.As(err, &ke) {
 		return false
 	}
 	switch ke.Code() {
-	case kafka.ErrNotCoordinator, kafka.ErrCoordinatorLoadInProgress, kafka.ErrCoordinatorNotAvailable,
-		kafka.ErrLeaderNotAvailable, kafka.ErrNotLeaderForPartition, kafka.ErrRequestTimedOut,
-		kafka.ErrTimedOut, kafka.ErrTransport:
+	case ckafka.ErrNotCoordinator, ckafka.ErrCoordinatorLoadInProgress, ckafka.ErrCoordinatorNotAvailable,
+		ckafka.ErrLeaderNotAvailable, ckafka.ErrNotLeaderForPartition, ckafka.ErrRequestTimedOut,
+		ckafka.ErrTimedOut, ckafka.ErrTransport:
 		return true
 	}
 	return ke.IsRetriable()
 }
 
-// RetryKafka calls f until it succeeds, fails with an error that is not
+// classify wraps a failed offset commit with what a caller branches on:
+// protocol.ErrNoTopic for a topic that is gone (a retry that lands once a
+// topic of the same name is made again would store the old topic's position
+// for the new one), protocol.ErrTransient for Kafka away or slow.
+func classify(err error) error {
+	var ke ckafka.Error
+	if errors.As(err, &ke) {
+		switch ke.Code() {
+		case ckafka.ErrUnknownTopicOrPart, ckafka.ErrUnknownTopic, ckafka.ErrUnknownPartition:
+			return fmt.Errorf("%w: %w", protocol.ErrNoTopic, err)
+		}
+	}
+	if retriable(err) {
+		return fmt.Errorf("%w: %w", protocol.ErrTransient, err)
+	}
+	return err
+}
+
+// Retry calls f until it succeeds, fails with an error that is not
 // retriable, or ctx ends (then the last error is returned).
-func RetryKafka(ctx context.Context, f func() error) error {
+func Retry(ctx context.Context, f func() error) error {
 	delay := 50 * time.Millisecond
 	for {
 		err := f()

@@ -1,4 +1,4 @@
-package protocol
+package client
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/zkchat/zkchat/protocol"
 )
 
 func TestTransientCommit(t *testing.T) {
@@ -19,8 +19,9 @@ func TestTransientCommit(t *testing.T) {
 		want bool
 	}{
 		{kafkaCommitError{fmt.Errorf("commit: %w", context.DeadlineExceeded)}, true},
-		{kafkaCommitError{fmt.Errorf("commit: %w", kafka.NewError(kafka.ErrTransport, "down", false))}, true},
-		{kafkaCommitError{fmt.Errorf("commit: %w", kafka.NewError(kafka.ErrUnknownTopicOrPart, "gone", false))}, false},
+		{kafkaCommitError{fmt.Errorf("commit: %w: down", protocol.ErrTransient)}, true},
+		{kafkaCommitError{fmt.Errorf("commit: %w: gone", protocol.ErrNoTopic)}, false},
+		{kafkaCommitError{fmt.Errorf("commit: %w: %w", protocol.ErrNoTopic, protocol.ErrTransient)}, false},
 		{kafkaCommitError{errors.New("refused")}, false},
 		// A failed BeforeCommit (delivery not proven) ends the read.
 		{fmt.Errorf("not committed: %w", context.DeadlineExceeded), false},

@@ -1,4 +1,4 @@
-package protocol
+package client
 
 import (
 	"context"
@@ -11,12 +11,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/go-zookeeper/zk"
+
+	"github.com/zkchat/zkchat/kafka"
+	"github.com/zkchat/zkchat/protocol"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
-// WorkerConfig configures a Worker.
-type WorkerConfig struct {
+// Config configures a Worker.
+type Config struct {
 	// ZooKeeper is the connection string, "host:port,...[/chroot]".
 	ZooKeeper      string
 	SessionTimeout time.Duration // 0: DefaultSessionTimeout
@@ -26,7 +29,7 @@ type WorkerConfig struct {
 	RequestTimeout time.Duration
 	// Kafka is the process's shared clients; nil for a worker that only
 	// registers, quits and lists.
-	Kafka *Kafka
+	Kafka *kafka.Clients
 	// ZKBufferSize sizes the session's buffers. 0: SmallZKBuffer, enough to
 	// go online and to list some hundred users; a process with one worker
 	// that lists big directories wants LargeZKBuffer.
@@ -38,30 +41,30 @@ type WorkerConfig struct {
 	// normally as "<id>:<password>"; zkchat's own principal may act for any
 	// id (the bridge's workers do). Needed when the tree is locked down with
 	// ACLs (acl.go); nil: no credentials.
-	Auth *Auth
+	Auth *protocol.Auth
 }
 
 // Worker is one chat user. It owns one ZooKeeper session at a time: going
 // offline closes it. Its methods may be called from several goroutines.
 type Worker struct {
 	id  string
-	cfg WorkerConfig
+	cfg Config
 	log *slog.Logger
 
 	mu      sync.Mutex
-	sess    *Session // nil while no session is open
+	sess    *zookeeper.Session // nil while no session is open
 	online  bool
 	ownerID int64 // session id that owns /online/<id>
 	stop    context.CancelFunc
 	done    chan struct{} // closed when the presence goroutine ends
 }
 
-// NewWorker returns the worker of id. It validates id and calls no server.
-func NewWorker(id string, cfg WorkerConfig) (*Worker, error) {
-	if err := ValidateID(id); err != nil {
+// New returns the worker of id. It validates id and calls no server.
+func New(id string, cfg Config) (*Worker, error) {
+	if err := protocol.ValidateID(id); err != nil {
 		return nil, err
 	}
-	if _, _, err := SplitConnect(cfg.ZooKeeper); err != nil {
+	if _, _, err := protocol.SplitConnect(cfg.ZooKeeper); err != nil {
 		return nil, err
 	}
 	if cfg.RequestTimeout <= 0 {
@@ -77,17 +80,17 @@ func NewWorker(id string, cfg WorkerConfig) (*Worker, error) {
 func (w *Worker) ID() string { return w.id }
 
 // session returns the open session, opening one if needed.
-func (w *Worker) session(ctx context.Context) (*Session, error) {
+func (w *Worker) session(ctx context.Context) (*zookeeper.Session, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.sessionLocked(ctx)
 }
 
-func (w *Worker) sessionLocked(ctx context.Context) (*Session, error) {
+func (w *Worker) sessionLocked(ctx context.Context) (*zookeeper.Session, error) {
 	if w.sess != nil {
 		return w.sess, nil
 	}
-	s, err := Dial(ctx, SessionConfig{
+	s, err := zookeeper.Dial(ctx, zookeeper.SessionConfig{
 		Connect:        w.cfg.ZooKeeper,
 		SessionTimeout: w.cfg.SessionTimeout,
 		BufferSize:     w.cfg.ZKBufferSize,
@@ -104,7 +107,7 @@ func (w *Worker) sessionLocked(ctx context.Context) (*Session, error) {
 // Register asks the manager to register the worker and waits for the answer.
 // Both "registered now" and "was already registered" are success; the status
 // says which.
-func (w *Worker) Register(ctx context.Context) (Status, error) {
+func (w *Worker) Register(ctx context.Context) (protocol.Status, error) {
 	s, err := w.session(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("register %s: %w", w.id, err)
@@ -118,7 +121,7 @@ func (w *Worker) Register(ctx context.Context) (Status, error) {
 
 // Quit asks the manager to unregister the worker, then goes offline. Both
 // "unregistered now" and "was not registered" are success.
-func (w *Worker) Quit(ctx context.Context) (Status, error) {
+func (w *Worker) Quit(ctx context.Context) (protocol.Status, error) {
 	s, err := w.session(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("quit %s: %w", w.id, err)
@@ -133,8 +136,8 @@ func (w *Worker) Quit(ctx context.Context) (Status, error) {
 
 // request runs the worker's side of register and quit: create the request
 // node with -1, watch it until the manager writes a code, delete it.
-func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrManagerTimeout)
+func (w *Worker) request(ctx context.Context, s *zookeeper.Session, path string) (protocol.Status, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, protocol.ErrManagerTimeout)
 	defer cancel()
 	acl, locked, err := s.NodeACL(ctx, parentOf(path))
 	if errors.Is(err, zk.ErrNoNode) {
@@ -143,8 +146,8 @@ func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, 
 	if err != nil {
 		return 0, err
 	}
-	_, err = Do(ctx, func() (string, error) {
-		return s.Conn.Create(path, StatusPending.Bytes(), 0, acl)
+	_, err = zookeeper.Do(ctx, func() (string, error) {
+		return s.Conn.Create(path, protocol.StatusPending.Bytes(), 0, acl)
 	})
 	switch {
 	case errors.Is(err, zk.ErrNodeExists):
@@ -159,13 +162,13 @@ func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, 
 		// later attempt starts clean. Bounded: ctx may be over already.
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer dcancel()
-		if _, err := Do(dctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(path, -1) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		if _, err := zookeeper.Do(dctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(path, -1) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
 			w.log.Warn("delete request", "path", path, "err", err)
 		}
 	}()
 	if locked {
 		// The proof that this identity made the request (acl.go).
-		if err := s.Touch(ctx, path, StatusPending.Bytes()); err != nil {
+		if err := s.Touch(ctx, path, protocol.StatusPending.Bytes()); err != nil {
 			return 0, err
 		}
 	}
@@ -174,7 +177,7 @@ func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, 
 			data []byte
 			ch   <-chan zk.Event
 		}
-		g, err := Do(ctx, func() (got, error) {
+		g, err := zookeeper.Do(ctx, func() (got, error) {
 			d, _, ch, err := s.Conn.GetW(path)
 			return got{d, ch}, err
 		})
@@ -184,18 +187,18 @@ func (w *Worker) request(ctx context.Context, s *Session, path string) (Status, 
 			}
 			return 0, fmt.Errorf("watch %s: %w", path, err)
 		}
-		st, err := ParseStatus(g.data)
+		st, err := protocol.ParseStatus(g.data)
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", path, err)
 		}
 		switch st {
-		case StatusDone, StatusAlready:
+		case protocol.StatusDone, protocol.StatusAlready:
 			return st, nil
-		case StatusFailed:
+		case protocol.StatusFailed:
 			if locked {
-				return st, fmt.Errorf("%w (with ZooKeeper ACLs on, the manager also refuses a request not made by the id itself or by zkchat's principal, and a quit by another password than the registration's)", ErrRequestFailed)
+				return st, fmt.Errorf("%w (with ZooKeeper ACLs on, the manager also refuses a request not made by the id itself or by zkchat's principal, and a quit by another password than the registration's)", protocol.ErrRequestFailed)
 			}
-			return st, ErrRequestFailed
+			return st, protocol.ErrRequestFailed
 		}
 		select {
 		case <-g.ch:
@@ -223,7 +226,7 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 		return fmt.Errorf("online %s: %w", w.id, err)
 	}
 	if !ok {
-		return fmt.Errorf("online %s: %w (register first)", w.id, ErrNotRegistered)
+		return fmt.Errorf("online %s: %w (register first)", w.id, protocol.ErrNotRegistered)
 	}
 	if err := w.createOnline(ctx, s); err != nil {
 		return fmt.Errorf("online %s: %w", w.id, err)
@@ -233,11 +236,11 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 	w.stop, w.done = stop, make(chan struct{})
 	go w.keepPresence(pctx, s, w.done)
 	if w.cfg.Kafka != nil {
-		tctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrManagerTimeout)
+		tctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, protocol.ErrManagerTimeout)
 		defer cancel()
 		if err := w.cfg.Kafka.WaitTopic(tctx, w.cfg.Kafka.Topics().Topic(w.id)); err != nil {
 			w.goOfflineLocked()
-			if errors.Is(err, ErrKafkaUnreachable) || errors.Is(err, ErrKafkaAuth) {
+			if errors.Is(err, protocol.ErrKafkaUnreachable) || errors.Is(err, protocol.ErrKafkaAuth) {
 				return fmt.Errorf("online %s: %w", w.id, err)
 			}
 			return fmt.Errorf("online %s: the manager did not create the topic: %w", w.id, err)
@@ -246,7 +249,7 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) createOnline(ctx context.Context, s *Session) error {
+func (w *Worker) createOnline(ctx context.Context, s *zookeeper.Session) error {
 	meta := w.cfg.Metadata
 	if meta == nil {
 		host, _ := os.Hostname()
@@ -261,13 +264,13 @@ func (w *Worker) createOnline(ctx context.Context, s *Session) error {
 	if err != nil {
 		return err
 	}
-	_, err = Do(ctx, func() (string, error) {
+	_, err = zookeeper.Do(ctx, func() (string, error) {
 		return s.Conn.Create(path, data, zk.FlagEphemeral, acl)
 	})
 	if errors.Is(err, zk.ErrNodeExists) {
 		// Ours from a session that just expired is impossible (expiry deletes
 		// it), so it is another session's.
-		return ErrAlreadyOnline
+		return protocol.ErrAlreadyOnline
 	}
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
@@ -285,7 +288,7 @@ func (w *Worker) createOnline(ctx context.Context, s *Session) error {
 // keepPresence re-creates /online/<id> when the session expired and
 // go-zookeeper quietly opened a new one: the ephemeral node died with the old
 // session.
-func (w *Worker) keepPresence(ctx context.Context, s *Session, done chan struct{}) {
+func (w *Worker) keepPresence(ctx context.Context, s *zookeeper.Session, done chan struct{}) {
 	defer close(done)
 	for {
 		ch := s.Changed()
@@ -340,19 +343,19 @@ func (w *Worker) Close() { w.GoOffline() }
 
 // checkOnline verifies that /online/<id> exists and belongs to this
 // worker's session.
-func (w *Worker) checkOnline(ctx context.Context) (*Session, error) {
+func (w *Worker) checkOnline(ctx context.Context) (*zookeeper.Session, error) {
 	w.mu.Lock()
 	s, online := w.sess, w.online
 	w.mu.Unlock()
 	if !online || s == nil {
-		return nil, ErrNotOnline
+		return nil, protocol.ErrNotOnline
 	}
 	ok, st, err := s.Exists(ctx, s.Paths.OnlineNode(w.id))
 	if err != nil {
 		return nil, err
 	}
 	if !ok || st.EphemeralOwner != s.Conn.SessionID() {
-		return nil, ErrNotOnline
+		return nil, protocol.ErrNotOnline
 	}
 	return s, nil
 }
@@ -362,17 +365,17 @@ func (w *Worker) checkOnline(ctx context.Context) (*Session, error) {
 // ErrReceiverOffline, or ErrNotRegistered for an unknown receiver; nothing
 // is produced then.
 func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
-	if err := ValidateID(to); err != nil {
+	if err := protocol.ValidateID(to); err != nil {
 		return fmt.Errorf("send %s→%s: receiver: %w", w.id, to, err)
 	}
 	if w.cfg.Kafka == nil {
-		return fmt.Errorf("send %s→%s: %w", w.id, to, ErrNoKafka)
+		return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNoKafka)
 	}
 	w.mu.Lock()
 	sess := w.sess
 	w.mu.Unlock()
 	if sess == nil {
-		return fmt.Errorf("send %s→%s: %w", w.id, to, ErrNotOnline)
+		return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNotOnline)
 	}
 	// Both checks at once: go-zookeeper pipelines them on the connection,
 	// so a send waits one round trip for them, not two.
@@ -403,9 +406,9 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 		case err != nil:
 			return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 		case reg:
-			return fmt.Errorf("send %s→%s: %w", w.id, to, ErrReceiverOffline)
+			return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrReceiverOffline)
 		default:
-			return fmt.Errorf("send %s→%s: receiver %w", w.id, to, ErrNotRegistered)
+			return fmt.Errorf("send %s→%s: receiver %w", w.id, to, protocol.ErrNotRegistered)
 		}
 	}
 	topic := w.cfg.Kafka.Topics().Topic(to)
@@ -420,14 +423,14 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 // fails, what it accepted before is committed and its error returned, so
 // the failed message is read again next time. It returns how many messages
 // fn accepted.
-func (w *Worker) ReadMessages(ctx context.Context, fn func(Message) error) (int, error) {
+func (w *Worker) ReadMessages(ctx context.Context, fn func(protocol.Message) error) (int, error) {
 	return w.read(ctx, false, ReadOptions{}, fn)
 }
 
 // FollowMessages is ReadMessages that keeps waiting for new messages until
 // ctx ends; then it returns nil. The position is committed whenever no
 // further message is waiting.
-func (w *Worker) FollowMessages(ctx context.Context, fn func(Message) error) error {
+func (w *Worker) FollowMessages(ctx context.Context, fn func(protocol.Message) error) error {
 	return w.FollowMessagesWith(ctx, ReadOptions{}, fn)
 }
 
@@ -447,18 +450,18 @@ type ReadOptions struct {
 // When ctx ends it returns nil, unless the last commit failed (its
 // BeforeCommit or Kafka refused it): then an error wrapping
 // ErrNotCommitted, since what fn handed on will be read again.
-func (w *Worker) FollowMessagesWith(ctx context.Context, opts ReadOptions, fn func(Message) error) error {
+func (w *Worker) FollowMessagesWith(ctx context.Context, opts ReadOptions, fn func(protocol.Message) error) error {
 	_, err := w.read(ctx, true, opts, fn)
-	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrNotCommitted) {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, protocol.ErrNotCommitted) {
 		return nil
 	}
 	return err
 }
 
-func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn func(Message) error) (n int, err error) {
+func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn func(protocol.Message) error) (n int, err error) {
 	k := w.cfg.Kafka
 	if k == nil {
-		return 0, fmt.Errorf("read %s: %w", w.id, ErrNoKafka)
+		return 0, fmt.Errorf("read %s: %w", w.id, protocol.ErrNoKafka)
 	}
 	if _, err := w.checkOnline(ctx); err != nil {
 		return 0, fmt.Errorf("read %s: %w", w.id, err)
@@ -467,25 +470,25 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 	var end int64
 	if !follow {
 		var low int64
-		if low, end, err = k.bounds(ctx, topic); err != nil {
+		if low, end, err = k.Bounds(ctx, topic); err != nil {
 			return 0, fmt.Errorf("read %s: %w", w.id, err)
 		}
-		start, err := k.committed(ctx, group, topic)
+		start, err := k.Committed(ctx, group, topic)
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", w.id, err)
 		}
 		if start < 0 {
-			start = kafka.Offset(low)
+			start = low
 		}
-		if int64(start) >= end {
+		if start >= end {
 			return 0, nil // nothing unread: no assignment needed
 		}
 	}
-	r, err := k.openReader(ctx, group, topic)
+	r, err := k.OpenReader(ctx, group, topic)
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", w.id, err)
 	}
-	defer r.close()
+	defer r.Close()
 
 	// commitAt stores next as the group's position, after BeforeCommit.
 	// It runs even when ctx is over: what fn accepted must not be read again.
@@ -504,7 +507,7 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := k.commit(cctx, group, topic, next); err != nil {
+		if err := k.Commit(cctx, group, topic, next); err != nil {
 			return kafkaCommitError{err}
 		}
 		return nil
@@ -517,7 +520,7 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		c = newCommitter(commitAt, w.log.With("topic", topic))
 		defer func() {
 			if cerr := c.stop(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, ErrNotCommitted, cerr))
+				err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, protocol.ErrNotCommitted, cerr))
 			}
 		}()
 	}
@@ -538,12 +541,11 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 				return n, fmt.Errorf("read %s: %w", w.id, cerr)
 			}
 		}
-		m, err := r.next(ctx)
+		msg, err := r.Next(ctx)
 		if err != nil {
 			return n, fmt.Errorf("read %s: %w", w.id, err)
 		}
-		msg := Message{From: string(m.Key), To: w.id, Text: string(m.Value),
-			Offset: int64(m.TopicPartition.Offset), Time: m.Timestamp}
+		msg.To = w.id
 		if err := fn(msg); err != nil {
 			return n, err
 		}
@@ -622,17 +624,10 @@ func (e kafkaCommitError) Unwrap() error { return e.error }
 // made again would store the old topic's position for the new one.
 func transientCommit(err error) bool {
 	var ce kafkaCommitError
-	var ke kafka.Error
-	if !errors.As(err, &ce) {
+	if !errors.As(err, &ce) || errors.Is(err, protocol.ErrNoTopic) {
 		return false
 	}
-	if errors.As(err, &ke) {
-		switch ke.Code() {
-		case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrUnknownPartition:
-			return false
-		}
-	}
-	return retriable(err) || errors.Is(err, context.DeadlineExceeded)
+	return errors.Is(err, protocol.ErrTransient) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (c *committer) loop() {

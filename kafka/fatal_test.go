@@ -1,4 +1,4 @@
-package protocol_test
+package kafka_test
 
 import (
 	"context"
@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -22,7 +23,7 @@ func TestProducerReplacedAfterFatalError(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	var logs testenv.Buffer
-	k, err := protocol.NewKafka(protocol.KafkaConfig{Brokers: env.Kafka,
+	k, err := kafka.New(kafka.Config{Brokers: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -31,8 +32,8 @@ func TestProducerReplacedAfterFatalError(t *testing.T) {
 	topic := env.Prefix + "fatal"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := env.Admin(t).CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}})
-	if err != nil || res[0].Error.Code() != kafka.ErrNoError {
+	res, err := env.Admin(t).CreateTopics(ctx, []ckafka.TopicSpecification{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}})
+	if err != nil || res[0].Error.Code() != ckafka.ErrNoError {
 		t.Fatalf("create %s: %v %v", topic, err, res)
 	}
 	if err := k.WaitTopic(ctx, topic); err != nil {

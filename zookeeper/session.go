@@ -1,4 +1,4 @@
-package protocol
+package zookeeper
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/zkchat/zkchat/protocol"
 )
 
 // Session defaults.
@@ -49,7 +51,7 @@ type SessionConfig struct {
 	// Auth, if set, authenticates the session with ZooKeeper's digest scheme
 	// (and again after every reconnect), and the tree it creates is locked
 	// down with ACLs (see acl.go). nil: no credentials, open ACLs.
-	Auth *Auth
+	Auth *protocol.Auth
 }
 
 // Session is a ZooKeeper connection and the zkchat tree under its chroot.
@@ -57,9 +59,9 @@ type SessionConfig struct {
 // (the call itself still completes in the background) when it ends.
 type Session struct {
 	Conn  *zk.Conn
-	Paths Paths
+	Paths protocol.Paths
 
-	auth *Auth // nil: no credentials
+	auth *protocol.Auth // nil: no credentials
 	log  *slog.Logger
 
 	mu      sync.Mutex
@@ -68,11 +70,11 @@ type Session struct {
 
 // Dial opens a session and waits until it is established or ctx ends.
 func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
-	servers, chroot, err := SplitConnect(cfg.Connect)
+	servers, chroot, err := protocol.SplitConnect(cfg.Connect)
 	if err != nil {
 		return nil, err
 	}
-	paths, _ := NewPaths(chroot) // checked by SplitConnect
+	paths, _ := protocol.NewPaths(chroot) // checked by SplitConnect
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = DefaultSessionTimeout
 	}
@@ -119,7 +121,7 @@ func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
 		// every reconnect. The digest scheme accepts any password (it only
 		// computes the identity), so this fails only on a broken connection.
 		if _, err := Do(wctx, func() (struct{}, error) {
-			return struct{}{}, conn.AddAuth("digest", cfg.Auth.bytes())
+			return struct{}{}, conn.AddAuth("digest", cfg.Auth.Bytes())
 		}); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("zookeeper %s: authenticating as %s: %w", cfg.Connect, cfg.Auth.User, err)
@@ -240,16 +242,16 @@ func (s *Session) sortedChildren(ctx context.Context, dir, what string) ([]strin
 func (s *Session) CreateTree(ctx context.Context) error {
 	for _, p := range s.Paths.Persistent() {
 		acl, data := zk.WorldACL(zk.PermAll), []byte(nil)
-		locked := s.auth != nil && s.Paths.inTree(p)
+		locked := s.auth != nil && s.Paths.InTree(p)
 		if locked {
-			acl, data = s.Paths.persistentACL(p, s.auth), adminData(s.auth)
+			acl, data = ToZK(s.Paths.PersistentACL(p, s.auth)), protocol.AdminData(s.auth)
 		}
 		_, err := Do(ctx, func() (string, error) {
 			return s.Conn.Create(p, data, 0, acl)
 		})
 		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			if errors.Is(err, zk.ErrNoAuth) {
-				err = fmt.Errorf("%w: %w", ErrNoAuth, err)
+				err = fmt.Errorf("%w: %w", protocol.ErrNoAuth, err)
 			}
 			return fmt.Errorf("create %s: %w", p, err)
 		}
@@ -278,7 +280,7 @@ func (s *Session) lockDown(ctx context.Context, node string, acl []zk.ACL, data 
 		_, err = Do(ctx, func() (*zk.Stat, error) { return s.Conn.SetACL(node, acl, -1) })
 	}
 	if errors.Is(err, zk.ErrNoAuth) {
-		return fmt.Errorf("set ACL of %s: %w: it belongs to another principal (%v)", node, ErrNoAuth, Admins(g.acl))
+		return fmt.Errorf("set ACL of %s: %w: it belongs to another principal (%v)", node, protocol.ErrNoAuth, protocol.Admins(FromZK(g.acl)))
 	}
 	if err != nil {
 		return fmt.Errorf("set ACL of %s: %w", node, err)

@@ -1,0 +1,199 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// clientConfig is the librdkafka configuration of one client: base, then
+// the credentials' properties and cfg.Extra over it. Every client zkchat
+// makes is configured here, so security settings reach all of them.
+func clientConfig(cfg Config, base ckafka.ConfigMap) ckafka.ConfigMap {
+	c := ckafka.ConfigMap{"bootstrap.servers": cfg.Brokers}
+	for k, v := range base {
+		c[k] = v
+	}
+	for _, props := range []map[string]string{cfg.Auth.Properties(), cfg.Extra} {
+		for k, v := range props {
+			c[k] = v
+		}
+	}
+	return c
+}
+
+// producerConfig is clientConfig for a producer: logs to a channel (routed
+// to slog) and small Go channels (GoChannelSizes).
+func producerConfig(cfg Config, base ckafka.ConfigMap) ckafka.ConfigMap {
+	c := ckafka.ConfigMap{"go.logs.channel.enable": true}
+	for k, v := range GoChannelSizes {
+		c[k] = v
+	}
+	for k, v := range base {
+		c[k] = v
+	}
+	return clientConfig(cfg, c)
+}
+
+// Admin is an admin client with its own connections. It is made from a
+// producer that never produces: a bare AdminClient cannot route librdkafka's
+// logs (they would go to stderr unformatted); one made from a producer can.
+//
+// Its two goroutines (logs, events) end in Close.
+type Admin struct {
+	cfg Config
+	log *slog.Logger
+	p   *ckafka.Producer
+	a   *ckafka.AdminClient
+	wg  sync.WaitGroup
+}
+
+// NewAdmin makes an admin client named clientID. It does not wait for the
+// brokers.
+func NewAdmin(cfg Config, clientID string) (*Admin, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p, err := ckafka.NewProducer(ptr(producerConfig(cfg, ckafka.ConfigMap{"client.id": clientID})))
+	if err != nil {
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	a, err := ckafka.NewAdminClientFromProducer(p)
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	ad := &Admin{cfg: cfg, log: cfg.Logger, p: p, a: a}
+	ad.wg.Add(2)
+	go func() {
+		defer ad.wg.Done()
+		RouteLogs(context.Background(), p.Logs(), ad.log)
+	}()
+	go func() {
+		defer ad.wg.Done()
+		// Client-level errors arrive here; an undrained channel grows.
+		for ev := range p.Events() {
+			if e, ok := ev.(ckafka.Error); ok {
+				ad.log.Debug("kafka admin client", "err", e)
+			}
+		}
+	}()
+	return ad, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Client is the underlying librdkafka admin client (tools and tests).
+func (a *Admin) Client() *ckafka.AdminClient { return a.a }
+
+// Close closes the client and waits for its goroutines.
+func (a *Admin) Close() {
+	a.a.Close()
+	a.p.Close() // closes Events() and Logs(), which ends both goroutines
+	a.wg.Wait()
+}
+
+// topicTimeout bounds one topic creation or deletion, including the wait
+// until every broker knows of it.
+const topicTimeout = 30 * time.Second
+
+// TopicSpec says how user topics are made.
+type TopicSpec struct {
+	ReplicationFactor int               // 0: 1
+	Config            map[string]string // topic configs (retention.ms, ...)
+}
+
+// CreateTopic creates topic with one partition. A topic that exists
+// already is success.
+func (a *Admin) CreateTopic(ctx context.Context, topic string, spec TopicSpec) error {
+	ctx, cancel := context.WithTimeout(ctx, topicTimeout)
+	defer cancel()
+	rf := max(spec.ReplicationFactor, 1)
+	err := Retry(ctx, func() error {
+		res, err := a.a.CreateTopics(ctx, []ckafka.TopicSpecification{{
+			Topic: topic, NumPartitions: 1, ReplicationFactor: rf, Config: spec.Config,
+		}},
+			// Without an operation timeout the call returns before the topic
+			// has spread to the brokers, and a producer that comes at once fails.
+			ckafka.SetAdminOperationTimeout(topicTimeout))
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			switch r.Error.Code() {
+			case ckafka.ErrNoError, ckafka.ErrTopicAlreadyExists:
+			default:
+				return r.Error
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// DeleteTopic deletes topic and the committed read position of group, so
+// that a user who registers again starts from a new, empty topic. What is
+// gone already is success.
+func (a *Admin) DeleteTopic(ctx context.Context, topic, group string) error {
+	ctx, cancel := context.WithTimeout(ctx, topicTimeout)
+	defer cancel()
+	err := Retry(ctx, func() error {
+		res, err := a.a.DeleteTopics(ctx, []string{topic}, ckafka.SetAdminOperationTimeout(topicTimeout))
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			switch r.Error.Code() {
+			case ckafka.ErrNoError, ckafka.ErrUnknownTopicOrPart, ckafka.ErrUnknownTopic:
+			default:
+				return r.Error
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete topic %s: %w", topic, err)
+	}
+	err = Retry(ctx, func() error {
+		gres, err := a.a.DeleteConsumerGroups(ctx, []string{group})
+		if err != nil {
+			return err
+		}
+		for _, r := range gres.ConsumerGroupResults {
+			switch r.Error.Code() {
+			case ckafka.ErrNoError, ckafka.ErrGroupIDNotFound:
+			default:
+				return r.Error
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete consumer group %s: %w", group, err)
+	}
+	return nil
+}
+
+// GrantACLs creates ACLs(principal, t); a must be authenticated as a
+// principal allowed to alter ACLs (a super user).
+func (a *Admin) GrantACLs(ctx context.Context, principal string, t protocol.Topics) error {
+	res, err := a.a.CreateACLs(ctx, ACLs(principal, t))
+	if err != nil {
+		return fmt.Errorf("create Kafka ACLs for %s: %w", principal, err)
+	}
+	for _, r := range res {
+		if r.Error.Code() != ckafka.ErrNoError {
+			return fmt.Errorf("create Kafka ACLs for %s: %w", principal, r.Error)
+		}
+	}
+	return nil
+}
