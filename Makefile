@@ -19,13 +19,17 @@ build:
 	scripts/install-deps.sh go
 	go build -o zkchat ./cmd/zkchat
 
-## bench: the benchmarks of docs/BENCHMARKS.md against real servers
+## bench: the core benchmarks against real servers (about 2 minutes); tables in doc/benchmarks.md, raw output in .data/bench-core.txt
 bench:
-	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/"
+	@mkdir -p .data
+	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/" 2>&1 | tee .data/bench-core.txt
+	go run ./internal/benchtab -title 'Benchmarks: core' -cmd 'make bench' -note 'What each benchmark measures and what limits it: [scaling.md](scaling.md).' -o doc/benchmarks.md .data/bench-core.txt
 
-## bench-bridge: the IRC bridge benchmarks of docs/BENCHMARKS.md (about 5 minutes)
+## bench-bridge: the IRC bridge benchmarks (about 5 minutes); tables in doc/benchmarks-bridge.md, raw output in .data/bench-bridge.txt
 bench-bridge:
-	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 30m ./bridge/ && go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 30m ./bridge/"
+	@mkdir -p .data
+	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 30m ./bridge/ && go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 30m ./bridge/" 2>&1 | tee .data/bench-bridge.txt
+	go run ./internal/benchtab -title 'Benchmarks: IRC bridge' -cmd 'make bench-bridge' -split -note 'What each benchmark measures and what limits it: [scaling.md](scaling.md).' -o doc/benchmarks-bridge.md .data/bench-bridge.txt
 
 servers-start:
 	scripts/servers.sh start
