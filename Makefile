@@ -1,6 +1,6 @@
 # zkchat — every target installs what it needs (Debian packages, Kafka from
 # Maven Central) and runs against real ZooKeeper and Kafka on 127.0.0.1.
-.PHONY: run test reliability build servers-start servers-stop bench bench-bridge clean
+.PHONY: run test reliability build servers-start servers-stop bench bench-bridge clean graph
 
 ## run: start ZooKeeper, Kafka, InspIRCd and the IRC bridge; print how to chat (Ctrl-C stops all)
 run:
@@ -40,3 +40,7 @@ servers-stop:
 clean:
 	scripts/servers.sh stop
 	rm -rf .data zkchat
+
+## graph: the import graph between zkchat's packages (doc/architecture.md)
+graph:
+	@go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' ./... | awk '{ p = $$1; sub("github.com/zkchat/zkchat/", "", p); out = ""; for (i = 2; i <= NF; i++) if ($$i ~ /^github.com\/zkchat\/zkchat\//) { d = $$i; sub("github.com/zkchat/zkchat/", "", d); out = out " " d } print p " ->" out }'

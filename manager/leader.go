@@ -136,15 +136,15 @@ func (l *leader) track(k kind, name string) {
 	}
 	l.seen[key] = true
 	l.wg.Add(1)
-	go l.follow(k, name, key)
+	go l.watchNode(k, name, key)
 }
 
-// follow handles one node, then keeps a data watch on it until it is deleted,
+// watchNode handles one node, then keeps a data watch on it until it is deleted,
 // handling it again on every change. When it is deleted the node leaves the
 // seen set, and is looked at once more: a node of the same name created
 // after the deletion but listed before it left the set would be missed
 // otherwise.
-func (l *leader) follow(k kind, name, key string) {
+func (l *leader) watchNode(k kind, name, key string) {
 	defer l.wg.Done()
 	path := k.dir(l.s.Paths) + "/" + name
 	var handled int64 // czxid of the node version handled
@@ -204,7 +204,7 @@ func (l *leader) untrack(k kind, name, key string) {
 	}
 }
 
-// handle acts on one node. cont false stops following it (the leader's
+// handle acts on one node. cont false stops watching it (the leader's
 // term ends: fence failed); done false means it is to be looked at again at
 // its next change (an online node not yet touched by its creator).
 func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) (cont, done bool) {

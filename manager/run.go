@@ -45,7 +45,7 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // runSession is one ZooKeeper session's life: join the election, lead or
-// follow, until the session is lost or ctx ends.
+// wait for the predecessor to go, until the session is lost or ctx ends.
 func (m *Manager) runSession(ctx context.Context) error {
 	s, err := m.dial(ctx, nil)
 	if err != nil {
@@ -81,7 +81,7 @@ func (m *Manager) runSession(ctx context.Context) error {
 			}
 			return err
 		}
-		if err := m.follow(ctx, s, sid, pred); err != nil {
+		if err := m.awaitPredecessor(ctx, s, sid, pred); err != nil {
 			return err
 		}
 	}
@@ -140,9 +140,9 @@ func (m *Manager) position(ctx context.Context, s *zookeeper.Session, node strin
 	return false, "", fmt.Errorf("%w: election node %s is gone", errSessionLost, node)
 }
 
-// follow waits until the predecessor's node is gone, or the connection
+// awaitPredecessor waits until the predecessor's node is gone, or the connection
 // changes state.
-func (m *Manager) follow(ctx context.Context, s *zookeeper.Session, sid int64, pred string) error {
+func (m *Manager) awaitPredecessor(ctx context.Context, s *zookeeper.Session, sid int64, pred string) error {
 	type got struct {
 		ok bool
 		ch <-chan zk.Event
