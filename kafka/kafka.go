@@ -121,11 +121,9 @@ func (l *errorLimiter) log(log *slog.Logger, msg string, e ckafka.Error) {
 
 // GoChannelSizes are the Go channel buffers of a confluent-kafka-go
 // producer. The defaults (a million each) are allocated when the producer is
-// made: 23 MB of heap per producer, all of it live, so the garbage collector,
-// which lets the heap grow to twice the live heap, let a bridge delivering a
-// backlog grow from 25 to 118 MiB of RSS (the fault suite's
-// TestLoadBacklogOneNick). zkchat never uses ProduceChannel (each record has
-// its own delivery channel) and drains Events() at once.
+// made, 23 MB of live heap per producer, which the garbage collector doubles.
+// zkchat never uses ProduceChannel (each record has its own delivery
+// channel) and drains Events() at once, so small buffers never fill.
 var GoChannelSizes = map[string]ckafka.ConfigValue{
 	"go.events.channel.size":  1000,
 	"go.produce.channel.size": 1000,
@@ -434,11 +432,10 @@ func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []by
 			return 0, fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, protocol.ErrOutcomeUnknown, err), false
 		case errors.As(err, &ke) && ke.Code() == ckafka.ErrMsgTimedOut:
 			// librdkafka gives up after delivery.timeout.ms also on a
-			// record it had sent to a broker that went silent: it may
-			// well be written. The fault suite froze every broker longer
-			// than that, and sends told "timed out" were in Kafka once
-			// they thawed: the sender must not be told "not sent" (Go
-			// cannot tell a record that never left).
+			// record it had sent to a broker that went silent, and such
+			// a record may be written once the broker answers again. Go
+			// cannot tell it from a record that never left, so the
+			// sender is never told "not sent".
 			return 0, fmt.Errorf("produce to %s: no acknowledgement within the delivery timeout: %w: %w", topic, protocol.ErrOutcomeUnknown, err), false
 		}
 		return 0, produceError(topic, err), false
@@ -650,11 +647,9 @@ func (k *Clients) OpenReader(ctx context.Context, group, topic string) (*Reader,
 	}); err != nil {
 		return nil, fmt.Errorf("assign %s: %w", topic, err)
 	}
-	// librdkafka keeps a partition's pause across unassign and assign: a
-	// reader closed while paused (a backlog, then a failed delivery proof)
-	// left the next reader of the topic paused with an empty queue, so it
-	// never resumed and delivery stalled for good (the fault suite's
-	// TestLoadBacklogOneNick). The new reader starts unpaused; fetching
+	// librdkafka keeps a partition's pause across unassign and assign, and
+	// only this reader's Next resumes it: a new reader must start unpaused
+	// (its queue is empty, so nothing else would ever resume it). Fetching
 	// starts at the assigned offset.
 	if err := k.use(func() error { return k.consumer.Resume([]ckafka.TopicPartition{{Topic: &topic, Partition: 0}}) }); err != nil {
 		k.log.Warn("resume after assign", "topic", topic, "err", err)

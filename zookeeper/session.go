@@ -25,10 +25,10 @@ const (
 	// listing /request/enroll with many thousand children).
 	LargeZKBuffer = 4 << 20
 	// ManagerMaxReply is the largest listing a manager accepts: about
-	// 980,000 pending requests of 64-character ids. Above LargeZKBuffer
-	// (61,680 of them) the 4 MiB limit used to close the connection at
-	// every listing, ending the leader's term in a loop that answered
-	// nothing (the fault suite's backlog row).
+	// 980,000 pending requests of 64-character ids (LargeZKBuffer holds
+	// 61,680). A reply above the limit closes the connection, so a
+	// directory must never outgrow it: a leader that cannot list a
+	// directory cannot answer anything in it.
 	ManagerMaxReply = 64 << 20
 	// DialTimeout bounds the wait for a session in Dial.
 	DialTimeout = 15 * time.Second
