@@ -82,6 +82,19 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 	return env, nil
 }
 
+// onlineWorker is newWorker with Kafka, gone online; close ends both.
+func onlineWorker(c *cli.Context, id string) (*workerEnv, error) {
+	env, err := newWorker(c, id, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := env.w.GoOnline(c.Context); err != nil {
+		env.close()
+		return nil, err
+	}
+	return env, nil
+}
+
 func registerCommand() *cli.Command {
 	cmd := requestCommand("registered %s\n", "%s was already registered\n",
 		func(w *client.Worker, ctx context.Context) (protocol.Status, error) { return w.Register(ctx) })
@@ -194,14 +207,11 @@ func sendCommand() *cli.Command {
 			if err := protocol.ValidateID(c.String("to")); err != nil {
 				return fmt.Errorf("--to: %w", err)
 			}
-			env, err := newWorker(c, c.String("from"), true)
+			env, err := onlineWorker(c, c.String("from"))
 			if err != nil {
 				return err
 			}
 			defer env.close()
-			if err := env.w.GoOnline(c.Context); err != nil {
-				return err
-			}
 			if err := env.w.SendMessage(c.Context, c.String("to"), text); err != nil {
 				return err
 			}
@@ -223,14 +233,11 @@ func readCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			env, err := newWorker(c, id, true)
+			env, err := onlineWorker(c, id)
 			if err != nil {
 				return err
 			}
 			defer env.close()
-			if err := env.w.GoOnline(c.Context); err != nil {
-				return err
-			}
 			out := c.App.Writer
 			print := func(m protocol.Message) error {
 				_, err := fmt.Fprintf(out, "%s: %s\n", m.From, printable(m.Text))
@@ -261,14 +268,11 @@ func chatCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			env, err := newWorker(c, id, true)
+			env, err := onlineWorker(c, id)
 			if err != nil {
 				return err
 			}
 			defer env.close()
-			if err := env.w.GoOnline(c.Context); err != nil {
-				return err
-			}
 			return chat(c.Context, env.w, c.App.Reader, c.App.Writer, c.App.ErrWriter)
 		},
 	}
