@@ -517,11 +517,15 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		return nil
 	}
 	var c *committer
+	rctx := ctx // the reader's: a follow's ends when its committer fails
 	if follow {
 		// Commits go in the background, coalesced: a commit takes a few
 		// milliseconds (the group coordinator lingers), and the next message
 		// must not wait for it.
-		c = newCommitter(commitAt, w.log.With("topic", topic))
+		var stopReading context.CancelCauseFunc
+		rctx, stopReading = context.WithCancelCause(ctx)
+		defer stopReading(nil)
+		c = newCommitter(commitAt, w.log.With("topic", topic), stopReading)
 		defer func() {
 			if cerr := c.stop(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, protocol.ErrNotCommitted, cerr))
@@ -545,8 +549,13 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 				return n, fmt.Errorf("read %s: %w", w.id, cerr)
 			}
 		}
-		msg, err := r.Next(ctx)
+		msg, err := r.Next(rctx)
 		if err != nil {
+			if follow {
+				if cerr := c.failed(); cerr != nil {
+					return n, fmt.Errorf("read %s: %w", w.id, cerr)
+				}
+			}
 			return n, fmt.Errorf("read %s: %w", w.id, err)
 		}
 		msg.To = w.id
@@ -570,11 +579,16 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 	}
 }
 
+// commitRetryDelay is the wait before a failed commit is tried again
+// (shortened by the tests).
+var commitRetryDelay = time.Second
+
 // committer commits a reader's position in the background: offer replaces
 // the offset to commit, so a burst of messages costs one commit.
 type committer struct {
 	commit func(int64) error
 	log    *slog.Logger
+	onFail func(error)   // called once the committer gave up
 	wake   chan struct{} // cap 1
 	quit   chan struct{}
 	done   chan struct{}
@@ -584,8 +598,8 @@ type committer struct {
 	err  error
 }
 
-func newCommitter(commit func(int64) error, log *slog.Logger) *committer {
-	c := &committer{commit: commit, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+func newCommitter(commit func(int64) error, log *slog.Logger, onFail func(error)) *committer {
+	c := &committer{commit: commit, log: log, onFail: onFail, wake: make(chan struct{}, 1), quit: make(chan struct{}),
 		done: make(chan struct{}), next: -1}
 	go c.loop()
 	return c
@@ -666,7 +680,7 @@ func (c *committer) loop() {
 			}
 			c.mu.Unlock()
 			select {
-			case <-time.After(time.Second):
+			case <-time.After(commitRetryDelay):
 				again = true
 				continue
 			case <-c.quit:
@@ -676,6 +690,7 @@ func (c *committer) loop() {
 		c.mu.Lock()
 		c.err = err
 		c.mu.Unlock()
+		c.onFail(err)
 		return
 	}
 }
