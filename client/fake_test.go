@@ -113,7 +113,7 @@ func (e *fakeEnv) register(t testing.TB, ids ...string) {
 }
 
 func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -201,10 +201,10 @@ func (m *fakeManager) handle(ctx context.Context, s *fakezk.Session, dir, id str
 	}
 }
 
-// waitFor polls cond every millisecond for up to 5 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
+// waitFor polls cond every millisecond for up to d.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for: %s", what)

@@ -137,7 +137,7 @@ func TestRequestWithdrawn(t *testing.T) {
 	w := e.worker(t, "ivan", false)
 	res := make(chan error, 1)
 	go func() { _, err := w.Register(ctxT(t)); res <- err }()
-	waitFor(t, "request created", func() bool { _, ok := e.zk.Data(e.paths.Enroll("ivan")); return ok })
+	waitFor(t, 5*time.Second, "request created", func() bool { _, ok := e.zk.Data(e.paths.Enroll("ivan")); return ok })
 	if err := e.zk.Connect().Delete(ctxT(t), e.paths.Enroll("ivan"), -1); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestLockedTreeTouches(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { _, err := w.Register(ctxT(t)); res <- err }()
 	s := e.zk.Connect()
-	waitFor(t, "request touched", func() bool {
+	waitFor(t, 5*time.Second, "request touched", func() bool {
 		st := e.zk.Stat(e.paths.Enroll("kate"))
 		return st != nil && st.Version == 1
 	})
@@ -186,7 +186,7 @@ func TestLockedTreeTouches(t *testing.T) {
 	}
 	// Refused with ACLs on, the error says why a manager may refuse.
 	go func() { _, err := w.Register(ctxT(t)); res <- err }()
-	waitFor(t, "request touched", func() bool {
+	waitFor(t, 5*time.Second, "request touched", func() bool {
 		st := e.zk.Stat(e.paths.Enroll("kate"))
 		return st != nil && st.Version == 1
 	})
@@ -329,7 +329,7 @@ func TestSessionExpiryRecreatesOnline(t *testing.T) {
 	s := e.lastSession(t)
 	old := s.SessionID()
 	s.Expire()
-	waitFor(t, "/online/alice re-created in the new session", func() bool {
+	waitFor(t, 5*time.Second, "/online/alice re-created in the new session", func() bool {
 		st := e.zk.Stat(e.paths.OnlineNode("alice"))
 		return st != nil && st.EphemeralOwner == s.SessionID() && st.EphemeralOwner != old
 	})
@@ -495,7 +495,7 @@ func TestFollowBeforeCommit(t *testing.T) {
 	go func() {
 		done <- bob.FollowMessagesWith(fctx, client.ReadOptions{}, func(protocol.Message) error { return nil })
 	}()
-	waitFor(t, "the commit after two transient failures", func() bool {
+	waitFor(t, 5*time.Second, "the commit after two transient failures", func() bool {
 		off, _ := e.kafka.Committed(ctx, "p-bob", "p-bob")
 		return off == 1
 	})
@@ -532,7 +532,7 @@ func TestOneReaderPerTopic(t *testing.T) {
 	fctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- bob.FollowMessages(fctx, func(protocol.Message) error { cancel(); return nil }) }()
-	waitFor(t, "the follower's reader", func() bool { return e.kafka.Readers() == 1 })
+	waitFor(t, 5*time.Second, "the follower's reader", func() bool { return e.kafka.Readers() == 1 })
 	if _, err := bob.ReadMessages(ctx, func(protocol.Message) error { return nil }); err != nil {
 		t.Fatalf("read with nothing unread = %v", err) // no reader needed
 	}
