@@ -224,6 +224,12 @@ func (s *Session) GetW(ctx context.Context, path string) ([]byte, *zk.Stat, <-ch
 	return v.data, v.stat, v.ch, err
 }
 
+// Multi applies ops (*zk.CreateRequest, *zk.DeleteRequest,
+// *zk.SetDataRequest, *zk.CheckVersionRequest) all or none.
+func (s *Session) Multi(ctx context.Context, ops ...any) ([]zk.MultiResponse, error) {
+	return Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(ops...) })
+}
+
 // Exists reports whether path exists, and its stat.
 func (s *Session) Exists(ctx context.Context, path string) (bool, *zk.Stat, error) {
 	type r struct {
