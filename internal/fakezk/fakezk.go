@@ -184,19 +184,10 @@ func (s *Session) Reconnect() {
 	}
 }
 
-// endSessionLocked deletes s's ephemeral nodes and ends its watches.
+// endSessionLocked ends s's watches (first: the client hears only that
+// they ended, not what the expiry did) and deletes its ephemeral nodes.
 func (srv *Server) endSessionLocked(s *Session, why error) {
 	delete(srv.sessions, s.id)
-	var mine []string
-	for p, n := range srv.nodes {
-		if n.stat.EphemeralOwner == s.id {
-			mine = append(mine, p)
-		}
-	}
-	sort.Strings(mine)
-	for _, p := range mine {
-		srv.deleteLocked(p)
-	}
 	for _, ws := range []map[string][]watch{srv.dataW, srv.childW} {
 		for p, list := range ws {
 			kept := list[:0]
@@ -210,6 +201,16 @@ func (srv *Server) endSessionLocked(s *Session, why error) {
 			}
 			ws[p] = kept
 		}
+	}
+	var mine []string
+	for p, n := range srv.nodes {
+		if n.stat.EphemeralOwner == s.id {
+			mine = append(mine, p)
+		}
+	}
+	sort.Strings(mine)
+	for _, p := range mine {
+		srv.deleteLocked(p)
 	}
 }
 
