@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
 	"github.com/zkchat/zkchat/zookeeper"
 )
@@ -27,9 +27,9 @@ type Config struct {
 	// or quit request, and for the topic to appear when going online.
 	// 0: 15 s.
 	RequestTimeout time.Duration
-	// Kafka is the process's shared clients; nil for a worker that only
-	// registers, quits and lists.
-	Kafka *kafka.Clients
+	// Kafka is the process's shared clients (a *kafka.Clients); nil for a
+	// worker that only registers, quits and lists.
+	Kafka Kafka
 	// ZKBufferSize sizes the session's buffers. 0: SmallZKBuffer, enough to
 	// go online and to list some hundred users; a process with one worker
 	// that lists big directories wants LargeZKBuffer.
@@ -42,17 +42,21 @@ type Config struct {
 	// id (the bridge's workers do). Needed when the tree is locked down with
 	// ACLs (acl.go); nil: no credentials.
 	Auth *protocol.Auth
+	// Dial opens the worker's ZooKeeper sessions; nil: zookeeper.Dial.
+	// Tests hand it a fake (internal/fakezk).
+	Dial DialFunc
 }
 
 // Worker is one chat user. It owns one ZooKeeper session at a time: going
 // offline closes it. Its methods may be called from several goroutines.
 type Worker struct {
-	id  string
-	cfg Config
-	log *slog.Logger
+	id    string
+	cfg   Config
+	log   *slog.Logger
+	paths protocol.Paths
 
 	mu      sync.Mutex
-	sess    *zookeeper.Session // nil while no session is open
+	sess    Session // nil while no session is open
 	online  bool
 	ownerID int64 // session id that owns /online/<id>
 	stop    context.CancelFunc
@@ -64,7 +68,12 @@ func New(id string, cfg Config) (*Worker, error) {
 	if err := protocol.ValidateID(id); err != nil {
 		return nil, err
 	}
-	if _, _, err := protocol.SplitConnect(cfg.ZooKeeper); err != nil {
+	_, chroot, err := protocol.SplitConnect(cfg.ZooKeeper)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := protocol.NewPaths(chroot)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.RequestTimeout <= 0 {
@@ -73,24 +82,30 @@ func New(id string, cfg Config) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Worker{id: id, cfg: cfg, log: cfg.Logger.With("worker", id)}, nil
+	if cfg.Dial == nil {
+		cfg.Dial = dialZooKeeper
+	}
+	if isNil(cfg.Kafka) {
+		cfg.Kafka = nil
+	}
+	return &Worker{id: id, cfg: cfg, log: cfg.Logger.With("worker", id), paths: paths}, nil
 }
 
 // ID is the worker id.
 func (w *Worker) ID() string { return w.id }
 
 // session returns the open session, opening one if needed.
-func (w *Worker) session(ctx context.Context) (*zookeeper.Session, error) {
+func (w *Worker) session(ctx context.Context) (Session, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.sessionLocked(ctx)
 }
 
-func (w *Worker) sessionLocked(ctx context.Context) (*zookeeper.Session, error) {
+func (w *Worker) sessionLocked(ctx context.Context) (Session, error) {
 	if w.sess != nil {
 		return w.sess, nil
 	}
-	s, err := zookeeper.Dial(ctx, zookeeper.SessionConfig{
+	s, err := w.cfg.Dial(ctx, zookeeper.SessionConfig{
 		Connect:        w.cfg.ZooKeeper,
 		SessionTimeout: w.cfg.SessionTimeout,
 		BufferSize:     w.cfg.ZKBufferSize,
@@ -112,7 +127,7 @@ func (w *Worker) Register(ctx context.Context) (protocol.Status, error) {
 	if err != nil {
 		return 0, fmt.Errorf("register %s: %w", w.id, err)
 	}
-	st, err := w.request(ctx, s, s.Paths.Enroll(w.id))
+	st, err := w.request(ctx, s, w.paths.Enroll(w.id))
 	if err != nil {
 		return st, fmt.Errorf("register %s: %w", w.id, err)
 	}
@@ -126,7 +141,7 @@ func (w *Worker) Quit(ctx context.Context) (protocol.Status, error) {
 	if err != nil {
 		return 0, fmt.Errorf("quit %s: %w", w.id, err)
 	}
-	st, err := w.request(ctx, s, s.Paths.Quit(w.id))
+	st, err := w.request(ctx, s, w.paths.Quit(w.id))
 	if err != nil {
 		return st, fmt.Errorf("quit %s: %w", w.id, err)
 	}
@@ -136,7 +151,7 @@ func (w *Worker) Quit(ctx context.Context) (protocol.Status, error) {
 
 // request runs the worker's side of register and quit: create the request
 // node with -1, watch it until the manager writes a code, delete it.
-func (w *Worker) request(ctx context.Context, s *zookeeper.Session, path string) (protocol.Status, error) {
+func (w *Worker) request(ctx context.Context, s Session, path string) (protocol.Status, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, protocol.ErrManagerTimeout)
 	defer cancel()
 	acl, locked, err := s.NodeACL(ctx, parentOf(path))
@@ -146,9 +161,7 @@ func (w *Worker) request(ctx context.Context, s *zookeeper.Session, path string)
 	if err != nil {
 		return 0, err
 	}
-	_, err = zookeeper.Do(ctx, func() (string, error) {
-		return s.Conn.Create(path, protocol.StatusPending.Bytes(), 0, acl)
-	})
+	_, err = s.Create(ctx, path, protocol.StatusPending.Bytes(), 0, acl)
 	switch {
 	case errors.Is(err, zk.ErrNodeExists):
 		// A request of an earlier attempt, maybe answered: read it below.
@@ -162,7 +175,7 @@ func (w *Worker) request(ctx context.Context, s *zookeeper.Session, path string)
 		// later attempt starts clean. Bounded: ctx may be over already.
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer dcancel()
-		if _, err := zookeeper.Do(dctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(path, -1) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		if err := s.Delete(dctx, path, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
 			w.log.Warn("delete request", "path", path, "err", err)
 		}
 	}()
@@ -173,21 +186,14 @@ func (w *Worker) request(ctx context.Context, s *zookeeper.Session, path string)
 		}
 	}
 	for {
-		type got struct {
-			data []byte
-			ch   <-chan zk.Event
-		}
-		g, err := zookeeper.Do(ctx, func() (got, error) {
-			d, _, ch, err := s.Conn.GetW(path)
-			return got{d, ch}, err
-		})
+		data, _, watch, err := s.GetW(ctx, path)
 		if err != nil {
 			if errors.Is(err, zk.ErrNoNode) {
 				return 0, fmt.Errorf("request %s deleted before it was answered", path)
 			}
 			return 0, fmt.Errorf("watch %s: %w", path, err)
 		}
-		st, err := protocol.ParseStatus(g.data)
+		st, err := protocol.ParseStatus(data)
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", path, err)
 		}
@@ -201,7 +207,7 @@ func (w *Worker) request(ctx context.Context, s *zookeeper.Session, path string)
 			return st, protocol.ErrRequestFailed
 		}
 		select {
-		case <-g.ch:
+		case <-watch:
 		case <-ctx.Done():
 			return 0, context.Cause(ctx)
 		}
@@ -221,7 +227,7 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("online %s: %w", w.id, err)
 	}
-	ok, _, err := s.Exists(ctx, s.Paths.Registered(w.id))
+	ok, _, err := s.Exists(ctx, w.paths.Registered(w.id))
 	if err != nil {
 		return fmt.Errorf("online %s: %w", w.id, err)
 	}
@@ -249,7 +255,7 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) createOnline(ctx context.Context, s *zookeeper.Session) error {
+func (w *Worker) createOnline(ctx context.Context, s Session) error {
 	meta := w.cfg.Metadata
 	if meta == nil {
 		host, _ := os.Hostname()
@@ -259,14 +265,12 @@ func (w *Worker) createOnline(ctx context.Context, s *zookeeper.Session) error {
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
-	path := s.Paths.OnlineNode(w.id)
-	acl, locked, err := s.NodeACL(ctx, s.Paths.Online())
+	path := w.paths.OnlineNode(w.id)
+	acl, locked, err := s.NodeACL(ctx, w.paths.Online())
 	if err != nil {
 		return err
 	}
-	_, err = zookeeper.Do(ctx, func() (string, error) {
-		return s.Conn.Create(path, data, zk.FlagEphemeral, acl)
-	})
+	_, err = s.Create(ctx, path, data, zk.FlagEphemeral, acl)
 	if errors.Is(err, zk.ErrNodeExists) {
 		// Ours from a session that just expired is impossible (expiry deletes
 		// it), so it is another session's.
@@ -275,7 +279,7 @@ func (w *Worker) createOnline(ctx context.Context, s *zookeeper.Session) error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	w.ownerID = s.Conn.SessionID()
+	w.ownerID = s.SessionID()
 	if locked {
 		// The manager takes the node for this identity's only once touched.
 		if err := s.Touch(ctx, path, data); err != nil {
@@ -288,20 +292,20 @@ func (w *Worker) createOnline(ctx context.Context, s *zookeeper.Session) error {
 // keepPresence re-creates /online/<id> when the session expired and
 // go-zookeeper quietly opened a new one: the ephemeral node died with the old
 // session.
-func (w *Worker) keepPresence(ctx context.Context, s *zookeeper.Session, done chan struct{}) {
+func (w *Worker) keepPresence(ctx context.Context, s Session, done chan struct{}) {
 	defer close(done)
 	for {
 		ch := s.Changed()
-		if s.Conn.State() == zk.StateHasSession {
+		if s.State() == zk.StateHasSession {
 			w.mu.Lock()
-			if w.online && s.Conn.SessionID() != w.ownerID {
+			if w.online && s.SessionID() != w.ownerID {
 				w.log.Warn("session expired while online; going online again", "old_session", w.ownerID)
 				cctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
 				err := w.createOnline(cctx, s)
 				cancel()
 				if err != nil {
 					w.log.Error("going online again after session expiry", "err", err)
-					w.ownerID = s.Conn.SessionID() // do not retry in a loop
+					w.ownerID = s.SessionID() // do not retry in a loop
 				}
 			}
 			w.mu.Unlock()
@@ -343,18 +347,18 @@ func (w *Worker) Close() { w.GoOffline() }
 
 // checkOnline verifies that /online/<id> exists and belongs to this
 // worker's session.
-func (w *Worker) checkOnline(ctx context.Context) (*zookeeper.Session, error) {
+func (w *Worker) checkOnline(ctx context.Context) (Session, error) {
 	w.mu.Lock()
 	s, online := w.sess, w.online
 	w.mu.Unlock()
 	if !online || s == nil {
 		return nil, protocol.ErrNotOnline
 	}
-	ok, st, err := s.Exists(ctx, s.Paths.OnlineNode(w.id))
+	ok, st, err := s.Exists(ctx, w.paths.OnlineNode(w.id))
 	if err != nil {
 		return nil, err
 	}
-	if !ok || st.EphemeralOwner != s.Conn.SessionID() {
+	if !ok || st.EphemeralOwner != s.SessionID() {
 		return nil, protocol.ErrNotOnline
 	}
 	return s, nil
@@ -385,7 +389,7 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 	}
 	peer := make(chan res, 1)
 	go func() {
-		ok, _, err := sess.Exists(ctx, sess.Paths.OnlineNode(to))
+		ok, _, err := sess.Exists(ctx, w.paths.OnlineNode(to))
 		peer <- res{ok, err}
 	}()
 	s, err := w.checkOnline(ctx)
@@ -394,14 +398,14 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
 	if s != sess { // a new session meanwhile: ask again in it
-		r.ok, _, r.err = s.Exists(ctx, s.Paths.OnlineNode(to))
+		r.ok, _, r.err = s.Exists(ctx, w.paths.OnlineNode(to))
 	}
 	ok, err := r.ok, r.err
 	if err != nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
 	if !ok {
-		reg, _, err := s.Exists(ctx, s.Paths.Registered(to))
+		reg, _, err := s.Exists(ctx, w.paths.Registered(to))
 		switch {
 		case err != nil:
 			return fmt.Errorf("send %s→%s: %w", w.id, to, err)
@@ -513,11 +517,15 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		return nil
 	}
 	var c *committer
+	rctx := ctx // the reader's: a follow's ends when its committer fails
 	if follow {
 		// Commits go in the background, coalesced: a commit takes a few
 		// milliseconds (the group coordinator lingers), and the next message
 		// must not wait for it.
-		c = newCommitter(commitAt, w.log.With("topic", topic))
+		var stopReading context.CancelCauseFunc
+		rctx, stopReading = context.WithCancelCause(ctx)
+		defer stopReading(nil)
+		c = newCommitter(commitAt, w.log.With("topic", topic), stopReading)
 		defer func() {
 			if cerr := c.stop(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, protocol.ErrNotCommitted, cerr))
@@ -541,8 +549,13 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 				return n, fmt.Errorf("read %s: %w", w.id, cerr)
 			}
 		}
-		msg, err := r.Next(ctx)
+		msg, err := r.Next(rctx)
 		if err != nil {
+			if follow {
+				if cerr := c.failed(); cerr != nil {
+					return n, fmt.Errorf("read %s: %w", w.id, cerr)
+				}
+			}
 			return n, fmt.Errorf("read %s: %w", w.id, err)
 		}
 		msg.To = w.id
@@ -566,11 +579,16 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 	}
 }
 
+// commitRetryDelay is the wait before a failed commit is tried again
+// (shortened by the tests).
+var commitRetryDelay = time.Second
+
 // committer commits a reader's position in the background: offer replaces
 // the offset to commit, so a burst of messages costs one commit.
 type committer struct {
 	commit func(int64) error
 	log    *slog.Logger
+	onFail func(error)   // called once the committer gave up
 	wake   chan struct{} // cap 1
 	quit   chan struct{}
 	done   chan struct{}
@@ -580,8 +598,8 @@ type committer struct {
 	err  error
 }
 
-func newCommitter(commit func(int64) error, log *slog.Logger) *committer {
-	c := &committer{commit: commit, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+func newCommitter(commit func(int64) error, log *slog.Logger, onFail func(error)) *committer {
+	c := &committer{commit: commit, log: log, onFail: onFail, wake: make(chan struct{}, 1), quit: make(chan struct{}),
 		done: make(chan struct{}), next: -1}
 	go c.loop()
 	return c
@@ -662,7 +680,7 @@ func (c *committer) loop() {
 			}
 			c.mu.Unlock()
 			select {
-			case <-time.After(time.Second):
+			case <-time.After(commitRetryDelay):
 				again = true
 				continue
 			case <-c.quit:
@@ -672,6 +690,7 @@ func (c *committer) loop() {
 		c.mu.Lock()
 		c.err = err
 		c.mu.Unlock()
+		c.onFail(err)
 		return
 	}
 }
@@ -695,7 +714,7 @@ func (w *Worker) GetOnlineUsers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("online users: %w", err)
 	}
-	return s.OnlineUsers(ctx)
+	return sortedChildren(ctx, s, w.paths.Online(), "online users")
 }
 
 // GetRegisteredUsers lists the registered ids, sorted.
@@ -704,7 +723,16 @@ func (w *Worker) GetRegisteredUsers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registered users: %w", err)
 	}
-	return s.RegisteredUsers(ctx)
+	return sortedChildren(ctx, s, w.paths.Registry(), "registered users")
+}
+
+func sortedChildren(ctx context.Context, s Session, dir, what string) ([]string, error) {
+	ids, err := s.Children(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	sort.Strings(ids)
+	return ids, nil
 }
 
 // parentOf is the parent of an absolute path.

@@ -619,11 +619,20 @@ type Reader struct {
 	closed bool
 }
 
+// MessageReader is what OpenReader returns: an alias of an unnamed
+// interface type, so that a consumer can declare the same type (client.Reader)
+// and *Clients satisfies its interface without importing this package.
+type MessageReader = interface {
+	Next(ctx context.Context) (protocol.Message, error)
+	Close()
+}
+
 // ErrReaderOpen: a topic can have one open reader per process.
 var ErrReaderOpen = errors.New("topic already has a reader in this process")
 
 // OpenReader starts fetching topic from group's committed position.
-func (k *Clients) OpenReader(ctx context.Context, group, topic string) (*Reader, error) {
+// Its result is a *Reader.
+func (k *Clients) OpenReader(ctx context.Context, group, topic string) (MessageReader, error) {
 	start, err := k.Committed(ctx, group, topic)
 	if err != nil {
 		return nil, err

@@ -49,13 +49,28 @@ type Config struct {
 type Manager struct {
 	cfg   Config
 	log   *slog.Logger
-	admin *kafka.Admin
+	paths protocol.Paths
+	admin topicAdmin
 
 	toolMu sync.Mutex
 	tool   *zookeeper.Session // for the API calls made outside Run
 
 	leaderMu sync.Mutex
 	leading  bool
+}
+
+// topicAdmin is what the manager needs of a Kafka admin client
+// (*kafka.Admin; a fake in the tests of the answering writes).
+type topicAdmin interface {
+	CreateTopic(ctx context.Context, topic string, spec kafka.TopicSpec) error
+	DeleteTopic(ctx context.Context, topic, group string) error
+	Close()
+}
+
+// writer is what the answering writes (register, remove, settle) need of a
+// ZooKeeper session: *zookeeper.Session, or internal/fakezk's in tests.
+type writer interface {
+	Multi(ctx context.Context, ops ...any) ([]zk.MultiResponse, error)
 }
 
 // Log keys and messages an operator greps for.
@@ -66,7 +81,12 @@ const (
 
 // New returns a manager; it connects to nothing until used.
 func New(cfg Config) (*Manager, error) {
-	if _, _, err := protocol.SplitConnect(cfg.ZooKeeper); err != nil {
+	_, chroot, err := protocol.SplitConnect(cfg.ZooKeeper)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := protocol.NewPaths(chroot)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.ReplicationFactor <= 0 {
@@ -90,7 +110,7 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), admin: admin}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), paths: paths, admin: admin}
 	return m, nil
 }
 
@@ -242,12 +262,12 @@ func answer(req *zk.SetDataRequest, st protocol.Status) *zk.SetDataRequest {
 // is a plain multi. With ops, an error that leaves the write's outcome
 // unknown (the connection broke, or ctx ended, with it in flight) wraps
 // errOutcomeUnknown.
-func multi(ctx context.Context, s *zookeeper.Session, fence []any, ops ...any) ([]zk.MultiResponse, error) {
+func multi(ctx context.Context, s writer, fence []any, ops ...any) ([]zk.MultiResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx) // not sent
 	}
 	all := append(append([]any{}, fence...), ops...)
-	resp, err := zookeeper.Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(all...) })
+	resp, err := s.Multi(ctx, all...)
 	if err != nil && len(ops) > 0 && (zookeeper.WriteOutcomeUnknown(err) || ctx.Err() != nil) {
 		return resp, fmt.Errorf("%w: %w", errOutcomeUnknown, err)
 	}
@@ -257,9 +277,9 @@ func multi(ctx context.Context, s *zookeeper.Session, fence []any, ops ...any) (
 // register creates /registry/<id> and, with req, answers the request in the
 // same transaction. ident is the requester's digest identity, bound to the
 // id in the registry node's ACL ("" for none).
-func (m *Manager) register(ctx context.Context, s *zookeeper.Session, fence []any, id, ident string, req *zk.SetDataRequest) (protocol.Status, error) {
+func (m *Manager) register(ctx context.Context, s writer, fence []any, id, ident string, req *zk.SetDataRequest) (protocol.Status, error) {
 	meta, _ := json.Marshal(map[string]any{"registered_at": time.Now().UTC().Format(time.RFC3339)})
-	ops := []any{&zk.CreateRequest{Path: s.Paths.Registered(id), Data: meta, Acl: m.registryACL(ident)}}
+	ops := []any{&zk.CreateRequest{Path: m.paths.Registered(id), Data: meta, Acl: m.registryACL(ident)}}
 	if req != nil {
 		ops = append(ops, answer(req, protocol.StatusDone))
 	}
@@ -286,7 +306,7 @@ func (m *Manager) register(ctx context.Context, s *zookeeper.Session, fence []an
 // same transaction as the registry delete. The topic goes first: a manager
 // that dies between the two leaves a registered user with no topic, which
 // the next going online re-creates, rather than a deleted user with a topic.
-func (m *Manager) remove(ctx context.Context, s *zookeeper.Session, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
+func (m *Manager) remove(ctx context.Context, s writer, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
 	if len(fence) > 0 {
 		// Topic deletion cannot be fenced: check leadership just before it.
 		if _, err := multi(ctx, s, fence); err != nil {
@@ -296,7 +316,7 @@ func (m *Manager) remove(ctx context.Context, s *zookeeper.Session, fence []any,
 	if err := m.DeleteKafkaTopic(ctx, id); err != nil {
 		return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, err)
 	}
-	ops := []any{&zk.DeleteRequest{Path: s.Paths.Registered(id), Version: -1}}
+	ops := []any{&zk.DeleteRequest{Path: m.paths.Registered(id), Version: -1}}
 	if req != nil {
 		ops = append(ops, answer(req, protocol.StatusDone))
 	}
@@ -322,7 +342,7 @@ func (m *Manager) remove(ctx context.Context, s *zookeeper.Session, fence []any,
 	}
 	// A quitting user goes offline: take /online/<id> down if another
 	// session still holds it.
-	if resp, err := multi(ctx, s, fence, &zk.DeleteRequest{Path: s.Paths.OnlineNode(id), Version: -1}); err != nil {
+	if resp, err := multi(ctx, s, fence, &zk.DeleteRequest{Path: m.paths.OnlineNode(id), Version: -1}); err != nil {
 		i, opErr := failedOp(resp, err)
 		switch {
 		case i >= 0 && i < len(fence):
@@ -335,7 +355,7 @@ func (m *Manager) remove(ctx context.Context, s *zookeeper.Session, fence []any,
 }
 
 // settle answers req with st alone (fenced).
-func (m *Manager) settle(ctx context.Context, s *zookeeper.Session, fence []any, req *zk.SetDataRequest, st protocol.Status) (protocol.Status, error) {
+func (m *Manager) settle(ctx context.Context, s writer, fence []any, req *zk.SetDataRequest, st protocol.Status) (protocol.Status, error) {
 	resp, err := multi(ctx, s, fence, answer(req, st))
 	if err == nil {
 		return st, nil

@@ -192,6 +192,44 @@ func Do[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	}
 }
 
+// State is the connection's state.
+func (s *Session) State() zk.State { return s.Conn.State() }
+
+// SessionID is the id of the session the connection has now: go-zookeeper
+// opens a new session, under the same Session, after one expired.
+func (s *Session) SessionID() int64 { return s.Conn.SessionID() }
+
+// Create creates path (flags: zk.FlagEphemeral, zk.FlagSequence).
+func (s *Session) Create(ctx context.Context, path string, data []byte, flags int32, acl []zk.ACL) (string, error) {
+	return Do(ctx, func() (string, error) { return s.Conn.Create(path, data, flags, acl) })
+}
+
+// Delete deletes path at version (-1: any).
+func (s *Session) Delete(ctx context.Context, path string, version int32) error {
+	_, err := Do(ctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(path, version) })
+	return err
+}
+
+// GetW reads path and sets a one-shot watch on its data.
+func (s *Session) GetW(ctx context.Context, path string) ([]byte, *zk.Stat, <-chan zk.Event, error) {
+	type r struct {
+		data []byte
+		stat *zk.Stat
+		ch   <-chan zk.Event
+	}
+	v, err := Do(ctx, func() (r, error) {
+		d, st, ch, err := s.Conn.GetW(path)
+		return r{d, st, ch}, err
+	})
+	return v.data, v.stat, v.ch, err
+}
+
+// Multi applies ops (*zk.CreateRequest, *zk.DeleteRequest,
+// *zk.SetDataRequest, *zk.CheckVersionRequest) all or none.
+func (s *Session) Multi(ctx context.Context, ops ...any) ([]zk.MultiResponse, error) {
+	return Do(ctx, func() ([]zk.MultiResponse, error) { return s.Conn.Multi(ops...) })
+}
+
 // Exists reports whether path exists, and its stat.
 func (s *Session) Exists(ctx context.Context, path string) (bool, *zk.Stat, error) {
 	type r struct {

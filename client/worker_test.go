@@ -1,4 +1,8 @@
-package manager_test
+package client_test
+
+// The Worker against real servers and a real manager: what the fakes
+// cannot show (the records on the wire, the manager deleting a topic and
+// its group). Each test has its own chroot and topic prefix (testenv).
 
 import (
 	"context"
@@ -11,8 +15,74 @@ import (
 
 	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
+	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
+
+// leadingManager runs a manager on env until the test ends and waits until
+// it leads.
+func leadingManager(t testing.TB, env *testenv.Env) {
+	t.Helper()
+	m, err := manager.New(manager.Config{
+		ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
+		Topics:         protocol.Topics{Prefix: env.Prefix},
+		Name:           "m1",
+		SessionTimeout: 4 * time.Second,
+		Logger:         testenv.Logger(t).With("test_manager", "m1"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: Run: %v", err)
+		}
+		m.Close()
+	})
+	waitFor(t, 15*time.Second, "manager leads", m.Leading)
+}
+
+func newKafka(t testing.TB, env *testenv.Env) *kafka.Clients {
+	t.Helper()
+	k, err := kafka.New(kafka.Config{
+		Brokers: env.Kafka, Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}
+
+func newWorker(t testing.TB, env *testenv.Env, id string, k *kafka.Clients) *client.Worker {
+	t.Helper()
+	w, err := client.New(id, client.Config{
+		ZooKeeper: env.ZooKeeper, Kafka: k, RequestTimeout: 20 * time.Second,
+		SessionTimeout: 4 * time.Second, Logger: testenv.Logger(t).With("test_worker", id),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	return w
+}
+
+// mustRegister registers ids through workers.
+func mustRegister(t testing.TB, env *testenv.Env, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		w := newWorker(t, env, id, nil)
+		if _, err := w.Register(ctxT(t)); err != nil {
+			t.Fatalf("register %s: %v", id, err)
+		}
+		w.Close()
+	}
+}
 
 // records reads a topic from the start with a plain consumer (no group), as
 // an outside client would.
@@ -171,9 +241,12 @@ func TestQuitDeletesTopic(t *testing.T) {
 		t.Fatalf("quit = %v, %v", st, err)
 	}
 	c := env.Conn(t)
-	if exists(t, c, env.Path("/registry/quinn")) || exists(t, c, env.Path("/online/quinn")) {
-		t.Fatal("quinn still registered or online after quit")
+	for _, p := range []string{"/registry/quinn", "/online/quinn"} {
+		if ok, _, err := c.Exists(env.Path(p)); err != nil || ok {
+			t.Fatalf("%s after quit: exists %v, %v", p, ok, err)
+		}
 	}
+	// The group went with the topic: a new registration starts empty.
 	waitFor(t, 20*time.Second, "topic deleted", func() bool {
 		for _, tp := range env.Topics(t) {
 			if tp == env.Prefix+"quinn" {
@@ -197,61 +270,5 @@ func TestQuitDeletesTopic(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != "new" {
 		t.Fatalf("after re-registering read %q, want [new]", got)
-	}
-}
-
-// TestSharedReaderBackpressure: one slow reader does not hold up another on
-// the same shared consumer, and loses nothing while its partition is paused.
-func TestSharedReaderBackpressure(t *testing.T) {
-	t.Parallel()
-	env := testenv.New(t)
-	leadingManager(t, env)
-	k := newKafka(t, env)
-	ctx := ctxT(t)
-	mustRegister(t, env, "src", "slow", "fast")
-	src, slow, fast := newWorker(t, env, "src", k), newWorker(t, env, "slow", k), newWorker(t, env, "fast", k)
-	for _, w := range []*client.Worker{src, slow, fast} {
-		if err := w.GoOnline(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	const n = 1000 // four times the reader buffer
-	for i := 0; i < n; i++ {
-		if err := src.SendMessage(ctx, "slow", fmt.Sprint(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	release := make(chan struct{})
-	slowDone := make(chan error, 1)
-	next := 0
-	go func() {
-		_, err := slow.ReadMessages(ctx, func(m protocol.Message) error {
-			if next == 0 {
-				<-release // hold the first message until fast has read
-			}
-			if m.Text != fmt.Sprint(next) {
-				return fmt.Errorf("slow got %q, want %d", m.Text, next)
-			}
-			next++
-			return nil
-		})
-		slowDone <- err
-	}()
-	time.Sleep(500 * time.Millisecond) // slow's buffer fills, its partition pauses
-	if err := src.SendMessage(ctx, "fast", "hello"); err != nil {
-		t.Fatal(err)
-	}
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	got := ""
-	if _, err := fast.ReadMessages(fctx, func(m protocol.Message) error { got = m.Text; return nil }); err != nil || got != "hello" {
-		t.Fatalf("fast reader blocked behind slow one: %q, %v", got, err)
-	}
-	close(release)
-	if err := <-slowDone; err != nil {
-		t.Fatal(err)
-	}
-	if next != n {
-		t.Fatalf("slow read %d of %d", next, n)
 	}
 }
