@@ -36,10 +36,10 @@ func (c *Config) Atheme() Server {
 }
 
 type atheme struct {
-	c                                     *Config
+	c                                      *Config
 	ircDir, ircCfg, ircPid, ircLog, ircOut string
-	athDir, athCfg, athPid, athOwnPid     string
-	athLog, athOut                        string
+	athDir, athCfg, athPid, athOwnPid      string
+	athLog, athOut                         string
 }
 
 const (
@@ -53,7 +53,7 @@ func (a *atheme) ports() []int {
 	return []int{a.c.IRCAccountsPort, a.c.IRCAccountsBridgePort, a.c.AthemeLinkPort}
 }
 
-func (a *atheme) ircd() (int, bool)   { return PidRunning(a.ircPid, "--config "+a.ircCfg) }
+func (a *atheme) ircd() (int, bool)    { return PidRunning(a.ircPid, "--config "+a.ircCfg) }
 func (a *atheme) athemed() (int, bool) { return PidRunning(a.athPid, "-c "+a.athCfg) }
 
 func (a *atheme) servicesReady() bool {
@@ -84,7 +84,7 @@ func (a *atheme) Start() error {
 	if err := distinct("ZKCHAT_IRC_ACCOUNTS_PORT, ZKCHAT_IRC_ACCOUNTS_BRIDGE_PORT and ZKCHAT_ATHEME_LINK_PORT", a.ports()...); err != nil {
 		return err
 	}
-	if err := c.deps("irc"); err != nil {
+	if err := c.Install("irc"); err != nil {
 		return err
 	}
 	raiseNofile()

@@ -69,8 +69,8 @@ type Config struct {
 
 // LinkedConfig are the linked InspIRCd pair's ports and settings.
 type LinkedConfig struct {
-	Port1, Bot1, Strict1, Link1 int // ZKCHAT_IRCL1_{,BOT_,STRICT_,LINK_}PORT 6690 6691 6694 6696
-	Port2, Bot2, Strict2, Link2 int // ZKCHAT_IRCL2_... 6692 6693 6695 6697
+	Port1, Bot1, Strict1, Link1 int    // ZKCHAT_IRCL1_{,BOT_,STRICT_,LINK_}PORT 6690 6691 6694 6696
+	Port2, Bot2, Strict2, Link2 int    // ZKCHAT_IRCL2_... 6692 6693 6695 6697
 	StrictThreshold             int    // ZKCHAT_IRCL_STRICT_THRESHOLD 20
 	StrictCommandRate           int    // ZKCHAT_IRCL_STRICT_COMMANDRATE 1000
 	StrictFakelag               string // ZKCHAT_IRCL_STRICT_FAKELAG no
@@ -208,8 +208,9 @@ var (
 	depsDone = map[string]bool{}
 )
 
-// deps makes sure what is installed (scripts/install-deps.sh what).
-func (c *Config) deps(what string) error {
+// Install makes sure what is installed (scripts/install-deps.sh what:
+// zookeeper, kafka, irc, go, all).
+func (c *Config) Install(what string) error {
 	if c.Deps != nil {
 		return c.Deps(what)
 	}

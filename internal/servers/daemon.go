@@ -112,7 +112,7 @@ func (d *daemon) Start() error {
 			return err
 		}
 	}
-	if err := d.c.deps(d.deps); err != nil {
+	if err := d.c.Install(d.deps); err != nil {
 		return err
 	}
 	if pid, ok := d.running(); ok {

@@ -58,7 +58,7 @@ func (c *Config) FetchKafka() error {
 		return nil
 	}
 	if _, err := exec.LookPath("mvn"); err != nil {
-		if err := c.deps("kafka"); err != nil {
+		if err := c.Install("kafka"); err != nil {
 			return err
 		}
 	}

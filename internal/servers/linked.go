@@ -116,7 +116,7 @@ func (l *Linked) Start() error {
 	if err := l.check(); err != nil {
 		return err
 	}
-	if err := c.deps("irc"); err != nil {
+	if err := c.Install("irc"); err != nil {
 		return err
 	}
 	raiseNofile()
