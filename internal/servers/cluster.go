@@ -49,7 +49,7 @@ func (c *Config) Cluster() *Cluster {
 	return &Cluster{c: c, dir: filepath.Join(c.DataDir, "cluster")}
 }
 
-func num(member string) int { n, _ := strconv.Atoi(strings.TrimLeft(member, "zkaf")); return n }
+func num(member string) int   { n, _ := strconv.Atoi(strings.TrimLeft(member, "zkaf")); return n }
 func isZK(member string) bool { return strings.HasPrefix(member, "zk") }
 
 // ZKPort, KafkaPort: a member's client port.
