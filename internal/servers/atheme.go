@@ -87,7 +87,6 @@ func (a *atheme) Start() error {
 	if err := c.Install("irc"); err != nil {
 		return err
 	}
-	raiseNofile()
 	if ip, ok := a.ircd(); ok {
 		if ap, ok := a.athemed(); ok {
 			if err := WaitFor(ircStartTimeout, ap, a.servicesReady); err != nil {

@@ -267,7 +267,6 @@ func (cl *Cluster) launch(m string) (bool, error) {
 			return false, fmt.Errorf("%s: %s is already in use by a process devenv did not start", m, addr(p))
 		}
 	}
-	raiseNofile()
 	dir := cl.memberDir(m)
 	var argv []string
 	out := filepath.Join(dir, "zookeeper.out")

@@ -132,7 +132,6 @@ func (d *daemon) Start() error {
 	if err := d.prepare(); err != nil {
 		return fmt.Errorf("%s: %w", d.name, err)
 	}
-	raiseNofile()
 	d.c.logf("starting %s on %s…", d.name, joinInts(d.ports, ", "))
 	t0 := time.Now()
 	pid, err := StartProcess(d.pidfile, d.outfile, nil, d.argv()...)

@@ -119,7 +119,6 @@ func (l *Linked) Start() error {
 	if err := c.Install("irc"); err != nil {
 		return err
 	}
-	raiseNofile()
 	t0 := time.Now()
 	_, ok1 := l.running(1)
 	_, ok2 := l.running(2)

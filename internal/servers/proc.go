@@ -37,7 +37,9 @@ func StartProcess(pidfile, logfile string, env []string, argv ...string) (int, e
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "=== %s: starting %s\n", time.Now().Format("2006-01-02 15:04:05"), strings.Join(argv, " "))
-	cmd := exec.Command(argv[0], argv[1:]...)
+	// Through sh, which lifts the open-files limit for the server only (it
+	// holds a descriptor per client connection) and execs it: the pid stays.
+	cmd := exec.Command("/bin/sh", append([]string{"-c", raiseNofile, "sh"}, argv...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -168,24 +170,9 @@ func (c *Config) stopPidfile(pidfile, name, pattern string, timeout time.Duratio
 	c.logf("%s stopped", name)
 }
 
-var nofileOnce sync.Once
-
-// raiseNofile lifts this process's open-files limit (inherited by the
-// servers it starts): they hold a descriptor per client connection.
-func raiseNofile() {
-	nofileOnce.Do(func() {
-		var r syscall.Rlimit
-		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) != nil {
-			return
-		}
-		want := r
-		want.Cur, want.Max = 1<<20, 1<<20
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil {
-			r.Cur = r.Max
-			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
-		}
-	})
-}
+// raiseNofile is the sh script StartProcess runs the server with: the
+// highest open-files limit allowed (root may raise the hard limit too).
+const raiseNofile = `ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"`
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
