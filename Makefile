@@ -1,44 +1,74 @@
-# zkchat — every target installs what it needs (Debian packages, Kafka from
-# Maven Central) and runs against real ZooKeeper and Kafka on 127.0.0.1.
-.PHONY: run test reliability build servers-start servers-stop bench bench-bridge clean graph
+# zkchat — every target installs what it needs (Debian packages, Kafka jars
+# with Maven) and runs against real ZooKeeper and Kafka on 127.0.0.1.
+# The servers are run by cmd/devenv (internal/servers); ports and folders
+# come from the environment (ZKCHAT_DATA_DIR, ZKCHAT_ZK_PORT, ...).
+# ARGS passes flags on: make test ARGS='-run TestSend -v'.
+.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge clean deps-go devenv check graph
 
-## run: start ZooKeeper, Kafka, InspIRCd and the IRC bridge; print how to chat (Ctrl-C stops all)
-run:
-	scripts/run.sh
+# The official Go tarball's place, often not on PATH; confluent-kafka-go is cgo.
+export PATH := $(PATH):/usr/local/go/bin
+export CGO_ENABLED := 1
+STATICCHECK_VERSION := v0.8.2
+GOBIN_DIR = $(or $(shell go env GOBIN),$(shell go env GOPATH)/bin)
+# Built once per make run (go caches it): a binary receives signals itself,
+# unlike go run.
+DEVENV := .cache/devenv
 
-## test: gofmt, go vet, go test -race ./... against real servers, then the fault suite
-test:
-	scripts/test.sh
+## run: start ZooKeeper, Kafka and InspIRCd and the IRC bridge; print how to chat (Ctrl-C stops all)
+run: devenv
+	$(DEVENV) run $(ARGS)
 
-## reliability: only the fault suite (3 ZooKeeper + 3 Kafka, faults injected; doc/reliability.md)
-reliability:
-	scripts/reliability.sh
+## test: gofmt, go vet, staticcheck, go test -race ./... against real servers (not the fault suite)
+test: check devenv
+	ZKCHAT_TEST_STRICT=1 $(DEVENV) exec -- go test -race -count=1 -timeout 20m $(ARGS) ./...
+
+## reliability: the fault suite alone (3 ZooKeeper + 3 Kafka, faults injected; doc/reliability.md)
+reliability: devenv
+	scripts/install-deps.sh irc
+	$(DEVENV) reliability $(ARGS)
+
+## check: gofmt, go vet and staticcheck (installed into GOBIN when missing)
+check: deps-go
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); \
+		if [ -n "$$bad" ]; then echo "gofmt would change: $$bad (run gofmt -w)"; exit 1; fi
+	go vet ./...
+	@test -x $(GOBIN_DIR)/staticcheck || go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN_DIR)/staticcheck ./...
 
 ## build: the zkchat binary in ./zkchat
-build:
-	scripts/install-deps.sh go
+build: deps-go
 	go build -o zkchat ./cmd/zkchat
 
+deps-go:
+	@scripts/install-deps.sh go
+
+devenv: deps-go
+	@go build -o $(DEVENV) ./cmd/devenv
+
 ## bench: the core benchmarks against real servers (about 2 minutes); tables in doc/benchmarks.md, raw output in .data/bench-core.txt
-bench:
+bench: devenv
 	@mkdir -p .data
-	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/" 2>&1 | tee .data/bench-core.txt
+	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/" 2>&1 | tee .data/bench-core.txt
 	go run ./internal/benchtab -title 'Benchmarks: core' -cmd 'make bench' -note 'What each benchmark measures and what limits it: [scaling.md](scaling.md).' -o doc/benchmarks.md .data/bench-core.txt
 
 ## bench-bridge: the IRC bridge benchmarks (about 5 minutes); tables in doc/benchmarks-bridge.md, raw output in .data/bench-bridge.txt
-bench-bridge:
+bench-bridge: devenv
 	@mkdir -p .data
-	scripts/with-servers.sh sh -c "go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 30m ./bridge/ && go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 30m ./bridge/" 2>&1 | tee .data/bench-bridge.txt
+	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 30m ./bridge/ && go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 30m ./bridge/" 2>&1 | tee .data/bench-bridge.txt
 	go run ./internal/benchtab -title 'Benchmarks: IRC bridge' -cmd 'make bench-bridge' -split -note 'What each benchmark measures and what limits it: [scaling.md](scaling.md).' -o doc/benchmarks-bridge.md .data/bench-bridge.txt
 
-servers-start:
-	scripts/servers.sh start
+## servers-start, servers-stop, servers-status: the local servers, whoever started them
+servers-start: devenv
+	$(DEVENV) start
 
-servers-stop:
-	scripts/servers.sh stop
+servers-stop: devenv
+	$(DEVENV) stop
 
-clean:
-	scripts/servers.sh stop
+servers-status: devenv
+	$(DEVENV) status
+
+clean: devenv
+	$(DEVENV) stop
 	rm -rf .data zkchat
 
 ## graph: the import graph between zkchat's packages (doc/architecture.md)

@@ -12,7 +12,7 @@ import (
 )
 
 // TestPacedStrictClass: the bridge in the strict connect class of
-// scripts/irclinked.sh (threshold 20, 1 line/s, fakelag off: an ordinary
+// internal/servers (threshold 20, 1 line/s, fakelag off: an ordinary
 // network that kills with "Excess Flood"). Its default pacing (20 lines/s,
 // bursts of 40) gets it killed by a backlog; pacing matched to the class
 // (--rate 1 --burst 10) delivers the backlog whole.

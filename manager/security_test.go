@@ -20,7 +20,7 @@ import (
 )
 
 // saslKafka starts a private Kafka with ZKCHAT_KAFKA_SASL=1 and returns its
-// address and the credentials scripts/kafka.sh generated for its super user
+// address and the credentials internal/servers generated for its super user
 // and for zkchat's principal.
 func saslKafka(t *testing.T) (addr string, admin, zkchat *kafka.Auth) {
 	t.Helper()

@@ -5,18 +5,78 @@
 #
 #   zookeeper  Java 17+, Debian's zookeeper package (server + zkCli.sh)
 #   kafka      Java 17+, Maven (fetches the Kafka jars), kcat (readiness probe)
-#   irc        Debian's inspircd (3.x, the IRC server scripts/inspircd.sh runs),
-#              ngircd (a second, independent IRC network: scripts/ngircd.sh)
-#              and ii (a tiny real IRC client the tests drive through FIFOs)
-#              and atheme-services (NickServ accounts + SASL for the second
-#              InspIRCd, the network with accounts: scripts/atheme.sh)
-#   servers    zookeeper + kafka + irc (what scripts/*.sh start needs)
+#   irc        Debian's inspircd (3.x), ngircd (a second, independent IRC
+#              network), ii (a tiny real IRC client the tests drive through
+#              FIFOs) and atheme-services (NickServ accounts + SASL for the
+#              InspIRCd with accounts)
+#   servers    zookeeper + kafka + irc (what internal/servers runs)
 #   go         Go >= 1.26 (checked only) and gcc + libc6-dev for cgo,
 #              which confluent-kafka-go needs
 #   all        everything above plus netcat-openbsd (handy: echo srvr | nc …)
+#
+# internal/servers (cmd/devenv, the tests) runs it before starting a server;
+# it returns at once when everything is there. apt output goes to
+# $ZKCHAT_DATA_DIR/apt.log.
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DATA_DIR=${ZKCHAT_DATA_DIR:-$ROOT/.data}
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# as_root CMD...: run CMD as root (via sudo when we are not root).
+as_root() {
+	if [[ $(id -u) -eq 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		die "need root (or sudo) to run: $*"
+	fi
+}
+
+# pkg_installed PKG: true when the Debian package is fully installed.
+pkg_installed() {
+	local status
+	# shellcheck disable=SC2016 # ${Status} is a dpkg-query format field
+	status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
+	[[ $status == *" ok installed" ]]
+}
+
+# ensure_apt PKG...: install the packages that are missing, nothing else
+# (apt-get update at most once per run).
+ensure_apt() {
+	local missing=() p apt_log
+	for p in "$@"; do
+		pkg_installed "$p" || missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+	command -v apt-get >/dev/null 2>&1 ||
+		die "missing packages ${missing[*]} and no apt-get (this expects Debian/Ubuntu)"
+	mkdir -p "$DATA_DIR"
+	apt_log=$DATA_DIR/apt.log
+	if [[ ${APT_UPDATED:-0} != 1 ]]; then
+		log "apt-get update (once per run)…"
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$apt_log" 2>&1 ||
+			{ tail -n 20 "$apt_log" >&2; die "apt-get update failed (full output: $apt_log)"; }
+		APT_UPDATED=1
+	fi
+	log "installing Debian packages: ${missing[*]}…"
+	# --no-install-recommends keeps it lean; callers list every package they really need.
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"${missing[@]}" >>"$apt_log" 2>&1 ||
+		{ tail -n 20 "$apt_log" >&2; die "apt-get install ${missing[*]} failed (full output: $apt_log)"; }
+}
+
+# pid_of PIDFILE: the recorded PID (empty when there is none).
+pid_of() {
+	local pid=""
+	[[ ! -r $1 ]] || read -r pid <"$1" || true
+	[[ ! $pid =~ ^[0-9]+$ ]] || printf '%s\n' "$pid"
+}
 
 MIN_JAVA=17
 MIN_GO_MINOR=26 # Go 1.x
@@ -40,7 +100,7 @@ deps_java() {
 
 deps_zookeeper() {
 	deps_java
-	# Pulls log4j 1.2 and slf4j-log4j12 too, which zookeeper.sh puts on the classpath.
+	# Pulls log4j 1.2 and slf4j-log4j12 too, which internal/servers puts on the classpath.
 	ensure_apt zookeeper
 }
 
@@ -52,7 +112,7 @@ deps_kafka() {
 
 # packaged_pids NAME PIDFILE: PIDs of the NAME package's own daemon (inspircd,
 # ngircd). Both packages' init scripts and systemd units run it as user irc
-# (with /etc/NAME); scripts/NAME.sh runs ours with a config of ours.
+# (with /etc/NAME); internal/servers runs ours with a config of ours.
 packaged_pids() {
 	local name=$1 pid
 	pid=$(pid_of "$2") # the init script's pid file
@@ -69,7 +129,7 @@ packaged_pids() {
 # `invoke-rc.d NAME start` from its postinst. Docker-style images forbid that
 # (policy-rc.d exits 101) and there is no systemd here, but where it is
 # allowed the packaged daemon comes up on port 6667 (/etc/NAME/NAME.conf)
-# and takes the port scripts/inspircd.sh needs. Stop it, and disable it so a
+# and takes the port internal/servers needs. Stop it, and disable it so a
 # reboot does not bring it back.
 stop_packaged() {
 	local name=$1 pidfile=$2 pids=()
@@ -81,11 +141,15 @@ stop_packaged() {
 	fi
 	mapfile -t pids < <(packaged_pids "$name" "$pidfile")
 	((${#pids[@]})) || return 0
-	log "stopping the $name service the package started (pid ${pids[*]}); scripts/$name.sh runs its own"
+	log "stopping the $name service the package started (pid ${pids[*]}); internal/servers runs its own"
 	as_root service "$name" stop >/dev/null 2>&1 || true
 	as_root kill -TERM "${pids[@]}" 2>/dev/null || true
-	# shellcheck disable=SC2016 # $1 expands in the inner bash
-	if ! wait_for 10 "" bash -c '! pgrep -u irc -x "$1" >/dev/null' _ "$name"; then
+	local i
+	for ((i = 0; i < 50; i++)); do
+		pgrep -u irc -x "$name" >/dev/null || break
+		sleep 0.2
+	done
+	if pgrep -u irc -x "$name" >/dev/null; then
 		mapfile -t pids < <(packaged_pids "$name" "$pidfile")
 		((${#pids[@]} == 0)) || as_root kill -KILL "${pids[@]}" 2>/dev/null || true
 		sleep 0.5

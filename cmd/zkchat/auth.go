@@ -57,7 +57,7 @@ func kafkaACLsCommand() *cli.Command {
 		Description: "Creates ALLOW ALL ACLs for --principal on the topics and consumer groups whose names start\n" +
 			"with --topic-prefix (PREFIXED; every topic and group with an empty prefix), and on the\n" +
 			"shared reader's group. The Kafka credentials (--kafka-auth-file or $" + kafka.EnvAuth + ") must be\n" +
-			"a super user's, e.g. the admin.auth file of `ZKCHAT_KAFKA_SASL=1 scripts/kafka.sh start`.",
+			"a super user's, e.g. the admin.auth file of `ZKCHAT_KAFKA_SASL=1 go run ./cmd/devenv start kafka`.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "principal", Value: "User:zkchat", Usage: "zkchat's Kafka principal"},
 		},

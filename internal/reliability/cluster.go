@@ -1,79 +1,58 @@
 package reliability
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/zkchat/zkchat/internal/servers"
 	"github.com/zkchat/zkchat/internal/testenv"
 )
 
 // Cluster is the suite's ZooKeeper ensemble and Kafka cluster, controlled
-// through scripts/cluster.sh (same ZKCHAT_CLUSTER_BASE and ZKCHAT_DATA_DIR as
-// the script that started it: both come from the environment).
+// through internal/servers (same ZKCHAT_CLUSTER_BASE and ZKCHAT_DATA_DIR as
+// the devenv that started it: both come from the environment).
 type Cluster struct {
 	// ZooKeeper and Kafka are the connection strings of all members.
 	ZooKeeper, Kafka string
-	root             string
+	cl               *servers.Cluster
+	log              *testenv.Buffer
 }
 
-// ZKMembers and KafkaMembers name the members as scripts/cluster.sh does.
+// ZKMembers and KafkaMembers name the members as internal/servers does.
 var (
-	ZKMembers    = []string{"zk1", "zk2", "zk3"}
-	KafkaMembers = []string{"kafka1", "kafka2", "kafka3"}
+	ZKMembers    = servers.ZKMembers
+	KafkaMembers = servers.KafkaMembers
 )
 
 // Need skips t unless the fault suite runs (ZKCHAT_RELIABILITY=1, set by
-// scripts/reliability.sh), and fails it when the cluster is not healthy: the
+// make reliability), and fails it when the cluster is not healthy: the
 // suite started it, so a missing cluster is a failure, not a skip.
 func Need(t testing.TB) *Cluster {
 	t.Helper()
 	if os.Getenv("ZKCHAT_RELIABILITY") != "1" {
-		t.Skip("fault suite: runs under scripts/reliability.sh (make test runs it), which starts the replicated cluster")
+		t.Skip("fault suite: runs under make reliability, which starts the replicated cluster")
 	}
-	c := &Cluster{root: testenv.RepoRoot(t)}
-	out := c.script(t, "env")
-	for _, f := range strings.Fields(out) {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "ZKCHAT_ZOOKEEPER":
-			c.ZooKeeper = v
-		case "ZKCHAT_KAFKA":
-			c.Kafka = v
-		}
-	}
-	if c.ZooKeeper == "" || c.Kafka == "" {
-		t.Fatalf("cluster.sh env printed %q", out)
-	}
+	cfg := testenv.ServerConfig(t)
+	c := &Cluster{cl: cfg.Cluster(), log: cfg.Log.(*testenv.Buffer)}
+	c.ZooKeeper, c.Kafka = c.cl.ZooKeeper(), c.cl.Kafka()
 	c.WaitHealthy(t, 2*time.Minute)
 	return c
 }
 
-func (c *Cluster) script(t testing.TB, args ...string) string {
+func (c *Cluster) check(t testing.TB, what string, err error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(c.root, "scripts", "cluster.sh"), args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("cluster.sh %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+	if err != nil {
+		t.Fatalf("cluster %s: %v\n%s", what, err, c.log)
 	}
-	return out.String()
 }
 
 // Healthy reports whether every member runs and answers.
-func (c *Cluster) Healthy() bool {
-	cmd := exec.Command(filepath.Join(c.root, "scripts", "cluster.sh"), "status")
-	return cmd.Run() == nil
-}
+func (c *Cluster) Healthy() bool { return c.cl.Healthy() }
 
 // WaitHealthy waits until every member runs and answers.
 func (c *Cluster) WaitHealthy(t testing.TB, d time.Duration) time.Duration {
@@ -81,37 +60,31 @@ func (c *Cluster) WaitHealthy(t testing.TB, d time.Duration) time.Duration {
 	t0 := time.Now()
 	for !c.Healthy() {
 		if time.Since(t0) > d {
-			t.Fatalf("cluster not healthy after %v:\n%s", d, c.status())
+			t.Fatalf("cluster not healthy after %v:\n%s", d, c.cl.Status().Line)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 	return time.Since(t0)
 }
 
-func (c *Cluster) status() string {
-	out, _ := exec.Command(filepath.Join(c.root, "scripts", "cluster.sh"), "status").CombinedOutput()
-	return string(out)
-}
-
 // PID is the member's process id (0 when it is down).
-func (c *Cluster) PID(t testing.TB, name string) int {
-	t.Helper()
-	for _, line := range strings.Split(c.script(t, "pids"), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == name {
-			pid, _ := strconv.Atoi(f[1])
-			return pid
-		}
-	}
-	return 0
-}
+func (c *Cluster) PID(t testing.TB, name string) int { return c.cl.PID(name) }
 
 // Kill SIGKILLs a member; Start starts it again and waits until it serves.
-func (c *Cluster) Kill(t testing.TB, name string)  { t.Helper(); c.script(t, "kill", name) }
-func (c *Cluster) Start(t testing.TB, name string) { t.Helper(); c.script(t, "start", name) }
+func (c *Cluster) Kill(t testing.TB, name string) {
+	t.Helper()
+	c.check(t, "kill "+name, c.cl.Kill(name))
+}
+func (c *Cluster) Start(t testing.TB, name string) {
+	t.Helper()
+	c.check(t, "start "+name, c.cl.StartMember(name))
+}
 
 // Stop stops a member gracefully.
-func (c *Cluster) Stop(t testing.TB, name string) { t.Helper(); c.script(t, "stop", name) }
+func (c *Cluster) Stop(t testing.TB, name string) {
+	t.Helper()
+	c.check(t, "stop "+name, c.cl.StopMember(name))
+}
 
 // Pause freezes members with SIGSTOP; the returned function (also run at
 // cleanup, once) thaws them with SIGCONT.
@@ -153,14 +126,14 @@ func (c *Cluster) Restore(t testing.TB) {
 			_ = syscall.Kill(pid, syscall.SIGCONT)
 		}
 	}
-	c.script(t, "start")
+	c.check(t, "start", c.cl.Start())
 	c.WaitHealthy(t, 3*time.Minute)
 }
 
 // ZKLeader names the ZooKeeper member that leads the ensemble.
 func (c *Cluster) ZKLeader(t testing.TB) string {
 	t.Helper()
-	return strings.TrimSpace(c.script(t, "zk-leader"))
+	return c.cl.ZKLeader()
 }
 
 // PartitionLeader names the broker (kafka1..3) leading partition 0 of topic.

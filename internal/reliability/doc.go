@@ -1,6 +1,6 @@
 // Package reliability is the fault suite's harness: it drives the
-// replicated servers that scripts/reliability.sh starts (a 3-server
-// ZooKeeper ensemble and a 3-broker Kafka cluster from scripts/cluster.sh,
+// replicated servers that make reliability starts (a 3-server
+// ZooKeeper ensemble and a 3-broker Kafka cluster from internal/servers,
 // plus IRC servers of the suite's own), injects faults on their PIDs, runs
 // zkchat as real processes, and checks the same oracles after every fault:
 //
@@ -14,7 +14,7 @@
 //     to their baseline.
 //
 // The tests (one per fault or input class, *_test.go) run only under
-// ZKCHAT_RELIABILITY=1, which scripts/reliability.sh sets; they inject faults
+// ZKCHAT_RELIABILITY=1, which make reliability sets; they inject faults
 // into shared servers, so none of them is parallel. doc/reliability.md holds
 // the table of rows and measured numbers.
 package reliability

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -157,7 +156,7 @@ func (u *Client) Names(channel string) ([]string, error) {
 	}
 }
 
-// IRCServer is an InspIRCd of the suite's own (scripts/inspircd.sh on free
+// IRCServer is an InspIRCd of the suite's own (internal/servers on free
 // ports, own data folder): Users is its port for people (the flood-limited
 // class), Bots its port for the bridge (no flood limits).
 type IRCServer struct {
@@ -171,15 +170,25 @@ func StartIRC(t testing.TB) *IRCServer {
 	t.Helper()
 	users, bots := testenv.FreePort(t), testenv.FreePort(t)
 	dir := t.TempDir()
-	script := filepath.Join(testenv.RepoRoot(t), "scripts", "inspircd.sh")
+	cfg := testenv.ServerConfig(t, fmt.Sprintf("ZKCHAT_IRC_PORT=%d", users),
+		fmt.Sprintf("ZKCHAT_IRC_BRIDGE_PORT=%d", bots), "ZKCHAT_DATA_DIR="+dir)
+	srv := cfg.InspIRCd()
 	s := &IRCServer{Users: fmt.Sprintf("127.0.0.1:%d", users), Bots: fmt.Sprintf("127.0.0.1:%d", bots), dir: dir}
 	s.run = func(action string) {
 		t.Helper()
-		cmd := exec.Command(script, action)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("ZKCHAT_IRC_PORT=%d", users),
-			fmt.Sprintf("ZKCHAT_IRC_BRIDGE_PORT=%d", bots), "ZKCHAT_DATA_DIR="+dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("inspircd.sh %s: %v\n%s", action, err, out)
+		var err error
+		switch action {
+		case "start":
+			err = srv.Start()
+		case "stop":
+			err = srv.Stop()
+		case "restart":
+			if err = srv.Stop(); err == nil {
+				err = srv.Start()
+			}
+		}
+		if err != nil {
+			t.Fatalf("inspircd %s: %v\n%s", action, err, cfg.Log)
 		}
 	}
 	s.run("start")
@@ -187,7 +196,7 @@ func StartIRC(t testing.TB) *IRCServer {
 	return s
 }
 
-// Start, Stop and Restart run scripts/inspircd.sh on this server.
+// Start, Stop and Restart start, stop and restart this server.
 func (s *IRCServer) Start()   { s.run("start") }
 func (s *IRCServer) Stop()    { s.run("stop") }
 func (s *IRCServer) Restart() { s.run("restart") }

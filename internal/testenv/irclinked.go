@@ -4,20 +4,19 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	devenv "github.com/zkchat/zkchat/internal/servers"
 )
 
-// Linked is a private pair of linked InspIRCd servers (scripts/irclinked.sh):
+// Linked is a private pair of linked InspIRCd servers (internal/servers):
 // irc1.zkchat.test and irc2.zkchat.test, one network that a test can split
 // and join again. Each server has a port for users (the zkchat-clients
 // class: 50 lines at once, then 20 a second, fakelag), one for bots (no
 // flood limits) and a strict one (an ordinary network's limits that kill
-// with "Excess Flood"; see testdata/inspircd/inspircd-linked.conf).
+// with "Excess Flood"; see deploy/inspircd/inspircd-linked.conf.tmpl).
 type Linked struct {
 	Addr1, Bot1, Strict1 string // irc1: users, bots, strict class
 	Addr2, Bot2, Strict2 string // irc2
@@ -27,15 +26,15 @@ type Linked struct {
 	// ZKCHAT_IRCL_HIDESPLITS=yes).
 	Name1, Name2 string
 
-	script string
-	env    []string
+	cfg  *devenv.Config
+	pair *devenv.Linked
 }
 
 // IRCLinked starts a private linked pair on free ports with its own data
 // folder, waits until they are linked, and stops them when the test ends.
-// env adds KEY=VALUE settings for the script (ZKCHAT_IRCL_HIDESPLITS=yes,
+// env adds KEY=VALUE settings (ZKCHAT_IRCL_HIDESPLITS=yes,
 // ZKCHAT_IRCL_STRICT_THRESHOLD=..., ...). It skips t when InspIRCd is not
-// installed, unless ZKCHAT_TEST_STRICT=1 (then the script installs it).
+// installed, unless ZKCHAT_TEST_STRICT=1 (then the start installs it).
 func IRCLinked(t testing.TB, env ...string) *Linked {
 	t.Helper()
 	if _, err := os.Stat("/usr/sbin/inspircd"); err != nil && os.Getenv("ZKCHAT_TEST_STRICT") != "1" {
@@ -46,44 +45,35 @@ func IRCLinked(t testing.TB, env ...string) *Linked {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script, err := filepath.Abs(filepath.Join(RepoRoot(t), "scripts", "irclinked.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	vars := []string{"ZKCHAT_IRCL1_PORT", "ZKCHAT_IRCL1_BOT_PORT", "ZKCHAT_IRCL1_STRICT_PORT", "ZKCHAT_IRCL1_LINK_PORT",
 		"ZKCHAT_IRCL2_PORT", "ZKCHAT_IRCL2_BOT_PORT", "ZKCHAT_IRCL2_STRICT_PORT", "ZKCHAT_IRCL2_LINK_PORT"}
-	l := &Linked{script: script, DataDir: dataDir, Name1: "irc1.zkchat.test", Name2: "irc2.zkchat.test"}
-	l.env = append(l.env, "ZKCHAT_DATA_DIR="+dataDir)
+	all := []string{"ZKCHAT_DATA_DIR=" + dataDir}
 	for i, v := range vars {
-		l.env = append(l.env, fmt.Sprintf("%s=%d", v, ports[i]))
+		all = append(all, fmt.Sprintf("%s=%d", v, ports[i]))
 	}
-	l.env = append(l.env, env...)
+	l := &Linked{DataDir: dataDir, Name1: devenv.LinkedName1, Name2: devenv.LinkedName2}
+	l.cfg = ServerConfig(t, append(all, env...)...)
+	l.pair = l.cfg.IRCLinked()
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	l.Addr1, l.Bot1, l.Strict1 = addr(ports[0]), addr(ports[1]), addr(ports[2])
 	l.Addr2, l.Bot2, l.Strict2 = addr(ports[4]), addr(ports[5]), addr(ports[6])
 	t.Cleanup(func() {
-		l.Run(t, "stop")
+		_ = l.pair.Stop()
 		if !t.Failed() {
 			os.RemoveAll(dataDir)
 		} else {
 			t.Logf("irclinked logs kept in %s/irclinked", dataDir)
 		}
 	})
-	l.Run(t, "start")
+	l.check(t, "start", l.pair.Start())
 	return l
 }
 
-// Run runs scripts/irclinked.sh with action for this pair, fails t when it
-// fails, and returns its output (the script logs what it measured).
-func (l *Linked) Run(t testing.TB, action string) string {
+func (l *Linked) check(t testing.TB, action string, err error) {
 	t.Helper()
-	cmd := exec.Command(l.script, action)
-	cmd.Env = append(os.Environ(), l.env...)
-	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("irclinked.sh %s: %v\n%s", action, err, out)
+		t.Fatalf("irclinked %s: %v\n%s", action, err, l.cfg.Log)
 	}
-	return string(out)
 }
 
 // Split makes the servers netsplit (an oper on irc1 sends SQUIT) and
@@ -92,9 +82,11 @@ func (l *Linked) Run(t testing.TB, action string) string {
 func (l *Linked) Split(t testing.TB) time.Duration {
 	t.Helper()
 	t0 := time.Now()
-	out := l.Run(t, "split")
+	r, err := l.pair.Split()
+	l.check(t, "split", err)
 	d := time.Since(t0)
-	t.Logf("irclinked split in %s: %s", d.Round(time.Millisecond), strings.TrimSpace(out))
+	t.Logf("irclinked split in %s: SQUIT to both QUITs %s, irc2 saw %q, irc1 saw %q (already split: %v)",
+		d.Round(time.Millisecond), r.Took.Round(time.Millisecond), r.Quit1, r.Quit2, r.Already)
 	return d
 }
 
@@ -104,9 +96,10 @@ func (l *Linked) Split(t testing.TB) time.Duration {
 func (l *Linked) Join(t testing.TB) time.Duration {
 	t.Helper()
 	t0 := time.Now()
-	out := l.Run(t, "join")
+	took, err := l.pair.Join()
+	l.check(t, "join", err)
 	d := time.Since(t0)
-	t.Logf("irclinked join in %s: %s", d.Round(time.Millisecond), strings.TrimSpace(out))
+	t.Logf("irclinked join in %s (%s after CONNECT)", d.Round(time.Millisecond), took.Round(time.Millisecond))
 	return d
 }
 
@@ -114,20 +107,11 @@ func (l *Linked) Join(t testing.TB) time.Duration {
 // running.
 func (l *Linked) Pids(t testing.TB) map[string]int {
 	t.Helper()
-	pids := map[string]int{}
-	for _, line := range strings.Split(l.Run(t, "pids"), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 {
-			if pid, err := strconv.Atoi(f[1]); err == nil {
-				pids[f[0]] = pid
-			}
-		}
-	}
-	return pids
+	return l.pair.Pids()
 }
 
 // Stop stops both servers (also done at cleanup).
-func (l *Linked) Stop(t testing.TB) { t.Helper(); l.Run(t, "stop") }
+func (l *Linked) Stop(t testing.TB) { t.Helper(); l.check(t, "stop", l.pair.Stop()) }
 
 // freePorts returns n distinct ports that were free a moment ago (all
 // listeners are open at once, so none repeats).

@@ -3,8 +3,8 @@
 // a Kafka topic prefix, both removed when the test ends, so tests can run in
 // parallel on shared servers (franz-go's tmpTopic, per test).
 //
-// The servers come from ZKCHAT_ZOOKEEPER and ZKCHAT_KAFKA (scripts/
-// with-servers.sh exports them), default 127.0.0.1:2181 and :9092. When one
+// The servers come from ZKCHAT_ZOOKEEPER and ZKCHAT_KAFKA (cmd/devenv
+// exec exports them), default 127.0.0.1:2181 and :9092. When one
 // does not answer, the test is skipped with a message, or fails if
 // ZKCHAT_TEST_STRICT=1 (CI sets it, so CI cannot pass by skipping).
 package testenv
@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/go-zookeeper/zk"
 
+	devenv "github.com/zkchat/zkchat/internal/servers"
 	"github.com/zkchat/zkchat/kafka"
 )
 
@@ -77,7 +77,7 @@ func probe() error {
 		for _, a := range []string{strings.Split(zkAddr, ",")[0], strings.Split(kafkaAddr, ",")[0]} {
 			c, err := net.DialTimeout("tcp", a, 2*time.Second)
 			if err != nil {
-				probeErr = fmt.Errorf("server %s does not answer (%v); start the servers with scripts/servers.sh start, or run the tests with make test", a, err)
+				probeErr = fmt.Errorf("server %s does not answer (%v); start the servers with make servers-start, or run the tests with make test", a, err)
 				return
 			}
 			c.Close()
@@ -138,7 +138,7 @@ func IRC(t testing.TB) (users, bots string) {
 	}
 	c, err := net.DialTimeout("tcp", users, 2*time.Second)
 	if err != nil {
-		msg := fmt.Sprintf("IRC server %s does not answer (%v); start it with scripts/inspircd.sh start, or run the tests with make test", users, err)
+		msg := fmt.Sprintf("IRC server %s does not answer (%v); start it with go run ./cmd/devenv start inspircd, or run the tests with make test", users, err)
 		if os.Getenv("ZKCHAT_TEST_STRICT") == "1" {
 			t.Fatalf("ZKCHAT_TEST_STRICT=1: %s", msg)
 		}
@@ -149,7 +149,7 @@ func IRC(t testing.TB) (users, bots string) {
 }
 
 // IRCAccounts returns the addresses of the test IRC network WITH accounts
-// (scripts/atheme.sh: InspIRCd linked to Atheme services, which provide
+// (internal/servers Atheme: InspIRCd linked to Atheme services, which provide
 // NickServ REGISTER/IDENTIFY/LOGOUT and SASL PLAIN): its port for users
 // (ZKCHAT_IRC_ACCOUNTS_SERVER, default 127.0.0.1:6680) and its port for bots,
 // whose connect class has no flood limits (ZKCHAT_IRC_ACCOUNTS_BRIDGE_SERVER,
@@ -166,7 +166,7 @@ func IRCAccounts(t testing.TB) (users, bots string) {
 		bots = "127.0.0.1:6681"
 	}
 	if err := servicesLinked(users); err != nil {
-		msg := fmt.Sprintf("IRC server with accounts %s: %v; start it with scripts/atheme.sh start, or run the tests with make test", users, err)
+		msg := fmt.Sprintf("IRC server with accounts %s: %v; start it with go run ./cmd/devenv start atheme, or run the tests with make test", users, err)
 		if os.Getenv("ZKCHAT_TEST_STRICT") == "1" {
 			t.Fatalf("ZKCHAT_TEST_STRICT=1: %s", msg)
 		}
@@ -237,7 +237,7 @@ func NGIRCd(t testing.TB) string {
 	}
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
-		msg := fmt.Sprintf("IRC server (ngIRCd) %s does not answer (%v); start it with scripts/ngircd.sh start, or run the tests with make test", addr, err)
+		msg := fmt.Sprintf("IRC server (ngIRCd) %s does not answer (%v); start it with go run ./cmd/devenv start ngircd, or run the tests with make test", addr, err)
 		if os.Getenv("ZKCHAT_TEST_STRICT") == "1" {
 			t.Fatalf("ZKCHAT_TEST_STRICT=1: %s", msg)
 		}
@@ -254,12 +254,13 @@ func Tag() string {
 	return hex.EncodeToString(b[:])
 }
 
-// PrivateServer starts a server of the test's own with one of the
-// project's scripts (scripts/<name>.sh), on a free port given in the
-// environment variable portVar and in a data folder of its own, so a test
-// can freeze, kill or restart it without disturbing the shared servers. It
-// returns the address, the data folder and a function that runs the script
-// with another action ("restart", ...). The server is stopped at cleanup.
+// PrivateServer starts a server of the test's own (internal/servers: name
+// is zookeeper, kafka, inspircd, ngircd or atheme), on a free port given in
+// the environment variable portVar and in a data folder of its own, so a
+// test can freeze, kill or restart it without disturbing the shared
+// servers. It returns the address, the data folder and a function that
+// does another action ("start", "stop", "restart"). The server is stopped
+// at cleanup.
 func PrivateServer(t testing.TB, name, portVar string) (addr, dataDir string, run func(action string)) {
 	t.Helper()
 	return PrivateServerEnv(t, name, portVar)
@@ -276,8 +277,8 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// PrivateServerEnv is PrivateServer with more environment for the script,
-// as "NAME=value" (a private Kafka needs its own
+// PrivateServerEnv is PrivateServer with more settings, as "NAME=value"
+// environment variables of internal/servers (a private Kafka needs its own
 // ZKCHAT_KAFKA_CONTROLLER_PORT, from FreePort).
 func PrivateServerEnv(t testing.TB, name, portVar string, env ...string) (addr, dataDir string, run func(action string)) {
 	t.Helper()
@@ -286,21 +287,56 @@ func PrivateServerEnv(t testing.TB, name, portVar string, env ...string) (addr, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	script, err := filepath.Abs(filepath.Join(RepoRoot(t), "scripts", name+".sh"))
+	cfg := ServerConfig(t, append([]string{fmt.Sprintf("%s=%d", portVar, port), "ZKCHAT_DATA_DIR=" + dataDir}, env...)...)
+	srv, err := cfg.Get(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	run = func(action string) {
 		t.Helper()
-		cmd := exec.Command(script, action)
-		cmd.Env = append(append(os.Environ(), fmt.Sprintf("%s=%d", portVar, port), "ZKCHAT_DATA_DIR="+dataDir), env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s.sh %s: %v\n%s", name, action, err, out)
+		var err error
+		switch action {
+		case "start":
+			err = srv.Start()
+		case "stop":
+			err = srv.Stop()
+		case "restart":
+			if err = srv.Stop(); err == nil {
+				err = srv.Start()
+			}
+		default:
+			err = fmt.Errorf("unknown action %q", action)
+		}
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, action, err, cfg.Log)
 		}
 	}
 	run("start")
 	t.Cleanup(func() { run("stop"); os.RemoveAll(dataDir) })
 	return fmt.Sprintf("127.0.0.1:%d", port), dataDir, run
+}
+
+// ServerConfig is the internal/servers configuration of the environment,
+// with env ("NAME=value") taking precedence; what it logs goes to a Buffer
+// (cfg.Log), which failures show.
+func ServerConfig(t testing.TB, env ...string) *devenv.Config {
+	t.Helper()
+	over := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		over[k] = v
+	}
+	cfg, err := devenv.Load(RepoRoot(t), func(k string) string {
+		if v, ok := over[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Log = &Buffer{}
+	return cfg
 }
 
 // RepoRoot is the folder holding go.mod, above the test's package.
