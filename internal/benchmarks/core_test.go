@@ -1,10 +1,10 @@
-package manager_test
+package benchmarks_test
 
 // Benchmarks against the real ZooKeeper and Kafka; doc/scaling.md has
 // the numbers and how to run them, e.g.
 //
-//	go test -run '^$' -bench 'Floor|Register|Send' -benchtime 2000x ./manager/
-//	go test -run '^$' -bench FirstMessage -benchtime 200x -timeout 30m ./manager/
+//	go test -run '^$' -bench 'Floor|Register|Send' -benchtime 2000x ./internal/benchmarks/
+//	go test -run '^$' -bench FirstMessage -benchtime 200x -timeout 30m ./internal/benchmarks/
 //
 // Every benchmark gets its own ZooKeeper chroot and Kafka topic prefix from
 // testenv, and (except the floors) its own manager, started before the
@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -154,38 +153,6 @@ func benchOpenSession(ctx context.Context, w *client.Worker) error {
 	return err
 }
 
-// benchPercentile is the nearest-rank percentile of sorted ds.
-func benchPercentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
-func benchMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// benchReportLatency reports p50, p99 and max of ds as <prefix>p50-ms etc.
-func benchReportLatency(b *testing.B, prefix string, ds []time.Duration) {
-	b.Helper()
-	if len(ds) == 0 {
-		return
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	b.ReportMetric(benchMS(benchPercentile(s, 50)), prefix+"p50-ms")
-	b.ReportMetric(benchMS(benchPercentile(s, 99)), prefix+"p99-ms")
-	b.ReportMetric(benchMS(s[len(s)-1]), prefix+"max-ms")
-}
-
-// benchReportRate reports n operations over the benchmark's timed duration.
-func benchReportRate(b *testing.B, unit string, n int) {
-	b.Helper()
-	if el := b.Elapsed(); el > 0 {
-		b.ReportMetric(float64(n)/el.Seconds(), unit)
-	}
-}
-
 // benchZkConnect is a bare go-zookeeper connection with the settings of a
 // worker's session (zookeeper.Dial for a worker), once it has a session.
 func benchZkConnect(b *testing.B, servers string) *zk.Conn {
@@ -258,8 +225,8 @@ func BenchmarkZKCreateDeleteFloor(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	b.StopTimer()
-	benchReportLatency(b, "", lat)
-	benchReportRate(b, "ops/s", b.N)
+	testenv.ReportLatency(b, "", lat)
+	testenv.ReportRate(b, "ops/s", b.N)
 }
 
 // BenchmarkZKRegisterProtocolFloor is the register protocol done with bare
@@ -370,8 +337,8 @@ func BenchmarkZKRegisterProtocolFloor(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	b.StopTimer()
-	benchReportLatency(b, "", lat)
-	benchReportRate(b, "ops/s", b.N)
+	testenv.ReportLatency(b, "", lat)
+	testenv.ReportRate(b, "ops/s", b.N)
 }
 
 // benchRegisterBatch is how many workers BenchmarkRegister opens sessions for at
@@ -440,8 +407,8 @@ func BenchmarkRegister(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	benchReportLatency(b, "", lat)
-	benchReportRate(b, "ops/s", b.N)
+	testenv.ReportLatency(b, "", lat)
+	testenv.ReportRate(b, "ops/s", b.N)
 }
 
 // benchParallelClients is how many clients register at once in
@@ -525,8 +492,8 @@ func BenchmarkRegisterParallel(b *testing.B) {
 	if err := errors.Join(errs...); err != nil {
 		b.Fatal(err)
 	}
-	benchReportLatency(b, "", slices.Concat(lats...))
-	benchReportRate(b, "regs/s", b.N)
+	testenv.ReportLatency(b, "", slices.Concat(lats...))
+	testenv.ReportRate(b, "regs/s", b.N)
 }
 
 // benchKafkaFloorTopic creates the floor's topic with the admin client, one
@@ -646,8 +613,8 @@ func BenchmarkKafkaProduceConsumeFloor(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	b.StopTimer()
-	benchReportLatency(b, "", lat)
-	benchReportRate(b, "msgs/s", b.N)
+	testenv.ReportLatency(b, "", lat)
+	testenv.ReportRate(b, "msgs/s", b.N)
 }
 
 // benchAwaitText waits for text on arrived. Anything else arriving first is an
@@ -742,9 +709,9 @@ func BenchmarkSendRead(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	b.StopTimer()
-	benchReportLatency(b, "", lat)
-	benchReportLatency(b, "send-", sendLat)
-	benchReportRate(b, "msgs/s", b.N)
+	testenv.ReportLatency(b, "", lat)
+	testenv.ReportLatency(b, "send-", sendLat)
+	testenv.ReportRate(b, "msgs/s", b.N)
 }
 
 // BenchmarkSendReadSpaced is BenchmarkSendRead with an untimed pause of
@@ -777,8 +744,8 @@ func BenchmarkSendReadSpaced(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	b.StopTimer()
-	benchReportLatency(b, "", lat)
-	benchReportLatency(b, "send-", sendLat)
+	testenv.ReportLatency(b, "", lat)
+	testenv.ReportLatency(b, "send-", sendLat)
 }
 
 // benchSpacing is the pause between messages of BenchmarkSendReadSpaced.
@@ -840,8 +807,8 @@ func BenchmarkSendReadPipelined(b *testing.B) {
 	if err := errors.Join(append(errs, readErr)...); err != nil {
 		b.Fatal(err)
 	}
-	benchReportLatency(b, "ack-", slices.Concat(lats...))
-	benchReportRate(b, "msgs/s", b.N)
+	testenv.ReportLatency(b, "ack-", slices.Concat(lats...))
+	testenv.ReportRate(b, "msgs/s", b.N)
 }
 
 // BenchmarkFirstMessage is a first-time user's first message. Untimed: a new
@@ -925,8 +892,8 @@ func BenchmarkFirstMessage(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	benchReportLatency(b, "", lat)
-	benchReportLatency(b, "online-", onlineLat)
-	benchReportLatency(b, "send-", sendLat)
-	benchReportRate(b, "users/s", b.N)
+	testenv.ReportLatency(b, "", lat)
+	testenv.ReportLatency(b, "online-", onlineLat)
+	testenv.ReportLatency(b, "send-", sendLat)
+	testenv.ReportRate(b, "users/s", b.N)
 }
