@@ -2,15 +2,15 @@ package reliability
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"syscall"
 	"testing"
 	"time"
 
-	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/zkchat/zkchat/internal/servers"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/kafka"
 )
 
 // Cluster is the suite's ZooKeeper ensemble and Kafka cluster, controlled
@@ -139,11 +139,12 @@ func (c *Cluster) ZKLeader(t testing.TB) string {
 // PartitionLeader names the broker (kafka1..3) leading partition 0 of topic.
 func (c *Cluster) PartitionLeader(t testing.TB, topic string) string {
 	t.Helper()
-	a, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": c.Kafka})
+	ad, err := kafka.NewAdmin(kafka.Config{Brokers: c.Kafka, Logger: slog.New(slog.DiscardHandler)}, "zkchat-suite")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	defer ad.Close()
+	a := ad.Client()
 	md, err := a.GetMetadata(&topic, false, 10000)
 	if err != nil {
 		t.Fatalf("metadata %s: %v", topic, err)

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/zkchat/zkchat/kafka"
 )
 
 // Member is a raw IRC user in a channel that, like a real client, can come
@@ -176,11 +179,12 @@ func (c *Copies) Distinct() int {
 // Committed is group's committed offset on partition 0 of topic (-1: none).
 func Committed(t testing.TB, brokers, group, topic string) int64 {
 	t.Helper()
-	a, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": brokers})
+	ad, err := kafka.NewAdmin(kafka.Config{Brokers: brokers, Logger: slog.New(slog.DiscardHandler)}, "zkchat-suite")
 	if err != nil {
 		t.Fatalf("admin client: %v", err)
 	}
-	defer a.Close()
+	defer ad.Close()
+	a := ad.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := a.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{
