@@ -327,6 +327,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // A nick joins, registers, goes online, and a message to it is delivered,
 // proved by a PONG and only then committed.
 func TestFakeRegisterDeliverCommit(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil)
 	s.from("alice", "JOIN #chatroom")
 	s.notice(t, "alice", "Hi alice! You are not registered with zkchat")
@@ -353,6 +354,7 @@ func TestFakeRegisterDeliverCommit(t *testing.T) {
 // A 401 for a delivered line fails the proof: the message is not committed
 // and comes again.
 func TestFakeNoSuchNickRedelivers(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil, "alice")
 	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
 	s.srv.HoldPongs(true)
@@ -366,6 +368,7 @@ func TestFakeNoSuchNickRedelivers(t *testing.T) {
 
 // The commands' answers, word for word.
 func TestFakeCommands(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil, "alice")
 	s.net.mu.Lock()
 	s.net.registered["carol"] = true
@@ -409,6 +412,7 @@ func TestFakeCommands(t *testing.T) {
 
 // A netsplit's QUIT keeps the user online for the grace, then not.
 func TestFakeNetsplitGrace(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, func(c *Config) { c.SplitGrace = 300 * time.Millisecond }, "alice")
 	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
 	s.from("alice", "QUIT :irc.left.net irc.right.net")
@@ -427,6 +431,7 @@ func TestFakeNetsplitGrace(t *testing.T) {
 // An id bound to an account is refused to a nick logged in to another
 // (extended-join), and taken online when the account is right.
 func TestFakeBoundAccount(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil)
 	s.net.mu.Lock()
 	s.net.registered["alice"] = true
@@ -445,6 +450,7 @@ func TestFakeBoundAccount(t *testing.T) {
 
 // An id online in another client: told once, no retry loop.
 func TestFakeOnlineElsewhere(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil)
 	s.net.mu.Lock()
 	s.net.registered["alice"] = true
@@ -463,6 +469,7 @@ func TestFakeOnlineElsewhere(t *testing.T) {
 // A dropped connection pauses delivery (the user stays online); after the
 // reconnect the unproved message comes again and is committed.
 func TestFakeReconnectRedelivers(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil, "alice")
 	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
 	s.srv.HoldPongs(true)
@@ -481,6 +488,7 @@ func TestFakeReconnectRedelivers(t *testing.T) {
 
 // The bot kicked: everyone offline at once.
 func TestFakeBotKicked(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil, "alice")
 	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
 	s.srv.Send(":op!op@users.test KICK #chatroom zkchat :out")
@@ -492,6 +500,7 @@ func TestFakeBotKicked(t *testing.T) {
 
 // A refused JOIN is retried (and only one retry is pending).
 func TestFakeJoinRefused(t *testing.T) {
+	t.Parallel()
 	s := startFake(t, nil)
 	s.srv.Send(":irc.test 474 zkchat #chatroom :Cannot join channel (+b)")
 	s.srv.Send(":irc.test 474 zkchat #chatroom :Cannot join channel (+b)")
@@ -504,6 +513,7 @@ func TestFakeJoinRefused(t *testing.T) {
 
 // The outbox writes lines in order, at most rate a second after a burst.
 func TestOutboxPacing(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	o := newOutbox(rec, 200, 2) // 5 ms a line
 	ctx, cancel := context.WithCancel(context.Background())
@@ -528,6 +538,7 @@ func TestOutboxPacing(t *testing.T) {
 // One PING proves the lines of every caller queued before it; a shut
 // outbox fails proofs at once; post never waits for room.
 func TestOutboxProofs(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	o := newOutbox(rec, -1, 0)
 	if err := o.prove(context.Background()); err == nil {

@@ -19,9 +19,9 @@ import (
 // Its accept loop and the reading goroutine of each connection end when the
 // test's cleanup closes the listener and the connections.
 type Server struct {
-	t    testing.TB
-	ln   net.Listener
-	Addr string
+	t     testing.TB
+	ln    net.Listener
+	Addr  string
 	lines *Lines
 
 	mu      sync.Mutex
@@ -80,6 +80,10 @@ func (s *Server) serve(c net.Conn) {
 		s.lines.add(line)
 		cmd, rest, _ := strings.Cut(line, " ")
 		switch strings.ToUpper(cmd) {
+		case "CAP":
+			if strings.HasPrefix(rest, "LS") { // no capabilities: registration goes on at once
+				s.write(c, ":irc.test CAP * LS :")
+			}
 		case "NICK":
 			s.mu.Lock()
 			s.nick = strings.TrimPrefix(rest, ":")
