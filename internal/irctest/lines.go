@@ -44,6 +44,11 @@ func (l *Lines) wait(d time.Duration, match func(string) bool) string {
 
 // tryWait is wait that reports failure instead of failing the test.
 func (l *Lines) tryWait(d time.Duration, match func(string) bool) (string, bool) {
+	return l.tryWaitUntil(d, nil, match)
+}
+
+// tryWaitUntil is tryWait that also gives up when closed is closed.
+func (l *Lines) tryWaitUntil(d time.Duration, closed <-chan struct{}, match func(string) bool) (string, bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
@@ -58,10 +63,25 @@ func (l *Lines) tryWait(d time.Duration, match func(string) bool) (string, bool)
 		l.mu.Unlock()
 		select {
 		case <-l.more:
+		case <-closed:
+			return l.match(match)
 		case <-t.C:
 			return "", false
 		}
 	}
+}
+
+// match consumes and returns the first line that matches, if any.
+func (l *Lines) match(match func(string) bool) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, line := range l.lines {
+		if match(line) {
+			l.lines = l.lines[i+1:]
+			return line, true
+		}
+	}
+	return "", false
 }
 
 func (l *Lines) all() []string {
