@@ -93,7 +93,7 @@ func bbLogger() *slog.Logger {
 }
 
 // ---------------------------------------------------------------------------
-// A lean raw IRC client. ircUser (irc_test.go) keeps every line it reads;
+// A lean raw IRC client. irctest.Client keeps every line it reads;
 // 1,000 users in one channel read about half a million JOIN lines, so the
 // benchmarks' client keeps none: each line goes to a handler, with the time
 // it was read.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/zkchat/zkchat/bridge"
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
@@ -119,10 +120,10 @@ func waitSynced(t *testing.T, b *bridge.Bridge, what string) {
 }
 
 // join connects nick and joins the test channel.
-func (s *setup) join(t *testing.T, nick string) *ircUser {
-	u := dialIRC(t, s.users, nick)
-	u.send("JOIN " + s.channel)
-	u.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 366 ") })
+func (s *setup) join(t *testing.T, nick string) *irctest.Client {
+	u := irctest.Dial(t, s.users, nick)
+	u.Send("JOIN " + s.channel)
+	u.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 366 ") })
 	return u
 }
 
@@ -151,35 +152,35 @@ func TestConversation(t *testing.T) {
 	aid, _ := bridge.NickToID(an, bridge.RFC1459)
 	bid, _ := bridge.NickToID(bn, bridge.RFC1459)
 
-	alice.waitFrom(s.bot, "NOTICE", "not registered")
-	for _, u := range []*ircUser{alice, bob} {
-		u.send("PRIVMSG " + s.bot + " :register")
-		u.waitFrom(s.bot, "NOTICE", "Registered")
+	alice.WaitFrom(s.bot, "NOTICE", "not registered")
+	for _, u := range []*irctest.Client{alice, bob} {
+		u.Send("PRIVMSG " + s.bot + " :register")
+		u.WaitFrom(s.bot, "NOTICE", "Registered")
 	}
 	s.waitNode(t, c, s.env.Path("/online/"+aid), true)
 	s.waitNode(t, c, s.env.Path("/online/"+bid), true)
 
-	alice.send("PRIVMSG " + s.bot + " :msg " + bn + " hello bob, ünïcode ✓")
-	bob.waitFrom(s.bot, "PRIVMSG", "<"+an+"> hello bob, ünïcode ✓")
-	bob.send("PRIVMSG " + s.bot + " :" + an + ": hi back")
-	alice.waitFrom(s.bot, "PRIVMSG", "<"+bn+"> hi back")
+	alice.Send("PRIVMSG " + s.bot + " :msg " + bn + " hello bob, ünïcode ✓")
+	bob.WaitFrom(s.bot, "PRIVMSG", "<"+an+"> hello bob, ünïcode ✓")
+	bob.Send("PRIVMSG " + s.bot + " :" + an + ": hi back")
+	alice.WaitFrom(s.bot, "PRIVMSG", "<"+bn+"> hi back")
 
-	alice.send("PRIVMSG " + s.bot + " :who")
-	l := alice.waitFrom(s.bot, "NOTICE", "Online (2)")
+	alice.Send("PRIVMSG " + s.bot + " :who")
+	l := alice.WaitFrom(s.bot, "NOTICE", "Online (2)")
 	if !strings.Contains(l, strings.ToLower(an)) {
 		t.Fatalf("who: %q", l)
 	}
-	alice.send("PRIVMSG " + s.bot + " :dance")
-	alice.waitFrom(s.bot, "NOTICE", `Unknown command "dance"`)
+	alice.Send("PRIVMSG " + s.bot + " :dance")
+	alice.WaitFrom(s.bot, "NOTICE", `Unknown command "dance"`)
 
 	// Bob leaves: offline; a message to him is refused with a notice.
-	bob.send("PART " + s.channel)
+	bob.Send("PART " + s.channel)
 	s.waitNode(t, c, s.env.Path("/online/"+bid), false)
-	alice.send("PRIVMSG " + s.bot + " :msg " + bn + " are you there?")
-	alice.waitFrom(s.bot, "NOTICE", "is offline")
+	alice.Send("PRIVMSG " + s.bot + " :msg " + bn + " are you there?")
+	alice.WaitFrom(s.bot, "NOTICE", "is offline")
 
-	alice.send("PRIVMSG " + s.bot + " :quit")
-	alice.waitFrom(s.bot, "NOTICE", "Unregistered")
+	alice.Send("PRIVMSG " + s.bot + " :quit")
+	alice.WaitFrom(s.bot, "NOTICE", "Unregistered")
 	s.waitNode(t, c, s.env.Path("/registry/"+aid), false)
 	s.waitNode(t, c, s.env.Path("/online/"+aid), false)
 }
@@ -192,8 +193,8 @@ func TestCLIAndIRC(t *testing.T) {
 	tag := testenv.Tag()
 	nick := "irc" + tag
 	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
+	u.Send("PRIVMSG " + s.bot + " :register")
+	u.WaitFrom(s.bot, "NOTICE", "Registered")
 
 	cli, err := client.New("cli"+tag, client.Config{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
 	if err != nil {
@@ -219,9 +220,9 @@ func TestCLIAndIRC(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // the IRC user's online node comes with the bridge's reconcile
 	}
-	u.waitFrom(s.bot, "PRIVMSG", "<cli"+tag+"> from the cli")
+	u.WaitFrom(s.bot, "PRIVMSG", "<cli"+tag+"> from the cli")
 
-	u.send("PRIVMSG " + s.bot + " :cli" + tag + ": from irc")
+	u.Send("PRIVMSG " + s.bot + " :cli" + tag + ": from irc")
 	got := make(chan string, 1)
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
@@ -248,13 +249,13 @@ func TestCLIAndIRC(t *testing.T) {
 		}
 	}
 	for i := 0; i < n; i++ {
-		l := u.waitFrom(s.bot, "PRIVMSG", "seq ")
+		l := u.WaitFrom(s.bot, "PRIVMSG", "seq ")
 		if !strings.HasSuffix(l, fmt.Sprintf(" seq %d", i)) {
 			t.Fatalf("message %d: got %q", i, l)
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	for _, l := range u.all() {
+	for _, l := range u.All() {
 		if strings.Contains(l, " seq ") {
 			t.Fatalf("duplicate or extra: %q", l)
 		}
@@ -288,7 +289,7 @@ func TestReconnect(t *testing.T) {
 	seen := map[int]int{}
 	last := -1
 	for len(seen) < n {
-		l := u.waitFrom(s.bot, "PRIVMSG", " seq ")
+		l := u.WaitFrom(s.bot, "PRIVMSG", " seq ")
 		var i int
 		if _, err := fmt.Sscanf(l[strings.LastIndex(l, " seq ")+1:], "seq %d", &i); err != nil {
 			t.Fatalf("bad line %q", l)
@@ -344,8 +345,8 @@ func TestBadInput(t *testing.T) {
 	tag := testenv.Tag()
 	nick := "[x]`^{}|_-" + tag[:3]
 	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
+	u.Send("PRIVMSG " + s.bot + " :register")
+	u.WaitFrom(s.bot, "NOTICE", "Registered")
 	id, err := bridge.NickToID(nick, bridge.RFC1459)
 	if err != nil {
 		t.Fatal(err)
@@ -363,7 +364,7 @@ func TestBadInput(t *testing.T) {
 	want := "<foreign" + tag + "> " + bridge.Sanitize(text)
 	var got strings.Builder
 	for got.Len() < len(want) {
-		l := u.waitFrom(s.bot, "PRIVMSG", "")
+		l := u.WaitFrom(s.bot, "PRIVMSG", "")
 		if len(l)+2 > 512 {
 			t.Fatalf("line of %d bytes", len(l)+2)
 		}
@@ -376,8 +377,8 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("reassembled text differs:\n got %q\nwant %q", got.String(), want)
 	}
 	for _, cmd := range []string{"msg", "msg nobody-" + tag + " hi", "\x02bold\x02", "register extra words", ": :"} {
-		u.send("PRIVMSG " + s.bot + " :" + cmd)
-		u.waitFrom(s.bot, "NOTICE", "")
+		u.Send("PRIVMSG " + s.bot + " :" + cmd)
+		u.WaitFrom(s.bot, "NOTICE", "")
 	}
 }
 
@@ -429,7 +430,7 @@ func TestUnreadDeliveredOnce(t *testing.T) {
 	}
 	s.stop() // the bridge stops: the user goes offline with n unread
 	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
-	for _, l := range u.all() {
+	for _, l := range u.All() {
 		if strings.Contains(l, " unread ") {
 			t.Fatalf("delivered while the bridge was cut off: %q", l)
 		}
@@ -439,13 +440,13 @@ func TestUnreadDeliveredOnce(t *testing.T) {
 	_, bots := testenv.IRC(t)
 	s.runBridge(t, bots)
 	for i := 0; i < n; i++ {
-		l := u.waitFrom(s.bot, "PRIVMSG", " unread ")
+		l := u.WaitFrom(s.bot, "PRIVMSG", " unread ")
 		if !strings.HasSuffix(l, fmt.Sprintf(" unread %d", i)) {
 			t.Fatalf("message %d: got %q", i, l)
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, l := range u.all() {
+	for _, l := range u.All() {
 		if strings.Contains(l, " unread ") {
 			t.Fatalf("delivered twice: %q", l)
 		}
@@ -475,25 +476,25 @@ func TestIdentity(t *testing.T) {
 	tag := testenv.Tag()
 	nick, pass := "id"+tag, "pw-"+tag
 	alice := s.join(t, nick)
-	alice.send("PRIVMSG NickServ :REGISTER " + pass + " " + nick + "@example.com")
-	alice.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 900 ") })
+	alice.Send("PRIVMSG NickServ :REGISTER " + pass + " " + nick + "@example.com")
+	alice.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 900 ") })
 	// The bot learns the account from account-notify.
 	time.Sleep(300 * time.Millisecond)
-	alice.send("PRIVMSG " + s.bot + " :register")
-	alice.waitFrom(s.bot, "NOTICE", "bound to your services account")
+	alice.Send("PRIVMSG " + s.bot + " :register")
+	alice.WaitFrom(s.bot, "NOTICE", "bound to your services account")
 	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
 	if d, _, err := c.Get(s.env.Path("/accounts/" + nick)); err != nil || string(d) != nick {
 		t.Fatalf("binding = %q, %v", d, err)
 	}
 
 	// Logging out takes the nick offline.
-	alice.send("PRIVMSG NickServ :LOGOUT")
-	alice.waitFrom(s.bot, "NOTICE", "registered to the services account")
+	alice.Send("PRIVMSG NickServ :LOGOUT")
+	alice.WaitFrom(s.bot, "NOTICE", "registered to the services account")
 	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
 	// Logging in again brings it back.
-	alice.send("PRIVMSG NickServ :IDENTIFY " + pass)
+	alice.Send("PRIVMSG NickServ :IDENTIFY " + pass)
 	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
-	alice.send("QUIT :bye")
+	alice.Send("QUIT :bye")
 	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
 
 	// Mallory takes the nick, without the account.
@@ -501,7 +502,7 @@ func TestIdentity(t *testing.T) {
 	defer cancel()
 	sender := mustRegisterOnline(t, ctx, s, "snd"+tag)
 	mallory := s.join(t, nick)
-	mallory.waitFrom(s.bot, "NOTICE", "registered to the services account")
+	mallory.WaitFrom(s.bot, "NOTICE", "registered to the services account")
 	time.Sleep(500 * time.Millisecond)
 	if ok, _, _ := c.Exists(s.env.Path("/online/" + nick)); ok {
 		t.Fatal("impostor is online")
@@ -509,14 +510,14 @@ func TestIdentity(t *testing.T) {
 	if err := sender.SendMessage(ctx, nick, "secret"); err == nil {
 		t.Fatal("a message could be sent to the impostor's id while it should be offline")
 	}
-	mallory.send("PRIVMSG " + s.bot + " :msg snd" + tag + " I am " + nick)
-	mallory.waitFrom(s.bot, "NOTICE", "you are not online")
-	mallory.send("PRIVMSG " + s.bot + " :quit")
-	mallory.waitFrom(s.bot, "NOTICE", "registered to the services account")
+	mallory.Send("PRIVMSG " + s.bot + " :msg snd" + tag + " I am " + nick)
+	mallory.WaitFrom(s.bot, "NOTICE", "you are not online")
+	mallory.Send("PRIVMSG " + s.bot + " :quit")
+	mallory.WaitFrom(s.bot, "NOTICE", "registered to the services account")
 	if ok, _, _ := c.Exists(s.env.Path("/registry/" + nick)); !ok {
 		t.Fatal("impostor unregistered the nick")
 	}
-	for _, l := range mallory.all() {
+	for _, l := range mallory.All() {
 		if strings.Contains(l, " PRIVMSG ") && strings.Contains(l, "secret") {
 			t.Fatalf("impostor got a message: %q", l)
 		}
@@ -546,14 +547,14 @@ func TestPacedUnderFloodLimits(t *testing.T) {
 	}
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		l := u.waitFrom(s.bot, "PRIVMSG", " paced ")
+		l := u.WaitFrom(s.bot, "PRIVMSG", " paced ")
 		if !strings.HasSuffix(l, fmt.Sprintf(" paced %d", i)) {
 			t.Fatalf("message %d: got %q", i, l)
 		}
 	}
 	t.Logf("%d messages through the flood-limited class in %s", n, time.Since(start).Round(time.Millisecond))
 	time.Sleep(time.Second)
-	for _, l := range u.all() {
+	for _, l := range u.All() {
 		if strings.Contains(l, " paced ") {
 			t.Fatalf("duplicate: %q", l)
 		}
@@ -573,13 +574,13 @@ func TestBotKicked(t *testing.T) {
 	nick := "kk" + tag
 	u, c := s.onlineUser(t, nick)
 
-	op := dialIRC(t, s.users, "op"+tag)
-	op.send("OPER zkadmin zkadmin")
-	op.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 381 ") })
-	op.send("SAKICK " + s.channel + " " + s.bot + " :test kick")
+	op := irctest.Dial(t, s.users, "op"+tag)
+	op.Send("OPER zkadmin zkadmin")
+	op.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 381 ") })
+	op.Send("SAKICK " + s.channel + " " + s.bot + " :test kick")
 	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
 	// The bot rejoins after 5-10 s and reads the member list again.
-	u.wait(30*time.Second, func(l string) bool {
+	u.Wait(30*time.Second, func(l string) bool {
 		return strings.HasPrefix(strings.ToLower(l), ":"+strings.ToLower(s.bot)+"!") && strings.Contains(l, " JOIN ")
 	})
 	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
@@ -594,13 +595,13 @@ func TestVisitorsLeakNoSession(t *testing.T) {
 	tag := testenv.Tag()
 	before := zkConnections(t)
 	for i := 0; i < 10; i++ {
-		v := dialIRC(t, s.users, fmt.Sprintf("v%d%s", i, tag))
-		v.send("PRIVMSG " + s.bot + " :who") // a command from outside the channel
-		v.waitFrom(s.bot, "NOTICE", "Online")
-		v.send("JOIN " + s.channel) // joins unregistered, is told, leaves
-		v.waitFrom(s.bot, "NOTICE", "not registered")
-		v.send("PART " + s.channel)
-		v.send("QUIT :bye")
+		v := irctest.Dial(t, s.users, fmt.Sprintf("v%d%s", i, tag))
+		v.Send("PRIVMSG " + s.bot + " :who") // a command from outside the channel
+		v.WaitFrom(s.bot, "NOTICE", "Online")
+		v.Send("JOIN " + s.channel) // joins unregistered, is told, leaves
+		v.WaitFrom(s.bot, "NOTICE", "not registered")
+		v.Send("PART " + s.channel)
+		v.Send("QUIT :bye")
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -644,11 +645,11 @@ func zkConnections(t *testing.T) int {
 
 // onlineUser joins nick to the channel, registers it with the bot, and
 // waits until it is online; it returns the user and a ZooKeeper connection.
-func (s *setup) onlineUser(t *testing.T, nick string) (*ircUser, *zk.Conn) {
+func (s *setup) onlineUser(t *testing.T, nick string) (*irctest.Client, *zk.Conn) {
 	t.Helper()
 	u := s.join(t, nick)
-	u.send("PRIVMSG " + s.bot + " :register")
-	u.waitFrom(s.bot, "NOTICE", "Registered")
+	u.Send("PRIVMSG " + s.bot + " :register")
+	u.WaitFrom(s.bot, "NOTICE", "Registered")
 	c := s.env.Conn(t)
 	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
 	return u, c

@@ -1,12 +1,12 @@
 package bridge_test
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 )
 
@@ -24,35 +24,26 @@ func TestASCIICaseMappingResync(t *testing.T) {
 	n := startIRCNetBridge(t, env, "ngircd", ng, p.addr(), "zkp"+tag, "#p"+tag)
 	n.waitSynced(t)
 	n1, n2 := "Q["+tag, "q{"+tag
-	dial := func(nick string) *ircUser {
-		cn, err := net.Dial("tcp", ng)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &ircUser{t: t, nick: nick, conn: cn, more: make(chan struct{}, 1)}
-		t.Cleanup(func() { u.send("QUIT :bye"); cn.Close() })
-		go u.read()
-		u.send("NICK " + nick)
-		u.send("USER probe 0 * :probe")
-		u.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 001 ") })
-		u.send("JOIN " + n.channel)
-		u.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 366 ") })
+	dial := func(nick string) *irctest.Client {
+		u := irctest.DialAs(t, ng, nick, "probe", nil)
+		u.Send("JOIN " + n.channel)
+		u.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 366 ") })
 		return u
 	}
 	u1, u2 := dial(n1), dial(n2)
 	id1, _ := bridge.NickToID(n1, bridge.ASCII)
 	id2, _ := bridge.NickToID(n2, bridge.ASCII)
 	t.Logf("ids %s %s", id1, id2)
-	for _, u := range []*ircUser{u1, u2} {
-		u.send("PRIVMSG " + n.bot + " :register")
-		t.Log(u.waitFrom(n.bot, "NOTICE", "Registered"))
+	for _, u := range []*irctest.Client{u1, u2} {
+		u.Send("PRIVMSG " + n.bot + " :register")
+		t.Log(u.WaitFrom(n.bot, "NOTICE", "Registered"))
 	}
 	c := env.Conn(t)
 	waitZNode(t, c, env.Path("/online/"+id1))
 	waitZNode(t, c, env.Path("/online/"+id2))
 	t.Log("both online before the cut")
-	u1.send("PRIVMSG " + n.bot + " :msg " + n2 + " hi")
-	t.Log("u2 got: ", u2.waitFrom(n.bot, "PRIVMSG", "hi"))
+	u1.Send("PRIVMSG " + n.bot + " :msg " + n2 + " hi")
+	t.Log("u2 got: ", u2.WaitFrom(n.bot, "PRIVMSG", "hi"))
 	ch, _ := n.b.Synced()
 	p.cut()
 	select {
@@ -66,8 +57,8 @@ func TestASCIICaseMappingResync(t *testing.T) {
 			t.Errorf("after resync /online/%s is gone", id)
 		}
 	}
-	u1.send("PRIVMSG " + n.bot + " :who")
-	if l := u1.waitFrom(n.bot, "NOTICE", "Online"); !strings.Contains(l, "Online (2)") {
+	u1.Send("PRIVMSG " + n.bot + " :who")
+	if l := u1.WaitFrom(n.bot, "NOTICE", "Online"); !strings.Contains(l, "Online (2)") {
 		t.Errorf("who after resync: %q", l)
 	}
 }

@@ -163,17 +163,17 @@ func TestII(t *testing.T) {
 	s.waitNode(t, c, s.env.Path("/online/"+iiNick), true)
 
 	raw := s.join(t, rawNick)
-	raw.send("PRIVMSG " + s.bot + " :register")
-	raw.waitFrom(s.bot, "NOTICE", "Registered")
+	raw.Send("PRIVMSG " + s.bot + " :register")
+	raw.WaitFrom(s.bot, "NOTICE", "Registered")
 	s.waitNode(t, c, s.env.Path("/online/"+rawNick), true)
 
 	// ii -> raw: a line typed in the bot's query is a command to the bot.
 	ii.send(s.bot, "msg "+rawNick+" hello from ii, ünïcode ✓")
-	t.Log(raw.waitFrom(s.bot, "PRIVMSG", "<"+iiNick+"> hello from ii, ünïcode ✓"))
+	t.Log(raw.WaitFrom(s.bot, "PRIVMSG", "<"+iiNick+"> hello from ii, ünïcode ✓"))
 
 	// raw -> ii: delivered as a private message from the bot, which ii
 	// files under the bot's nick.
-	raw.send("PRIVMSG " + s.bot + " :" + iiNick + ": hi ii, from a raw client")
+	raw.Send("PRIVMSG " + s.bot + " :" + iiNick + ": hi ii, from a raw client")
 	t.Log(ii.waitFile(s.bot, "<"+s.bot+"> <"+rawNick+"> hi ii, from a raw client", 20*time.Second))
 
 	// who, answered with a notice in the same window.
@@ -184,6 +184,6 @@ func TestII(t *testing.T) {
 	// raw user's next message is refused.
 	ii.send(s.channel, "/l bye")
 	s.waitNode(t, c, s.env.Path("/online/"+iiNick), false)
-	raw.send("PRIVMSG " + s.bot + " :msg " + iiNick + " still there?")
-	raw.waitFrom(s.bot, "NOTICE", iiNick+" is offline")
+	raw.Send("PRIVMSG " + s.bot + " :msg " + iiNick + " still there?")
+	raw.WaitFrom(s.bot, "NOTICE", iiNick+" is offline")
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 )
 
@@ -42,12 +43,12 @@ func onlineIDs(t *testing.T, s *setup, c *zk.Conn) []string {
 
 // channelIDs asks u for the channel's NAMES and maps them to ids, the bot
 // left out.
-func channelIDs(t *testing.T, s *setup, u *ircUser) []string {
+func channelIDs(t *testing.T, s *setup, u *irctest.Client) []string {
 	t.Helper()
-	u.send("NAMES " + s.channel)
+	u.Send("NAMES " + s.channel)
 	var ids []string
 	for {
-		l := u.wait(10*time.Second, func(l string) bool {
+		l := u.Wait(10*time.Second, func(l string) bool {
 			return strings.Contains(l, " 353 ") || strings.Contains(l, " 366 ")
 		})
 		if strings.Contains(l, " 366 ") {
@@ -92,8 +93,8 @@ func TestNetsplitKeepsUsersOnline(t *testing.T) {
 	s.users = l.Addr2
 
 	// Before: a message crosses the link.
-	dan.send("PRIVMSG " + s.bot + " :msg " + an + " before")
-	alice.waitFrom(s.bot, "PRIVMSG", "<"+dn+"> before")
+	dan.Send("PRIVMSG " + s.bot + " :msg " + an + " before")
+	alice.WaitFrom(s.bot, "PRIVMSG", "<"+dn+"> before")
 
 	split := time.Now()
 	l.Split(t)
@@ -101,11 +102,11 @@ func TestNetsplitKeepsUsersOnline(t *testing.T) {
 	// sends alice messages now (the bridge thinks she is online).
 	const during = 5
 	for i := range during {
-		dan.send(fmt.Sprintf("PRIVMSG %s :msg %s during %d", s.bot, an, i))
+		dan.Send(fmt.Sprintf("PRIVMSG %s :msg %s during %d", s.bot, an, i))
 	}
 	// Carol leaves for good while the network is split: the bridge never
 	// sees her QUIT, only the netsplit one.
-	carol.send("QUIT :bye")
+	carol.Send("QUIT :bye")
 	// Within the grace nobody flaps: the four stay online.
 	for time.Since(split) < grace-2*time.Second {
 		for _, id := range []string{an, bn, cn, dn} {
@@ -123,8 +124,8 @@ func TestNetsplitKeepsUsersOnline(t *testing.T) {
 	// ... and so must those sent during the split: each user has one topic,
 	// delivered in order, so they come before "after" or not at all.
 	got := map[string]bool{}
-	bob.send("PRIVMSG " + s.bot + " :msg " + an + " after")
-	alice.wait(30*time.Second, func(l string) bool {
+	bob.Send("PRIVMSG " + s.bot + " :msg " + an + " after")
+	alice.Wait(30*time.Second, func(l string) bool {
 		got[l[strings.LastIndex(l, " :")+2:]] = true
 		return strings.HasSuffix(l, " :<"+bn+"> after")
 	})

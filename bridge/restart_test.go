@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 )
 
@@ -42,9 +43,9 @@ func TestIRCServerRestart(t *testing.T) {
 	}
 	const n = 100
 	var got []string
-	collect := func(u *ircUser, upto int) {
+	collect := func(u *irctest.Client, upto int) {
 		for len(got) < upto {
-			l := u.waitFrom(s.bot, "PRIVMSG", " seq ")
+			l := u.WaitFrom(s.bot, "PRIVMSG", " seq ")
 			got = append(got, l[strings.LastIndex(l, " seq ")+1:])
 		}
 	}
@@ -104,7 +105,7 @@ func TestCleanStopNoRedelivery(t *testing.T) {
 	// seen counts the copies of each "seq N" the user got.
 	seen := func() map[string]int {
 		n := map[string]int{}
-		for _, l := range u.all() {
+		for _, l := range u.All() {
 			if i := strings.LastIndex(l, " seq "); i >= 0 && strings.Contains(l, " PRIVMSG ") {
 				n[l[i+1:]]++
 			}

@@ -45,7 +45,7 @@ func TestPacedStrictClass(t *testing.T) {
 			}
 			if tc.killed {
 				got := map[string]bool{}
-				q := u.wait(30*time.Second, func(l string) bool {
+				q := u.Wait(30*time.Second, func(l string) bool {
 					if strings.Contains(l, " PRIVMSG ") && strings.Contains(l, " strict ") {
 						got[l] = true
 					}
@@ -59,7 +59,7 @@ func TestPacedStrictClass(t *testing.T) {
 				return
 			}
 			for i := range tc.msgs {
-				l := u.wait(60*time.Second, func(l string) bool {
+				l := u.Wait(60*time.Second, func(l string) bool {
 					return (strings.HasPrefix(strings.ToLower(l), ":"+s.bot+"!") && strings.Contains(l, " PRIVMSG ") && strings.Contains(l, " strict ")) ||
 						(strings.HasPrefix(strings.ToLower(l), ":"+s.bot+"!") && strings.Contains(l, " QUIT "))
 				})

@@ -12,6 +12,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
@@ -78,11 +79,11 @@ func (n *ircNet) waitSynced(t *testing.T) {
 }
 
 // join connects nick to the network and joins the bridge's channel.
-func (n *ircNet) join(t *testing.T, nick string) *ircUser {
+func (n *ircNet) join(t *testing.T, nick string) *irctest.Client {
 	t.Helper()
-	u := dialIRC(t, n.users, nick)
-	u.send("JOIN " + n.channel)
-	u.wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 366 ") })
+	u := irctest.Dial(t, n.users, nick)
+	u.Send("JOIN " + n.channel)
+	u.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 366 ") })
 	return u
 }
 
@@ -168,11 +169,11 @@ func TestTwoBridges(t *testing.T) {
 	aShown, bShown := bridge.IDToNick(aid), bridge.IDToNick(bid)
 	alice, bob := insp.join(t, an), ngi.join(t, bn)
 	for _, p := range []struct {
-		u   *ircUser
+		u   *irctest.Client
 		net *ircNet
 	}{{alice, insp}, {bob, ngi}} {
-		p.u.send("PRIVMSG " + p.net.bot + " :register")
-		p.u.waitFrom(p.net.bot, "NOTICE", "Registered")
+		p.u.Send("PRIVMSG " + p.net.bot + " :register")
+		p.u.WaitFrom(p.net.bot, "NOTICE", "Registered")
 	}
 	c := env.Conn(t)
 	// Both online nodes, side by side in the one ZooKeeper.
@@ -188,16 +189,16 @@ func TestTwoBridges(t *testing.T) {
 	requireOneLeader(t, ms, "after both registered")
 
 	// InspIRCd -> ngIRCd, then back; each hears it from its own bot.
-	alice.send("PRIVMSG " + insp.bot + " :msg " + bn + " hello from inspircd ✓")
-	bob.waitFrom(ngi.bot, "PRIVMSG", "<"+aShown+"> hello from inspircd ✓")
-	bob.send("PRIVMSG " + ngi.bot + " :msg " + an + " hello from ngircd ✓")
-	alice.waitFrom(insp.bot, "PRIVMSG", "<"+bShown+"> hello from ngircd ✓")
+	alice.Send("PRIVMSG " + insp.bot + " :msg " + bn + " hello from inspircd ✓")
+	bob.WaitFrom(ngi.bot, "PRIVMSG", "<"+aShown+"> hello from inspircd ✓")
+	bob.Send("PRIVMSG " + ngi.bot + " :msg " + an + " hello from ngircd ✓")
+	alice.WaitFrom(insp.bot, "PRIVMSG", "<"+bShown+"> hello from ngircd ✓")
 	// The "<nick>: text" form too, and a few in a row, in order.
 	for i := range 3 {
-		bob.send("PRIVMSG " + ngi.bot + " :" + an + ": line " + string(rune('0'+i)))
+		bob.Send("PRIVMSG " + ngi.bot + " :" + an + ": line " + string(rune('0'+i)))
 	}
 	for i := range 3 {
-		l := alice.waitFrom(insp.bot, "PRIVMSG", "<"+bShown+"> line ")
+		l := alice.WaitFrom(insp.bot, "PRIVMSG", "<"+bShown+"> line ")
 		if want := "<" + bShown + "> line " + string(rune('0'+i)); !strings.HasSuffix(l, want) {
 			t.Fatalf("alice got %q, want ...%q", l, want)
 		}
@@ -205,12 +206,12 @@ func TestTwoBridges(t *testing.T) {
 	requireOneLeader(t, ms, "after the messages")
 
 	// Each bot speaks only on its own network: nothing from the other bot.
-	for _, l := range alice.all() {
+	for _, l := range alice.All() {
 		if strings.HasPrefix(strings.ToLower(l), ":"+strings.ToLower(ngi.bot)+"!") {
 			t.Fatalf("alice (InspIRCd) got a line from the ngIRCd bot: %q", l)
 		}
 	}
-	for _, l := range bob.all() {
+	for _, l := range bob.All() {
 		if strings.HasPrefix(strings.ToLower(l), ":"+strings.ToLower(insp.bot)+"!") {
 			t.Fatalf("bob (ngIRCd) got a line from the InspIRCd bot: %q", l)
 		}

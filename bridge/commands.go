@@ -1,0 +1,252 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// Commands: a private message to the bot is parsed (ParseCommand) by the IRC
+// handler and run in order in the nick's user goroutine (do). Every text a
+// user reads from the bot is written in this file.
+
+// Command is a parsed private message to the bot.
+type Command struct {
+	Name string // help, register, quit, who, users, msg; "" for unknown
+	To   string // msg: the receiver's nick
+	Text string // msg: the text; unknown: the word not understood
+}
+
+// ParseCommand reads a private message to the bot:
+//
+//	help | register | quit | who | users | msg <nick> <text> | <nick>: <text>
+//
+// Command words are case-insensitive. Anything else is Command{Name: ""},
+// answered with help.
+func ParseCommand(line string) Command {
+	line = strings.TrimSpace(line)
+	word, rest, _ := strings.Cut(line, " ")
+	rest = strings.TrimLeft(rest, " ")
+	switch w := strings.ToLower(word); w {
+	case "help", "register", "quit", "who", "users":
+		if rest == "" {
+			return Command{Name: w}
+		}
+	case "msg", "send":
+		to, text, _ := strings.Cut(rest, " ")
+		text = strings.TrimLeft(text, " ")
+		if to != "" && text != "" {
+			return Command{Name: "msg", To: to, Text: text}
+		}
+		return Command{Name: "", Text: line}
+	}
+	// "<nick>: text": a nick has no spaces, so the colon ends the first word.
+	if i := strings.Index(line, ": "); i > 0 && !strings.ContainsAny(line[:i], " ") {
+		if text := strings.TrimLeft(line[i+2:], " "); text != "" {
+			return Command{Name: "msg", To: line[:i], Text: text}
+		}
+	}
+	return Command{Name: "", Text: word}
+}
+
+// helpText is the bot's answer to help and to what it does not understand.
+var helpText = []string{
+	"zkchat bridge: chat with registered users over ZooKeeper and Kafka. Commands (private message to me):",
+	"  register        register your nick; you are online while you are in %s",
+	"  quit            unregister your nick (you go offline; unread messages are dropped)",
+	"  who             users online now      users   registered users",
+	"  msg <nick> <text>   or   <nick>: <text>    send a message",
+	"Messages to you arrive as private messages from me: <sender> text",
+}
+
+// command queues the private message line from nick to its user's
+// goroutine. An IRC handler calls it: it never waits.
+func (b *Bridge) command(nick, line string) {
+	id, err := NickToID(nick, b.caseMapping())
+	if err != nil {
+		b.out.postNotice(nick, textBadNickCommand(err))
+		return
+	}
+	cmd := ParseCommand(line)
+	b.m.mu.Lock()
+	u := b.userLocked(id)
+	u.mu.Lock()
+	if u.nick == "" {
+		u.nick = nick
+	}
+	u.mu.Unlock()
+	op := func(ctx context.Context) { b.do(ctx, u, nick, cmd) }
+	select {
+	case u.ops <- op: // under members.mu, see leave
+		b.m.mu.Unlock()
+	default:
+		b.m.mu.Unlock()
+		b.out.postNotice(nick, "Too many commands at once; wait for the answers and try again.")
+	}
+}
+
+// do runs one command in the user's goroutine.
+func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
+	switch cmd.Name {
+	case "register":
+		b.doRegister(ctx, u, nick)
+	case "quit":
+		b.doQuit(ctx, u, nick)
+	case "who", "users":
+		b.doList(ctx, nick, cmd.Name)
+	case "msg":
+		b.doMsg(ctx, u, nick, cmd)
+	default: // help, and what the bot does not understand
+		if cmd.Name == "" && cmd.Text != "" {
+			b.out.notice(nick, fmt.Sprintf("Unknown command %q.", cmd.Text))
+		}
+		for _, l := range helpText {
+			if strings.Contains(l, "%s") {
+				l = fmt.Sprintf(l, b.cfg.Channel)
+			}
+			b.out.notice(nick, l)
+		}
+	}
+}
+
+// doRegister registers the nick's id and, if the nick is logged in to a
+// services account, binds the id to it. Only a new registration binds:
+// "register" on someone else's registered nick must not take it over.
+func (b *Bridge) doRegister(ctx context.Context, u *user, nick string) {
+	st, err := u.w.Register(ctx)
+	acct := b.accountOf(u, nick)
+	switch {
+	case err != nil:
+		b.out.notice(nick, "Registration failed: "+err.Error())
+	case st == protocol.StatusAlready:
+		b.out.notice(nick, fmt.Sprintf("%s is registered already.", nick))
+	default:
+		if acct != "" {
+			if berr := b.dir.Bind(ctx, u.id, acct); berr != nil {
+				b.out.notice(nick, "Registered, but binding to your account failed: "+berr.Error())
+			}
+		} else {
+			_ = b.dir.Unbind(ctx, u.id) // a stale binding of an earlier registration
+		}
+		b.out.notice(nick, fmt.Sprintf("Registered %s (zkchat id %s). You are online while you are in %s.", nick, u.id, b.cfg.Channel))
+		if acct != "" {
+			b.out.notice(nick, fmt.Sprintf("Your nick is bound to your services account %q: only that account can use it here.", acct))
+		} else {
+			b.out.notice(nick, "You are not logged in to a services account, so anyone who takes your nick can use it here.")
+		}
+	}
+	if err == nil {
+		u.registered(true)
+	}
+}
+
+// doQuit unregisters the nick's id (the protocol's quit), if the nick may
+// act as it: delivery stops first, the worker goes offline, the binding goes.
+func (b *Bridge) doQuit(ctx context.Context, u *user, nick string) {
+	if ok, why, err := b.verify(ctx, u, nick); err != nil || !ok {
+		if err != nil {
+			why = "Unregistering failed: " + err.Error()
+		}
+		b.out.notice(nick, why)
+		return
+	}
+	u.stopDelivery()
+	st, err := u.w.Quit(ctx)
+	if err == nil {
+		// Quit took the worker offline; on failure it stays online and
+		// reconcile restarts its delivery.
+		u.online = false
+		if uerr := b.dir.Unbind(ctx, u.id); uerr != nil {
+			b.log.Warn("unbind after quit", "id", u.id, "err", uerr)
+		}
+	}
+	switch {
+	case err != nil:
+		b.out.notice(nick, "Unregistering failed: "+err.Error())
+	case st == protocol.StatusAlready:
+		b.out.notice(nick, fmt.Sprintf("%s was not registered.", nick))
+	default:
+		b.out.notice(nick, fmt.Sprintf("Unregistered %s. Send `register` to come back.", nick))
+	}
+	if err == nil {
+		u.registered(false)
+	}
+}
+
+// doList answers who (the users online) or users (the registered ones).
+func (b *Bridge) doList(ctx context.Context, nick, which string) {
+	list, label := b.dir.OnlineUsers, "Online"
+	if which == "users" {
+		list, label = b.dir.RegisteredUsers, "Registered"
+	}
+	ids, err := list(ctx)
+	if err != nil {
+		b.out.notice(nick, "Listing failed: "+err.Error())
+		return
+	}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = IDToNick(id)
+	}
+	sort.Strings(names)
+	b.out.notice(nick, fmt.Sprintf("%s (%d): %s", label, len(names), strings.Join(names, " ")))
+}
+
+// doMsg sends cmd.Text to cmd.To: a nick, or the id of a user of another
+// front end.
+func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
+	to, err := NickToID(cmd.To, b.caseMapping())
+	if err != nil {
+		to = strings.ToLower(cmd.To)
+		if protocol.ValidateID(to) != nil {
+			b.out.notice(nick, fmt.Sprintf("Not sent: %q is neither a nick nor a zkchat id.", cmd.To))
+			return
+		}
+	}
+	if !u.online {
+		b.out.notice(nick, fmt.Sprintf("Not sent: you are not online. Register (/msg %s register) and join %s.", b.irc.GetNick(), b.cfg.Channel))
+		return
+	}
+	err = u.w.SendMessage(ctx, to, cmd.Text)
+	switch {
+	case err == nil:
+	case errors.Is(err, protocol.ErrOutcomeUnknown):
+		// Kafka did not confirm in time, yet the message may be written and
+		// delivered: "Not sent" would be a lie.
+		b.out.notice(nick, "Maybe not sent: Kafka did not confirm it in time, and it may still arrive; sending it again may deliver it twice. ("+err.Error()+")")
+	case errors.Is(err, protocol.ErrReceiverOffline):
+		b.out.notice(nick, "Not sent: "+cmd.To+" is offline.")
+	case errors.Is(err, protocol.ErrNotRegistered):
+		b.out.notice(nick, "Not sent: "+cmd.To+" is not a registered user.")
+	default:
+		b.out.notice(nick, "Not sent: "+err.Error()+".")
+	}
+}
+
+// What the bot tells a nick outside the commands' answers.
+
+func textBadNickJoined(err error, bot string) string {
+	return fmt.Sprintf("your nick cannot be a zkchat user (%v); change it with /nick to chat through %s", err, bot)
+}
+
+func textBadNickCommand(err error) string {
+	return fmt.Sprintf("Your nick cannot be a zkchat user (%v); change it with /nick.", err)
+}
+
+func textNotRegistered(nick, bot string) string {
+	return fmt.Sprintf("Hi %s! You are not registered with zkchat: send me `register` (/msg %s register) to chat here.", nick, bot)
+}
+
+func textOnlineElsewhere(id string) string {
+	return fmt.Sprintf("%s is online elsewhere (another zkchat client); messages go there until it leaves. Rejoin to try again.", id)
+}
+
+func textOnlineFailed(err error) string { return "Sorry, going online failed: " + err.Error() }
+
+func textAccountRequired(nick, bound string) string {
+	return fmt.Sprintf("%s is registered to the services account %q: log in to it (SASL, or /msg NickServ IDENTIFY) to use it here.", nick, bound)
+}
