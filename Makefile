@@ -3,7 +3,7 @@
 # The servers are run by cmd/devenv (internal/servers); ports and folders
 # come from the environment (ZKCHAT_DATA_DIR, ZKCHAT_ZK_PORT, ...).
 # ARGS passes flags on: make test ARGS='-run TestSend -v'.
-.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge clean deps-go devenv check graph
+.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge clean deps-go devenv check graph stats
 
 # The official Go tarball's place, often not on PATH; confluent-kafka-go is cgo.
 export PATH := $(PATH):/usr/local/go/bin
@@ -74,3 +74,7 @@ clean: devenv
 ## graph: the import graph between zkchat's packages (doc/architecture.md)
 graph:
 	@go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' ./... | awk '{ p = $$1; sub("github.com/zkchat/zkchat/", "", p); out = ""; for (i = 2; i <= NF; i++) if ($$i ~ /^github.com\/zkchat\/zkchat\//) { d = $$i; sub("github.com/zkchat/zkchat/", "", d); out = out " " d } print p " ->" out }'
+
+## stats: lines per package, the longest functions and lines of shell (go run ./internal/codestats DIR for another checkout)
+stats:
+	@go run ./internal/codestats .
