@@ -303,183 +303,198 @@ func (p *probeConn) close() { p.send("QUIT :done"); p.conn.Close() }
 //	join:  when split, CONNECT irc2 and wait until each client saw the
 //	       other JOIN; already = was linked.
 func (l *Linked) session(action string) (linkResult, error) {
-	var res linkResult
 	k := l.c.Linked
 	tag := rand.IntN(1e6)
 	c1, err := dialProbe(k.Bot1, fmt.Sprintf("zkop%d", tag), action)
 	if err != nil {
-		return res, fmt.Errorf("cannot connect to irc1 %s: %v", addr(k.Bot1), err)
+		return linkResult{}, fmt.Errorf("cannot connect to irc1 %s: %v", addr(k.Bot1), err)
 	}
 	defer c1.close()
-	var c2 *probeConn
-	watch := action != "check"
-	if watch {
-		if c2, err = dialProbe(k.Bot2, fmt.Sprintf("zkwatch%d", tag), action); err != nil {
-			return res, fmt.Errorf("cannot connect to irc2 %s: %v", addr(k.Bot2), err)
-		}
-		defer c2.close()
-	}
-	var (
-		oper, joined1, joined2 = false, !watch, !watch
-		links                  = false
-		linked                 = -1
-		see1, see2             bool // irc2's client sees irc1's / irc1's sees irc2's
-		t0                     time.Time
-		phase                  int
-		deadline               time.Time
-		timeout                = time.After(linkTimeout)
-	)
-	// on handles one line from irc1 (from1) or irc2.
-	on := func(from1 bool, line string) error {
-		other := c1.nick
-		if from1 && c2 != nil {
-			other = c2.nick
-		}
-		f := strings.SplitN(line, " ", 3)
-		if f[0] == "ERROR" {
-			return fmt.Errorf("irc%d closed the probe connection: %s", map[bool]int{true: 1, false: 2}[from1], line)
-		}
-		if len(f) < 2 {
-			return nil
-		}
-		rest := ""
-		if len(f) == 3 {
-			rest = f[2]
-		}
-		fromOther := strings.HasPrefix(f[0], ":"+other+"!")
-		seen := func() {
-			if from1 {
-				see2 = true
-			} else {
-				see1 = true
-			}
-		}
-		switch f[1] {
-		case "001":
-			if from1 {
-				c1.send("OPER zkadmin zkadmin")
-				c1.send("LINKS")
-				if watch {
-					c1.send("JOIN " + linkProbeChannel)
-				}
-			} else {
-				c2.send("JOIN " + linkProbeChannel)
-			}
-		case "381":
-			oper = true
-		case "491", "464":
-			return fmt.Errorf("OPER refused on irc1: %s", line)
-		case "364":
-			if strings.Contains(rest, " "+LinkedName2+" ") {
-				links = true
-			}
-		case "365":
-			linked = map[bool]int{true: 1, false: 0}[links]
-		case "353":
-			if _, names, ok := strings.Cut(rest, ":"); ok {
-				for _, n := range strings.Fields(names) {
-					if strings.TrimLeft(n, "@+%&~") == other {
-						seen()
-					}
-				}
-			}
-		case "366":
-			if from1 {
-				joined1 = true
-			} else {
-				joined2 = true
-			}
-		case "JOIN":
-			if fromOther {
-				seen()
-			}
-		case "QUIT":
-			if fromOther {
-				reason := strings.TrimPrefix(rest, ":")
-				if from1 {
-					see2, res.quit2 = false, reason
-				} else {
-					see1, res.quit1 = false, reason
-				}
-			}
-		}
-		return nil
-	}
+	p := &linkProbe{action: action, c1: c1, watch: action != "check", linked: -1}
+	p.joined1, p.joined2 = !p.watch, !p.watch
 	var lines2 <-chan string
-	if c2 != nil {
-		lines2 = c2.lines
+	if p.watch {
+		if p.c2, err = dialProbe(k.Bot2, fmt.Sprintf("zkwatch%d", tag), action); err != nil {
+			return linkResult{}, fmt.Errorf("cannot connect to irc2 %s: %v", addr(k.Bot2), err)
+		}
+		defer p.c2.close()
+		lines2 = p.c2.lines
 	}
+	timeout := time.After(linkTimeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
 		case line, ok := <-c1.lines:
 			if !ok {
-				return res, errors.New("irc1 closed the probe connection")
+				return p.res, errors.New("irc1 closed the probe connection")
 			}
-			if err := on(true, line); err != nil {
-				return res, err
+			if err := p.on(true, line); err != nil {
+				return p.res, err
 			}
 		case line, ok := <-lines2:
 			if !ok {
-				return res, errors.New("irc2 closed the probe connection")
+				return p.res, errors.New("irc2 closed the probe connection")
 			}
-			if err := on(false, line); err != nil {
-				return res, err
+			if err := p.on(false, line); err != nil {
+				return p.res, err
 			}
 		case <-tick.C:
 		case <-timeout:
-			return res, fmt.Errorf("irclinked %s: not done within %v", action, linkTimeout)
+			return p.res, fmt.Errorf("irclinked %s: not done within %v", action, linkTimeout)
 		}
-		switch phase {
-		case 0: // registered, opered, joined, LINKS answered
-			if !oper || !joined1 || !joined2 || linked < 0 {
-				continue
+		if done, err := p.step(); done || err != nil {
+			return p.res, err
+		}
+	}
+}
+
+// linkProbe is the state of one session: an oper client on irc1 (c1) and,
+// unless it only checks, a watcher on irc2 (c2) in the same channel, so
+// that a split shows as QUITs and a join as each seeing the other.
+type linkProbe struct {
+	action           string
+	c1, c2           *probeConn
+	watch            bool
+	oper             bool
+	joined1, joined2 bool
+	links            bool      // LINKS listed irc2
+	linked           int       // -1 until LINKS ends, then 1 or 0
+	see1, see2       bool      // irc2's client sees irc1's / irc1's sees irc2's
+	phase            int       // see step
+	t0, deadline     time.Time // when the action was sent; phase 1 and 3's bound
+	res              linkResult
+}
+
+// on handles one line from irc1 (from1) or irc2.
+func (p *linkProbe) on(from1 bool, line string) error {
+	other := p.c1.nick
+	if from1 && p.c2 != nil {
+		other = p.c2.nick
+	}
+	f := strings.SplitN(line, " ", 3)
+	if f[0] == "ERROR" {
+		return fmt.Errorf("irc%d closed the probe connection: %s", map[bool]int{true: 1, false: 2}[from1], line)
+	}
+	if len(f) < 2 {
+		return nil
+	}
+	rest := ""
+	if len(f) == 3 {
+		rest = f[2]
+	}
+	fromOther := strings.HasPrefix(f[0], ":"+other+"!")
+	seen := func() {
+		if from1 {
+			p.see2 = true
+		} else {
+			p.see1 = true
+		}
+	}
+	switch f[1] {
+	case "001":
+		if from1 {
+			p.c1.send("OPER zkadmin zkadmin")
+			p.c1.send("LINKS")
+			if p.watch {
+				p.c1.send("JOIN " + linkProbeChannel)
 			}
-			switch {
-			case action == "check":
-				res.already = linked == 1
-				return res, nil
-			case action == "split" && linked == 0:
-				res.already = true
-				return res, nil
-			case action == "join" && linked == 1:
-				// Linked; still wait until the clients see each other (a
-				// burst may still be under way).
-				phase, deadline = 3, time.Now().Add(10*time.Second)
-			case action == "split":
-				// The QUITs are only visible once each sees the other.
-				phase, deadline = 1, time.Now().Add(10*time.Second)
-			default:
-				t0 = time.Now()
-				c1.send("CONNECT " + LinkedName2)
-				phase = 2
+		} else {
+			p.c2.send("JOIN " + linkProbeChannel)
+		}
+	case "381":
+		p.oper = true
+	case "491", "464":
+		return fmt.Errorf("OPER refused on irc1: %s", line)
+	case "364":
+		if strings.Contains(rest, " "+LinkedName2+" ") {
+			p.links = true
+		}
+	case "365":
+		p.linked = map[bool]int{true: 1, false: 0}[p.links]
+	case "353":
+		if _, names, ok := strings.Cut(rest, ":"); ok {
+			for _, n := range strings.Fields(names) {
+				if strings.TrimLeft(n, "@+%&~") == other {
+					seen()
+				}
 			}
-		case 1: // split: wait until each sees the other, then SQUIT
-			if see1 && see2 {
-				t0 = time.Now()
-				c1.send("SQUIT " + LinkedName2 + " :irclinked split")
-				phase = 2
-			} else if time.Now().After(deadline) {
-				return res, fmt.Errorf("linked, but the probe clients do not see each other in %s after 10 s", linkProbeChannel)
-			}
-		case 2: // the effect
-			if action == "split" && res.quit1 != "" && res.quit2 != "" {
-				res.took = time.Since(t0)
-				return res, nil
-			}
-			if action == "join" && see1 && see2 {
-				res.took = time.Since(t0)
-				return res, nil
-			}
-		case 3: // join, already linked
-			if see1 && see2 {
-				res.already = true
-				return res, nil
-			}
-			if time.Now().After(deadline) {
-				return res, fmt.Errorf("irc1 lists irc2 in LINKS, but the probe clients do not see each other in %s after 10 s", linkProbeChannel)
+		}
+	case "366":
+		if from1 {
+			p.joined1 = true
+		} else {
+			p.joined2 = true
+		}
+	case "JOIN":
+		if fromOther {
+			seen()
+		}
+	case "QUIT":
+		if fromOther {
+			reason := strings.TrimPrefix(rest, ":")
+			if from1 {
+				p.see2, p.res.quit2 = false, reason
+			} else {
+				p.see1, p.res.quit1 = false, reason
 			}
 		}
 	}
+	return nil
+}
+
+// step moves the session on after a line or a tick: phase 0 waits until
+// both clients are registered, opered and joined and LINKS was answered,
+// then decides; 1 (split) waits until each client sees the other, then
+// sends SQUIT; 2 waits for the effect (QUITs on both sides, or both seeing
+// each other); 3 (join while linked) waits until both see each other.
+func (p *linkProbe) step() (done bool, err error) {
+	switch p.phase {
+	case 0:
+		if !p.oper || !p.joined1 || !p.joined2 || p.linked < 0 {
+			return false, nil
+		}
+		switch {
+		case p.action == "check":
+			p.res.already = p.linked == 1
+			return true, nil
+		case p.action == "split" && p.linked == 0:
+			p.res.already = true
+			return true, nil
+		case p.action == "join" && p.linked == 1:
+			// Linked; still wait until the clients see each other (a
+			// burst may still be under way).
+			p.phase, p.deadline = 3, time.Now().Add(10*time.Second)
+		case p.action == "split":
+			// The QUITs are only visible once each sees the other.
+			p.phase, p.deadline = 1, time.Now().Add(10*time.Second)
+		default:
+			p.t0 = time.Now()
+			p.c1.send("CONNECT " + LinkedName2)
+			p.phase = 2
+		}
+	case 1:
+		if p.see1 && p.see2 {
+			p.t0 = time.Now()
+			p.c1.send("SQUIT " + LinkedName2 + " :irclinked split")
+			p.phase = 2
+		} else if time.Now().After(p.deadline) {
+			return false, fmt.Errorf("linked, but the probe clients do not see each other in %s after 10 s", linkProbeChannel)
+		}
+	case 2:
+		if p.action == "split" && p.res.quit1 != "" && p.res.quit2 != "" ||
+			p.action == "join" && p.see1 && p.see2 {
+			p.res.took = time.Since(p.t0)
+			return true, nil
+		}
+	case 3:
+		if p.see1 && p.see2 {
+			p.res.already = true
+			return true, nil
+		}
+		if time.Now().After(p.deadline) {
+			return false, fmt.Errorf("irc1 lists irc2 in LINKS, but the probe clients do not see each other in %s after 10 s", linkProbeChannel)
+		}
+	}
+	return false, nil
 }
