@@ -170,109 +170,12 @@ func saslPassword(dir, user string) (string, error) {
 // its anonymous principal a super user, as the broker's requests to its
 // controller need.
 func (c *Config) Kafka() Server {
-	dir := filepath.Join(c.DataDir, "kafka")
-	cfg := filepath.Join(dir, "server.properties")
-	log4j := filepath.Join(dir, "log4j2.properties")
-	dataDir := filepath.Join(dir, "data")
-	logs := filepath.Join(dir, "logs")
-	serverLog := filepath.Join(logs, "server.log")
-	saslDir := filepath.Join(dir, "sasl")
-	kcatCfg := filepath.Join(saslDir, "kcat.conf") // the admin's client settings; marks SASL mode
-	var logOffset int64
-
-	// answers: the metadata lists broker 1 at our address. With SASL the
-	// listener accepting connections has to do: Debian's kcat (librdkafka
-	// 2.0) fails SCRAM against Kafka 4.1.
-	answers := func() bool {
-		if isFile(kcatCfg) {
-			return PortOpen(c.KafkaPort)
-		}
-		md, err := kafkaMetadata(addr(c.KafkaPort))
-		return err == nil && strings.Contains(md, "broker 1 at "+addr(c.KafkaPort))
-	}
-	// startedLogged: "Kafka Server started" in server.log after logOffset
-	// (an old line from an earlier run does not count).
-	startedLogged := func() bool {
-		f, err := os.Open(serverLog)
-		if err != nil {
-			return false
-		}
-		defer f.Close()
-		if st, err := f.Stat(); err == nil && st.Size() < logOffset {
-			logOffset = 0 // rolled over meanwhile
-		}
-		_, _ = f.Seek(logOffset, 0)
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(f)
-		return bytes.Contains(b.Bytes(), []byte("Kafka Server started"))
-	}
-	prepare := func() error {
-		if err := c.FetchKafka(); err != nil {
-			return err
-		}
-		for _, d := range []string{dataDir, logs} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return err
-			}
-		}
-		if err := Render(c.deploy("kafka", "server.properties.tmpl"), cfg, map[string]any{
-			"KAFKA_PORT": c.KafkaPort, "CONTROLLER_PORT": c.KafkaControllerPort, "LOG_DIRS": dataDir}); err != nil {
-			return err
-		}
-		if err := copyFile(c.deploy("kafka", "log4j2.properties"), log4j); err != nil {
-			return err
-		}
-		var scram []string
-		if c.KafkaSASL {
-			if isFile(filepath.Join(dataDir, "meta.properties")) && !isFile(filepath.Join(saslDir, "formatted")) {
-				return fmt.Errorf("ZKCHAT_KAFKA_SASL=1 needs storage formatted with SCRAM users; %s was formatted without (use another ZKCHAT_DATA_DIR)", dataDir)
-			}
-			adminPW, err := saslPassword(saslDir, c.KafkaAdminUser)
-			if err != nil {
-				return err
-			}
-			userPW, err := saslPassword(saslDir, c.KafkaSASLUser)
-			if err != nil {
-				return err
-			}
-			if err := c.kafkaSASLConfig(cfg, kcatCfg, adminPW); err != nil {
-				return err
-			}
-			scram = []string{"--add-scram", fmt.Sprintf("SCRAM-SHA-256=[name=%s,password=%s]", c.KafkaAdminUser, adminPW),
-				"--add-scram", fmt.Sprintf("SCRAM-SHA-256=[name=%s,password=%s]", c.KafkaSASLUser, userPW)}
-		} else {
-			_ = os.Remove(kcatCfg)
-		}
-		// KRaft needs formatted storage (meta.properties) before the first start.
-		if !isFile(filepath.Join(dataDir, "meta.properties")) {
-			id, err := c.kafkaClusterID(filepath.Join(dir, "cluster.id"), logs, log4j)
-			if err != nil {
-				return err
-			}
-			c.logf("formatting Kafka storage in %s (cluster id %s)…", dataDir, id)
-			// Static controller.quorum.voters, so no --standalone / --initial-controllers.
-			out, err := c.storageTool(logs, log4j, append([]string{"format", "-t", id, "-c", cfg}, scram...)...)
-			if err != nil {
-				return fmt.Errorf("formatting Kafka storage failed: %v\n%s", err, out)
-			}
-			appendFile(filepath.Join(logs, "kafka.out"), out)
-			if c.KafkaSASL {
-				if err := os.WriteFile(filepath.Join(saslDir, "formatted"), nil, 0o600); err != nil {
-					return err
-				}
-			}
-		}
-		logOffset = 0
-		if st, err := os.Stat(serverLog); err == nil {
-			logOffset = st.Size()
-		}
-		return nil
-	}
+	k := c.kafkaNode()
 	d := &daemon{
 		c: c, name: "kafka", deps: "kafka",
-		pidfile:  filepath.Join(dir, "kafka.pid"),
-		pattern:  "kafka.Kafka " + cfg,
-		outfile:  filepath.Join(logs, "kafka.out"),
+		pidfile:  filepath.Join(k.dir, "kafka.pid"),
+		pattern:  "kafka.Kafka " + k.cfg,
+		outfile:  filepath.Join(k.logs, "kafka.out"),
 		ports:    []int{c.KafkaPort, c.KafkaControllerPort},
 		portVars: "ZKCHAT_KAFKA_PORT / ZKCHAT_KAFKA_CONTROLLER_PORT",
 		// A cold JVM on 2 busy cores takes its time.
@@ -280,23 +183,150 @@ func (c *Config) Kafka() Server {
 		check: func() error {
 			return distinct("ZKCHAT_KAFKA_PORT and ZKCHAT_KAFKA_CONTROLLER_PORT", c.KafkaPort, c.KafkaControllerPort)
 		},
-		prepare:  prepare,
-		argv:     func() []string { return kafkaArgv(c.KafkaLibs(), logs, log4j, cfg, "512m") },
-		answers:  answers,
-		ready:    func() bool { return startedLogged() && answers() },
-		failLogs: []string{serverLog, filepath.Join(logs, "kafka.out")},
+		prepare:  k.prepare,
+		argv:     func() []string { return kafkaArgv(c.KafkaLibs(), k.logs, k.log4j, k.cfg, "512m") },
+		answers:  k.answers,
+		ready:    func() bool { return k.startedLogged() && k.answers() },
+		failLogs: []string{k.serverLog, filepath.Join(k.logs, "kafka.out")},
 		describe: func() string {
 			return fmt.Sprintf("on %s (controller %s), Kafka %s", addr(c.KafkaPort), addr(c.KafkaControllerPort), c.KafkaVersion)
 		},
-		afterFailure: func() { c.kafkaErrors(serverLog, logOffset) },
+		afterFailure: func() { c.kafkaErrors(k.serverLog, k.logOffset) },
 	}
 	if c.KafkaSASL {
 		d.startedMessage = func() string {
 			return fmt.Sprintf("SASL/SCRAM on: credentials in %s (%s.auth: super user, %s.auth: zkchat's principal; grant its ACLs with zkchat kafka-acls)",
-				saslDir, c.KafkaAdminUser, c.KafkaSASLUser)
+				k.saslDir, c.KafkaAdminUser, c.KafkaSASLUser)
 		}
 	}
 	return d
+}
+
+// kafkaNode is the single broker's files under DataDir/kafka. logOffset is
+// server.log's size when the broker was last started: a "started" line
+// before it is an earlier run's.
+type kafkaNode struct {
+	c                              *Config
+	dir, cfg, log4j, dataDir, logs string
+	serverLog, saslDir, kcatCfg    string
+	logOffset                      int64
+}
+
+func (c *Config) kafkaNode() *kafkaNode {
+	dir := filepath.Join(c.DataDir, "kafka")
+	logs := filepath.Join(dir, "logs")
+	saslDir := filepath.Join(dir, "sasl")
+	return &kafkaNode{c: c, dir: dir,
+		cfg:       filepath.Join(dir, "server.properties"),
+		log4j:     filepath.Join(dir, "log4j2.properties"),
+		dataDir:   filepath.Join(dir, "data"),
+		logs:      logs,
+		serverLog: filepath.Join(logs, "server.log"),
+		saslDir:   saslDir,
+		kcatCfg:   filepath.Join(saslDir, "kcat.conf"), // the admin's client settings; marks SASL mode
+	}
+}
+
+// answers: the metadata lists broker 1 at our address. With SASL the
+// listener accepting connections has to do: Debian's kcat (librdkafka 2.0)
+// fails SCRAM against Kafka 4.1.
+func (k *kafkaNode) answers() bool {
+	if isFile(k.kcatCfg) {
+		return PortOpen(k.c.KafkaPort)
+	}
+	md, err := kafkaMetadata(addr(k.c.KafkaPort))
+	return err == nil && strings.Contains(md, "broker 1 at "+addr(k.c.KafkaPort))
+}
+
+// startedLogged: "Kafka Server started" in server.log after logOffset.
+func (k *kafkaNode) startedLogged() bool {
+	f, err := os.Open(k.serverLog)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() < k.logOffset {
+		k.logOffset = 0 // rolled over meanwhile
+	}
+	_, _ = f.Seek(k.logOffset, 0)
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(f)
+	return bytes.Contains(b.Bytes(), []byte("Kafka Server started"))
+}
+
+// prepare fetches the jars, renders the configuration, sets SASL mode up
+// and formats the storage on first start.
+func (k *kafkaNode) prepare() error {
+	c := k.c
+	if err := c.FetchKafka(); err != nil {
+		return err
+	}
+	for _, d := range []string{k.dataDir, k.logs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := Render(c.deploy("kafka", "server.properties.tmpl"), k.cfg, map[string]any{
+		"KAFKA_PORT": c.KafkaPort, "CONTROLLER_PORT": c.KafkaControllerPort, "LOG_DIRS": k.dataDir}); err != nil {
+		return err
+	}
+	if err := copyFile(c.deploy("kafka", "log4j2.properties"), k.log4j); err != nil {
+		return err
+	}
+	scram, err := k.sasl()
+	if err != nil {
+		return err
+	}
+	// KRaft needs formatted storage (meta.properties) before the first start.
+	if !isFile(filepath.Join(k.dataDir, "meta.properties")) {
+		id, err := c.kafkaClusterID(filepath.Join(k.dir, "cluster.id"), k.logs, k.log4j)
+		if err != nil {
+			return err
+		}
+		c.logf("formatting Kafka storage in %s (cluster id %s)…", k.dataDir, id)
+		// Static controller.quorum.voters, so no --standalone / --initial-controllers.
+		out, err := c.storageTool(k.logs, k.log4j, append([]string{"format", "-t", id, "-c", k.cfg}, scram...)...)
+		if err != nil {
+			return fmt.Errorf("formatting Kafka storage failed: %v\n%s", err, out)
+		}
+		appendFile(filepath.Join(k.logs, "kafka.out"), out)
+		if c.KafkaSASL {
+			if err := os.WriteFile(filepath.Join(k.saslDir, "formatted"), nil, 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	k.logOffset = 0
+	if st, err := os.Stat(k.serverLog); err == nil {
+		k.logOffset = st.Size()
+	}
+	return nil
+}
+
+// sasl sets SASL mode up (or removes its marker without it) and returns the
+// storage tool's arguments that create the SCRAM users.
+func (k *kafkaNode) sasl() ([]string, error) {
+	c := k.c
+	if !c.KafkaSASL {
+		_ = os.Remove(k.kcatCfg)
+		return nil, nil
+	}
+	if isFile(filepath.Join(k.dataDir, "meta.properties")) && !isFile(filepath.Join(k.saslDir, "formatted")) {
+		return nil, fmt.Errorf("ZKCHAT_KAFKA_SASL=1 needs storage formatted with SCRAM users; %s was formatted without (use another ZKCHAT_DATA_DIR)", k.dataDir)
+	}
+	adminPW, err := saslPassword(k.saslDir, c.KafkaAdminUser)
+	if err != nil {
+		return nil, err
+	}
+	userPW, err := saslPassword(k.saslDir, c.KafkaSASLUser)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.kafkaSASLConfig(k.cfg, k.kcatCfg, adminPW); err != nil {
+		return nil, err
+	}
+	return []string{"--add-scram", fmt.Sprintf("SCRAM-SHA-256=[name=%s,password=%s]", c.KafkaAdminUser, adminPW),
+		"--add-scram", fmt.Sprintf("SCRAM-SHA-256=[name=%s,password=%s]", c.KafkaSASLUser, userPW)}, nil
 }
 
 // kafkaSASLConfig appends SASL mode's broker settings to the rendered
