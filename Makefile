@@ -3,7 +3,7 @@
 # The servers are run by cmd/devenv (internal/servers); ports and folders
 # come from the environment (ZKCHAT_DATA_DIR, ZKCHAT_ZK_PORT, ...).
 # ARGS passes flags on: make test ARGS='-run TestSend -v'.
-.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge clean deps-go devenv check graph stats
+.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge clean deps-go devenv check graph stats doccheck
 
 # The official Go tarball's place, often not on PATH; confluent-kafka-go is cgo.
 export PATH := $(PATH):/usr/local/go/bin
@@ -34,6 +34,10 @@ check: deps-go
 	go vet ./...
 	@test -x $(GOBIN_DIR)/staticcheck || go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
+
+## doccheck: every path, make target, ZKCHAT_ variable and relative link in README.md and doc/*.md exists
+doccheck:
+	@scripts/doccheck.sh
 
 ## build: the zkchat binary in ./zkchat
 build: deps-go

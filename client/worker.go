@@ -565,12 +565,10 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		n++
 		next = msg.Offset + 1
 		if follow {
-			// Offered after every message; the committer coalesces (one
-			// commit at a time, of the latest offer). Offering only when
-			// nothing more was queued committed nothing while a backlog
-			// was read: a failed delivery proof then sent the whole
-			// backlog again (6,319 duplicates of 10,000 in the fault
-			// suite's TestLoadBacklogOneNick, unpaced).
+			// Offered after every message, so that the position keeps
+			// moving while a backlog is read and a failed delivery proof
+			// re-sends only what came after the last commit; the committer
+			// coalesces (one commit at a time, of the latest offer).
 			c.offer(next)
 		}
 		if !follow && next >= end {
@@ -669,10 +667,9 @@ func (c *committer) loop() {
 			continue
 		}
 		if transientCommit(err) {
-			// Keep reading and commit later. Ending the read here made its
-			// caller read again, from the last commit, what it had already
-			// handed on: the fault suite saw duplicates whenever the group
-			// coordinator's broker died or froze for 10 s.
+			// Keep reading and commit later: ending the read would make its
+			// caller read again, from the last commit, what it has already
+			// handed on (a duplicate for every message since).
 			c.log.Warn("commit of the read position failed; retrying", "offset", n, "err", err)
 			c.mu.Lock()
 			if c.next < 0 {

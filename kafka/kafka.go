@@ -21,7 +21,7 @@ type Config struct {
 	Logger  *slog.Logger
 	// Extra librdkafka properties for every client (security settings, say).
 	Extra map[string]string
-	// Auth, if set, makes every client authenticate with SASL (kafkaauth.go).
+	// Auth, if set, makes every client authenticate with SASL (auth.go).
 	Auth *Auth
 }
 
@@ -466,8 +466,8 @@ func produceError(topic string, err error) error {
 			return fmt.Errorf("produce to %s: not sent: the Kafka client dropped it from its queue (failed or closing): %w", topic, err)
 		case ckafka.ErrDestroy:
 			// librdkafka dropped the record from a partition handle it
-			// tore down (seen for records in flight when their topic was
-			// deleted): it may have been sent.
+			// tore down (its topic deleted with the record in flight): it
+			// may have been sent.
 			return fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, protocol.ErrOutcomeUnknown, err)
 		}
 	}
@@ -667,10 +667,10 @@ func (k *Clients) OpenReader(ctx context.Context, group, topic string) (MessageR
 	return r, nil
 }
 
-// learnTopic makes the shared consumer fetch topic's metadata now. An
-// assigned topic the consumer has never seen otherwise waits for its
-// once-a-second scan of unknown topics before the first fetch: a new user's
-// first message came a second late.
+// learnTopic makes the shared consumer fetch topic's metadata now, so that
+// the first fetch of a topic it has never seen does not wait for its
+// once-a-second scan of unknown topics (up to a second on a new user's
+// first message).
 func (k *Clients) learnTopic(ctx context.Context, topic string) {
 	ms := 5000
 	if dl, ok := ctx.Deadline(); ok {

@@ -261,8 +261,8 @@ func (s *session) runChildTo(argv []string, env []string, out io.Writer) int {
 	return 0
 }
 
-// execWith is what with-servers.sh was: start the missing servers, run the
-// command with their addresses, stop what this run started.
+// execWith starts the missing servers, runs the command with their
+// addresses, and stops what this run started.
 func execWith(cfg *servers.Config, names, argv []string) int {
 	s := newSession()
 	defer s.cleanup()

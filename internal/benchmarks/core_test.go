@@ -518,7 +518,7 @@ func benchKafkaFloorTopic(b *testing.B, env *testenv.Env, name string) string {
 }
 
 // BenchmarkKafkaProduceConsumeFloor is the floor of SendRead: a bare
-// confluent-kafka-go producer with protocol/kafka.go's settings (acks=all,
+// confluent-kafka-go producer with kafka/kafka.go's settings (acks=all,
 // idempotence, linger.ms=1) and a bare consumer assigned to the topic with
 // its settings (fetch.wait.max.ms=50, no group membership), polled by one
 // goroutine as kafka.Clients's poll loop does. Each iteration produces one

@@ -171,7 +171,7 @@ func FindRoot() (string, error) {
 	}
 }
 
-// Env is what the servers' clients need, as with-servers used to export it:
+// Env is what the servers' clients need (devenv exec exports it):
 // ZKCHAT_ZOOKEEPER, ZKCHAT_KAFKA, ZKCHAT_IRC_SERVER, ZKCHAT_IRC_BRIDGE_SERVER,
 // ZKCHAT_NGIRCD_SERVER, ZKCHAT_IRC_ACCOUNTS_SERVER and
 // ZKCHAT_IRC_ACCOUNTS_BRIDGE_SERVER, as "KEY=host:port".

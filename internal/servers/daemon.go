@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// State is what Status found, as the old scripts' exit codes: 0 runs and
-// answers, 1 runs but does not answer (or only partly runs), 3 not running.
+// State is what Status found; its value is devenv status's exit code, as an
+// init script's status: 0 runs and answers, 1 runs but does not answer (or
+// only partly runs), 3 not running.
 type State int
 
 const (
