@@ -27,8 +27,8 @@ reliability: devenv
 	scripts/install-deps.sh irc
 	$(DEVENV) reliability $(ARGS)
 
-## check: gofmt, go vet and staticcheck (installed into GOBIN when missing)
-check: deps-go
+## check: the docs (doccheck), gofmt, go vet and staticcheck (installed into GOBIN when missing)
+check: deps-go doccheck
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); \
 		if [ -n "$$bad" ]; then echo "gofmt would change: $$bad (run gofmt -w)"; exit 1; fi
 	go vet ./...
