@@ -49,6 +49,12 @@ type Config struct {
 
 // Worker is one chat user. It owns one ZooKeeper session at a time: going
 // offline closes it. Its methods may be called from several goroutines.
+//
+// mu guards the session and the online state, and is held through a whole
+// GoOnline (its ZooKeeper calls and the wait for the topic), so going
+// online and offline never interleave. keepPresence takes it too, so
+// GoOffline releases it before it waits for keepPresence to end. The
+// committers' own mu is a leaf.
 type Worker struct {
 	id    string
 	cfg   Config

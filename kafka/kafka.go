@@ -36,6 +36,11 @@ const sharedReaderGroup = "zkchat-shared-reader"
 // The shared consumer never joins a consumer group. It reads by manual
 // assignment and commits each worker's position under that worker's own group
 // with the admin API, so a group that has no live member is all it needs.
+//
+// Locks: mu (the readers) may be held while a Reader's mu is taken
+// (Reader.Close), never the reverse; pmu (the producer) is taken alone. No
+// lock is held across a wait for the brokers, except that pmu is held while
+// a record is queued, so none is queued on a producer being replaced.
 type Clients struct {
 	cfg   Config
 	log   *slog.Logger
@@ -606,7 +611,8 @@ func (k *Clients) Bounds(ctx context.Context, topic string) (low, high int64, er
 	return low, high, nil
 }
 
-// Reader receives one topic's records from the poll loop.
+// Reader receives one topic's records from the poll loop. Its mu guards the
+// queue and the flags; it is taken after Clients.mu, or alone.
 type Reader struct {
 	k     *Clients
 	topic string

@@ -38,7 +38,7 @@ type leader struct {
 	sem    chan struct{} // bounds nodes handled at once
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
+	mu   sync.Mutex      // a leaf: guards seen only
 	seen map[string]bool // kind/name of nodes being tracked
 }
 

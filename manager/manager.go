@@ -45,7 +45,8 @@ type Config struct {
 	ZKAuth *protocol.Auth
 }
 
-// Manager is the zkchat manager.
+// Manager is the zkchat manager. toolMu (the session of the direct API
+// calls) and leaderMu (the leading flag) are leaves, never held together.
 type Manager struct {
 	cfg   Config
 	log   *slog.Logger
