@@ -17,6 +17,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -588,7 +589,7 @@ func TestLoadJoinPart(t *testing.T) {
 	}
 	obs := DialIRC(t, irc.Users, obsNick, nil)
 	obs.Send("JOIN " + channel)
-	clients := make([]*Client, users)
+	clients := make([]*irctest.Client, users)
 	for i, n := range nicks {
 		wg.Add(1)
 		go func() {

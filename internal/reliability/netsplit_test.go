@@ -107,7 +107,7 @@ func netsplitRow(t *testing.T, row string, ircEnv ...string) {
 	// The split QUIT as a non-oper on the bridge's side sees it (opers see
 	// the server names even when they are hidden).
 	reason := "none seen"
-	if q, ok := ns.obs.Client().Wait(10*time.Second, func(line string) bool { return IsCommandOf(line, ids[0], "QUIT") }); ok {
+	if q, ok := ns.obs.Client().TryWait(10*time.Second, func(line string) bool { return IsCommandOf(line, ids[0], "QUIT") }); ok {
 		_, reason, _ = strings.Cut(q[1:], " :")
 	}
 	hidden := slices.Contains(ircEnv, "ZKCHAT_IRCL_HIDESPLITS=yes")
