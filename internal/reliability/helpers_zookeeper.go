@@ -494,6 +494,16 @@ type OnlineNode struct {
 	Ctime time.Time
 }
 
+// WaitOnline waits up to d until /online/<id> exists (want) or not, and
+// returns how long that took; it fails t after d.
+func (s *Suite) WaitOnline(t testing.TB, id string, want bool, d time.Duration) time.Duration {
+	t.Helper()
+	return WaitFor(t, d, fmt.Sprintf("/online/%s exists=%v", id, want), func() bool {
+		ok, _, err := s.ZK.Exists(s.Env.Path("/online/" + id))
+		return err == nil && ok == want
+	})
+}
+
 // OnlineOwners maps every id under /online to its node's owner session and
 // creation time (the server's clock: the same machine's).
 func (s *Suite) OnlineOwners(t testing.TB) map[string]OnlineNode {

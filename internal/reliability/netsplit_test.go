@@ -245,10 +245,7 @@ func (ns *netsplitRig) onText(from, text string) {
 
 func (ns *netsplitRig) waitOnline(id string, want bool, d time.Duration) time.Duration {
 	ns.t.Helper()
-	return WaitFor(ns.t, d, fmt.Sprintf("/online/%s exists=%v", id, want), func() bool {
-		ok, _, err := ns.s.ZK.Exists(ns.s.Env.Path("/online/" + id))
-		return err == nil && ok == want
-	})
+	return ns.s.WaitOnline(ns.t, id, want, d)
 }
 
 // online is /online without the in-process senders.
