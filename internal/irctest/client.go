@@ -85,7 +85,8 @@ func DialWith(t testing.TB, addr, nick string, o Options) *Client {
 
 // Connect is DialWith for code that must not fail a test (several dials
 // at once, a helper process): it returns the error, and the caller closes
-// the client.
+// the client. Having no test to fail, its client offers TryWait and Names,
+// not Wait and WaitFrom.
 func Connect(addr, nick string, o Options) (*Client, error) {
 	return connect(nil, addr, nick, o)
 }
