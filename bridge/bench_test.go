@@ -35,8 +35,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -53,6 +51,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
@@ -93,21 +92,14 @@ func bbLogger() *slog.Logger {
 }
 
 // ---------------------------------------------------------------------------
-// A lean raw IRC client. irctest.Client keeps every line it reads;
-// 1,000 users in one channel read about half a million JOIN lines, so the
-// benchmarks' client keeps none: each line goes to a handler, with the time
-// it was read.
-
-type bbHandler func(line string, at time.Time)
+// The benchmarks' IRC users: irctest clients that keep no lines
+// (irctest.Options.NoHistory). 1,000 users in one channel read about half
+// a million JOIN lines, so a benchmark's client must not grow with the
+// lines it reads: each line goes to a handler, with the time it was read.
 
 type bbConn struct {
-	nick    string
-	id      string // the zkchat id of nick
-	c       net.Conn
-	wmu     sync.Mutex
-	h       atomic.Pointer[bbHandler]
-	welcome chan struct{} // closed at 001
-	done    chan struct{} // closed when the connection ends
+	*irctest.Client
+	id string // the zkchat id of Nick
 }
 
 // bbDial connects nick to addr and waits until the server has welcomed it.
@@ -116,82 +108,23 @@ func bbDial(addr, nick string) (*bbConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c, err := irctest.Connect(addr, nick, irctest.Options{NoHistory: true, Welcome: bbOpTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("irc %s: %w", addr, err)
+		return nil, err
 	}
-	u := &bbConn{nick: nick, id: id, c: c, welcome: make(chan struct{}), done: make(chan struct{})}
-	go u.read()
-	_ = u.send("NICK " + nick)
-	_ = u.send("USER " + nick + " 0 * :" + nick)
-	select {
-	case <-u.welcome:
-		return u, nil
-	case <-u.done:
-		return nil, fmt.Errorf("%s: connection closed before 001", nick)
-	case <-time.After(bbOpTimeout):
-		c.Close()
-		return nil, fmt.Errorf("%s: no 001 after %s", nick, bbOpTimeout)
-	}
-}
-
-func (u *bbConn) read() {
-	defer close(u.done)
-	r := bufio.NewReaderSize(u.c, 4096)
-	welcomed := false
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		at := time.Now()
-		line = strings.TrimRight(line, "\r\n")
-		if strings.HasPrefix(line, "PING ") {
-			_ = u.send("PONG " + line[5:])
-			continue
-		}
-		if !welcomed && strings.Contains(line, " 001 ") {
-			welcomed = true
-			close(u.welcome)
-		}
-		if h := u.h.Load(); h != nil {
-			(*h)(line, at)
-		}
-	}
-}
-
-func (u *bbConn) send(line string) error {
-	u.wmu.Lock()
-	defer u.wmu.Unlock()
-	_, err := io.WriteString(u.c, line+"\r\n")
-	return err
-}
-
-// handle sets the handler of every line; nil: lines are dropped.
-func (u *bbConn) handle(h bbHandler) {
-	if h == nil {
-		u.h.Store(nil)
-		return
-	}
-	u.h.Store(&h)
+	return &bbConn{Client: c, id: id}, nil
 }
 
 // expect installs a handler that hands over the first line that matches.
 func (u *bbConn) expect(match func(string) bool) <-chan string {
 	ch := make(chan string, 1)
 	var once sync.Once
-	u.handle(func(l string, _ time.Time) {
+	u.Handle(func(l string, _ time.Time) {
 		if match(l) {
 			once.Do(func() { ch <- l })
 		}
 	})
 	return ch
-}
-
-func (u *bbConn) close() {
-	_ = u.send("QUIT :benchmark over")
-	u.c.Close()
-	<-u.done
 }
 
 // bbFrom reports whether line comes from nick.
@@ -225,7 +158,7 @@ func bbDialAll(addr string, nicks []string) ([]*bbConn, error) {
 	if err := errors.Join(errs...); err != nil {
 		for _, c := range conns {
 			if c != nil {
-				c.close()
+				c.Close()
 			}
 		}
 		return nil, err
@@ -243,16 +176,16 @@ func bbJoinRegister(conns []*bbConn, bot, channel string, timeout time.Duration)
 	for _, c := range conns {
 		wg.Go(func() {
 			got := c.expect(bbRegistered(bot))
-			_ = c.send("JOIN " + channel)
-			_ = c.send("PRIVMSG " + bot + " :register")
+			_ = c.Write("JOIN " + channel)
+			_ = c.Write("PRIVMSG " + bot + " :register")
 			select {
 			case <-got:
 			case <-time.After(timeout):
 				mu.Lock()
-				failed = append(failed, c.nick)
+				failed = append(failed, c.Nick)
 				mu.Unlock()
 			}
-			c.handle(nil)
+			c.Handle(nil)
 		})
 	}
 	wg.Wait()
@@ -326,7 +259,7 @@ func bbHelperUsers(t *testing.T) {
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	var wg sync.WaitGroup
 	for _, c := range conns {
-		wg.Go(c.close)
+		wg.Go(c.Close)
 	}
 	wg.Wait()
 }
@@ -485,7 +418,7 @@ func bbDialPairs(b *testing.B, tb testing.TB, addr, prefix string, n int) (sende
 	}
 	tb.Cleanup(func() {
 		for _, c := range conns {
-			c.close()
+			c.Close()
 		}
 	})
 	return conns[:n], conns[n:]
@@ -579,7 +512,7 @@ func (r *bbRecorder) text(seq int64, from int) string {
 
 // handler is every sender's and receiver's handler: arrivals and the bot's
 // notices.
-func (r *bbRecorder) handler() bbHandler {
+func (r *bbRecorder) handler() irctest.LineHandler {
 	return func(line string, at time.Time) {
 		i := strings.Index(line, r.marker)
 		if i < 0 {
@@ -638,28 +571,12 @@ func (r *bbRecorder) drain(sent int, quiet time.Duration) {
 	}
 }
 
-func bbPercentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
-func bbMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
 // report reports p50, p99 and max latency of the arrivals, and losses,
 // duplicates and the bot's notices (each one a refused or failed command).
 func (r *bbRecorder) report(b *testing.B, sent int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := slices.Clone(r.lat)
-	slices.Sort(s)
-	if len(s) > 0 {
-		b.ReportMetric(bbMS(bbPercentile(s, 50)), "p50-ms")
-		b.ReportMetric(bbMS(bbPercentile(s, 99)), "p99-ms")
-		b.ReportMetric(bbMS(s[len(s)-1]), "max-ms")
-	}
+	testenv.ReportLatency(b, "", r.lat)
 	b.ReportMetric(float64(sent), "sent")
 	b.ReportMetric(float64(sent-len(r.seen)), "lost")
 	b.ReportMetric(float64(r.dups), "dups")
@@ -675,10 +592,10 @@ func (r *bbRecorder) report(b *testing.B, sent int) {
 // bbLine is what the sender writes for a message of text to the user to.
 type bbLine func(to *bbConn, text string) string
 
-func bbDirect(to *bbConn, text string) string { return "PRIVMSG " + to.nick + " :" + text }
+func bbDirect(to *bbConn, text string) string { return "PRIVMSG " + to.Nick + " :" + text }
 
 func (s *bbSetup) viaBot(to *bbConn, text string) string {
-	return "PRIVMSG " + s.bot + " :msg " + to.nick + " " + text
+	return "PRIVMSG " + s.bot + " :msg " + to.Nick + " " + text
 }
 
 // bbWarm sends three messages from every sender to its receiver, one
@@ -688,12 +605,12 @@ func bbWarm(b *testing.B, senders, receivers []*bbConn, bot string, line bbLine)
 	b.Helper()
 	r := newBBRecorder(bot)
 	for _, c := range slices.Concat(senders, receivers) {
-		c.handle(r.handler())
+		c.Handle(r.handler())
 	}
 	n := 3 * len(senders)
 	for i := range n {
 		k := i % len(senders)
-		_ = senders[k].send(line(receivers[k], r.text(int64(i), k)))
+		_ = senders[k].Write(line(receivers[k], r.text(int64(i), k)))
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.drain(n, bbOpTimeout)
@@ -710,7 +627,7 @@ func bbOffer(b *testing.B, senders, receivers []*bbConn, bot string, rate int, l
 	bbWarm(b, senders, receivers, bot, line)
 	r := newBBRecorder(bot)
 	for _, c := range slices.Concat(senders, receivers) {
-		c.handle(r.handler())
+		c.Handle(r.handler())
 	}
 	interval := time.Second / time.Duration(rate)
 	n := len(senders)
@@ -731,7 +648,7 @@ func bbOffer(b *testing.B, senders, receivers []*bbConn, bot string, rate int, l
 			lateMax = -d
 		}
 		k := i % n
-		if err := senders[k].send(line(receivers[k], r.text(int64(i), k))); err != nil {
+		if err := senders[k].Write(line(receivers[k], r.text(int64(i), k))); err != nil {
 			b.Fatalf("send %d: %v", i, err)
 		}
 		i++
@@ -742,7 +659,7 @@ func bbOffer(b *testing.B, senders, receivers []*bbConn, bot string, rate int, l
 	cpu1.report(b, cpu0)
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(i)/sendTime.Seconds(), "offered-msgs/s")
-	b.ReportMetric(bbMS(lateMax), "gen-late-max-ms")
+	b.ReportMetric(testenv.MS(lateMax), "gen-late-max-ms")
 	r.report(b, i)
 }
 
@@ -813,7 +730,7 @@ func BenchmarkBridgeThroughput(b *testing.B) {
 	}
 	r.arrived = make(chan int, 1<<16)
 	for _, c := range slices.Concat(senders, receivers) {
-		c.handle(r.handler())
+		c.Handle(r.handler())
 	}
 	var seq atomic.Int64
 	stop := make(chan struct{})
@@ -828,7 +745,7 @@ func BenchmarkBridgeThroughput(b *testing.B) {
 					return
 				}
 				n := seq.Add(1) - 1
-				if err := from.send(s.viaBot(to, r.text(n, i))); err != nil {
+				if err := from.Write(s.viaBot(to, r.text(n, i))); err != nil {
 					return
 				}
 			}
@@ -874,9 +791,7 @@ func BenchmarkBridgeThroughput(b *testing.B) {
 	wg.Wait()
 	sent := int(seq.Load())
 	r.drain(sent, 15*time.Second)
-	if el := b.Elapsed(); el > 0 {
-		b.ReportMetric(float64(delivered)/el.Seconds(), "msgs/s")
-	}
+	testenv.ReportRate(b, "msgs/s", delivered)
 	r.report(b, sent)
 	cpu1.report(b, cpu0)
 }

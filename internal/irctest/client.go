@@ -2,60 +2,138 @@ package irctest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // Client is a raw IRC client: it speaks the protocol by hand, so a test sees
 // exactly what the server relays. It answers PINGs itself; every other line
-// is kept (the newest 20,000 at most) until a Wait consumes it. Its reading
-// goroutine ends when the connection closes (Close, or the test's cleanup).
+// goes to its line handler (Handle), to OnText when it is a PRIVMSG or NOTICE
+// to the client, and, unless Options.NoHistory, into its history (the newest
+// 20,000 lines at most), where Wait, TryWait and Names consume it. Its
+// reading goroutine ends when the connection closes (Close, or the test's
+// cleanup).
 type Client struct {
-	t     testing.TB
+	t     testing.TB // nil for a client from Connect
 	Nick  string
 	conn  net.Conn
-	lines *Lines
+	lines *Lines // nil with Options.NoHistory
 	// OnText, when set before the first message arrives, gets the sender
 	// nick and text of every PRIVMSG and NOTICE to this client, in the
 	// reading goroutine.
+	OnText  func(from, text string)
+	onLine  atomic.Pointer[LineHandler]
+	welcome chan struct{} // closed at the server's 001
+	closed  chan struct{}
+}
+
+// LineHandler gets a line the client read (without CR LF) and when it was
+// read, in the reading goroutine.
+type LineHandler func(line string, at time.Time)
+
+// Options are a client's settings besides its nick.
+type Options struct {
+	// User is the USER name (a nick may have bytes a user name may not);
+	// the nick when empty.
+	User string
+	// OnText sets Client.OnText.
 	OnText func(from, text string)
-	closed chan struct{}
+	// DropUnmatched: a wait that gives up (time out, or connection closed)
+	// drops the lines it looked at, so that after it only lines that came
+	// later are unseen. A matcher then sees each line once, and a wait
+	// that never matches consumes everything received so far (the fault
+	// suite counts lines that way). Without it, lines a wait passed over
+	// stay for the next one.
+	DropUnmatched bool
+	// NoHistory keeps no lines (for benchmarks, whose clients read far
+	// more lines than a test looks at): a line reaches only the handler
+	// and OnText; Wait, TryWait, Names and All must not be used.
+	NoHistory bool
+	// Welcome bounds the wait for the server's welcome (001); 20 s when 0.
+	Welcome time.Duration
 }
 
 // Dial connects nick to the server at addr and waits for the welcome; the
 // test's cleanup quits and closes it.
 func Dial(t testing.TB, addr, nick string) *Client {
 	t.Helper()
-	return DialText(t, addr, nick, nil)
+	return DialWith(t, addr, nick, Options{})
 }
 
-// DialText is Dial with OnText set.
-func DialText(t testing.TB, addr, nick string, onText func(from, text string)) *Client {
-	t.Helper()
-	return DialAs(t, addr, nick, nick, onText)
-}
-
-// DialAs is DialText with the USER name given (a nick may have bytes a
-// user name may not).
+// DialAs is Dial with the USER name given and OnText set.
 func DialAs(t testing.TB, addr, nick, user string, onText func(from, text string)) *Client {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return DialWith(t, addr, nick, Options{User: user, OnText: onText})
+}
+
+// DialWith is Dial with options; it fails the test when the server does
+// not welcome nick.
+func DialWith(t testing.TB, addr, nick string, o Options) *Client {
+	t.Helper()
+	u, err := connect(t, addr, nick, o)
 	if err != nil {
-		t.Fatalf("irc %s: %v", addr, err)
+		t.Fatal(err)
 	}
-	u := &Client{t: t, Nick: nick, conn: c, lines: newLines(t, nick), OnText: onText, closed: make(chan struct{})}
 	t.Cleanup(u.Close)
-	go u.read()
-	u.Send("NICK " + nick)
-	u.Send("USER " + user + " 0 * :" + user)
-	if _, ok := u.TryWait(20*time.Second, func(l string) bool { return strings.Contains(l, " 001 ") }); !ok {
-		t.Fatalf("irc %s: %s got no welcome; got %q", addr, nick, u.All())
-	}
 	return u
 }
+
+// Connect is DialWith for code that must not fail a test (several dials
+// at once, a helper process): it returns the error, and the caller closes
+// the client. Having no test to fail, its client offers TryWait and Names,
+// not Wait and WaitFrom.
+func Connect(addr, nick string, o Options) (*Client, error) {
+	return connect(nil, addr, nick, o)
+}
+
+func connect(t testing.TB, addr, nick string, o Options) (*Client, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("irc %s: %w", addr, err)
+	}
+	u := &Client{t: t, Nick: nick, conn: c, OnText: o.OnText, welcome: make(chan struct{}), closed: make(chan struct{})}
+	if !o.NoHistory {
+		u.lines = newLines(t, nick)
+		u.lines.drop = o.DropUnmatched
+	}
+	go u.read()
+	user := o.User
+	if user == "" {
+		user = nick
+	}
+	u.Send("NICK " + nick)
+	u.Send("USER " + user + " 0 * :" + user)
+	d := o.Welcome
+	if d == 0 {
+		d = 20 * time.Second
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-u.welcome:
+		if u.lines != nil { // what came up to the welcome is seen
+			u.lines.match(isWelcome)
+		}
+		return u, nil
+	case <-u.closed:
+		err = errors.New("connection closed")
+	case <-timer.C:
+		err = fmt.Errorf("no welcome after %s", d)
+	}
+	var got []string
+	if u.lines != nil {
+		got = u.lines.all()
+	}
+	u.Close()
+	return nil, fmt.Errorf("irc %s: %s: %w; got %q", addr, nick, err, got)
+}
+
+func isWelcome(line string) bool { return strings.Contains(line, " 001 ") }
 
 // Close quits and closes the connection, and waits for the reader.
 func (u *Client) Close() {
@@ -69,26 +147,48 @@ func (u *Client) Close() {
 	<-u.closed
 }
 
+// Done is closed when the connection has ended.
+func (u *Client) Done() <-chan struct{} { return u.closed }
+
 func (u *Client) read() {
 	defer close(u.closed)
 	sc := bufio.NewScanner(u.conn)
 	sc.Buffer(make([]byte, 4096), 1<<20)
+	welcomed := false
 	for sc.Scan() {
 		line := sc.Text()
+		at := time.Now()
 		if strings.HasPrefix(line, "PING ") {
-			fmt.Fprintf(u.conn, "PONG %s\r\n", line[5:])
+			_ = u.Write("PONG " + line[5:])
 			continue
 		}
-		if from, text, ok := TextOf(line, u.Nick); ok && u.OnText != nil {
-			u.OnText(from, text)
+		welcome := !welcomed && isWelcome(line)
+		welcomed = welcomed || welcome
+		if h := u.onLine.Load(); h != nil {
+			(*h)(line, at)
 		}
-		u.lines.mu.Lock()
-		if len(u.lines.lines) > 20000 { // bound memory under floods: keep the newest
-			u.lines.lines = u.lines.lines[10000:]
+		if u.OnText != nil {
+			if from, text, ok := TextOf(line, u.Nick); ok {
+				u.OnText(from, text)
+			}
 		}
-		u.lines.mu.Unlock()
-		u.lines.add(line)
+		if u.lines != nil {
+			u.lines.add(line)
+		}
+		if welcome { // after the line is in the history
+			close(u.welcome)
+		}
 	}
+}
+
+// Handle sets the handler of every line from now on (nil: none); safe
+// while the client reads.
+func (u *Client) Handle(h LineHandler) {
+	if h == nil {
+		u.onLine.Store(nil)
+		return
+	}
+	u.onLine.Store(&h)
 }
 
 // TextOf parses ":nick!u@h PRIVMSG|NOTICE <me> :text".
@@ -104,9 +204,16 @@ func TextOf(line, me string) (from, text string, ok bool) {
 	return from, strings.TrimPrefix(f[3], ":"), true
 }
 
-// Send writes one line.
+// Write writes lines in one write (so the server reads them at once) and
+// returns the error.
+func (u *Client) Write(lines ...string) error {
+	_, err := u.conn.Write([]byte(strings.Join(lines, "\r\n") + "\r\n"))
+	return err
+}
+
+// Send writes one line; an error is logged (to the test, if any).
 func (u *Client) Send(line string) {
-	if _, err := fmt.Fprintf(u.conn, "%s\r\n", line); err != nil {
+	if err := u.Write(line); err != nil && u.t != nil {
 		u.t.Logf("%s: send %q: %v", u.Nick, line, err)
 	}
 }

@@ -16,7 +16,11 @@ type Lines struct {
 	mu    sync.Mutex
 	lines []string
 	more  chan struct{} // cap 1: a line came
+	drop  bool          // a wait that gives up drops the lines it looked at
 }
+
+// maxLines bounds a history under floods: past it, the older half goes.
+const maxLines = 20000
 
 func newLines(t testing.TB, name string) *Lines {
 	return &Lines{t: t, name: name, more: make(chan struct{}, 1)}
@@ -24,6 +28,9 @@ func newLines(t testing.TB, name string) *Lines {
 
 func (l *Lines) add(line string) {
 	l.mu.Lock()
+	if len(l.lines) > maxLines {
+		l.lines = l.lines[maxLines/2:]
+	}
 	l.lines = append(l.lines, line)
 	l.mu.Unlock()
 	select {
@@ -47,20 +54,15 @@ func (l *Lines) tryWait(d time.Duration, match func(string) bool) (string, bool)
 	return l.tryWaitUntil(d, nil, match)
 }
 
-// tryWaitUntil is tryWait that also gives up when closed is closed.
+// tryWaitUntil is tryWait that also gives up when closed is closed (after
+// looking at the lines that came before).
 func (l *Lines) tryWaitUntil(d time.Duration, closed <-chan struct{}, match func(string) bool) (string, bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
-		l.mu.Lock()
-		for i, line := range l.lines {
-			if match(line) {
-				l.lines = l.lines[i+1:]
-				l.mu.Unlock()
-				return line, true
-			}
+		if line, ok := l.match(match); ok {
+			return line, true
 		}
-		l.mu.Unlock()
 		select {
 		case <-l.more:
 		case <-closed:
@@ -71,7 +73,8 @@ func (l *Lines) tryWaitUntil(d time.Duration, closed <-chan struct{}, match func
 	}
 }
 
-// match consumes and returns the first line that matches, if any.
+// match consumes and returns the first line that matches, if any; with
+// drop, no match consumes every line.
 func (l *Lines) match(match func(string) bool) (string, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -80,6 +83,9 @@ func (l *Lines) match(match func(string) bool) (string, bool) {
 			l.lines = l.lines[i+1:]
 			return line, true
 		}
+	}
+	if l.drop {
+		l.lines = l.lines[:0]
 	}
 	return "", false
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -45,11 +46,11 @@ func TestBadInput(t *testing.T) {
 	bobID := bobNick
 	alice := DialIRC(t, irc.Users, aliceNick, nil)
 	bob := DialIRC(t, irc.Users, bobNick, nil)
-	for _, u := range []*Client{alice, bob} {
+	for _, u := range []*irctest.Client{alice, bob} {
 		u.Send("JOIN " + channel)
 		u.Send("PRIVMSG " + bot + " :register")
 		// The last line of the answer to register.
-		if _, ok := u.Wait(60*time.Second, fromBot(bot, "NOTICE", regexp.MustCompile(`anyone who takes your nick`))); !ok {
+		if _, ok := u.TryWait(60*time.Second, fromBot(bot, "NOTICE", regexp.MustCompile(`anyone who takes your nick`))); !ok {
 			t.Fatalf("%s: no answer to register", u.Nick)
 		}
 	}
@@ -66,7 +67,7 @@ func TestBadInput(t *testing.T) {
 		t.Helper()
 		var got strings.Builder
 		for got.Len() < len(want) {
-			l, ok := bob.Wait(60*time.Second, anyText)
+			l, ok := bob.TryWait(60*time.Second, anyText)
 			if !ok {
 				t.Errorf("%s: got %q, want %q (no more lines)", name, got.String(), want)
 				return
@@ -78,7 +79,7 @@ func TestBadInput(t *testing.T) {
 			if strings.ContainsAny(l, "\x00\x01\r\n") {
 				t.Errorf("%s: control character on the wire: %q", name, l)
 			}
-			from, text, ok := textOf(l, bobNick)
+			from, text, ok := irctest.TextOf(l, bobNick)
 			if !ok || !strings.EqualFold(from, bot) {
 				t.Errorf("%s: unexpected line at the observer: %q", name, l)
 				continue
@@ -134,11 +135,11 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, c := range cmds {
 		alice.Send("PRIVMSG " + bot + " :" + c.line)
-		if _, ok := alice.Wait(60*time.Second, fromBot(bot, "NOTICE", regexp.MustCompile(regexp.QuoteMeta(c.first)))); !ok {
+		if _, ok := alice.TryWait(60*time.Second, fromBot(bot, "NOTICE", regexp.MustCompile(regexp.QuoteMeta(c.first)))); !ok {
 			t.Errorf("command %q: no notice %q", c.line, c.first)
 		}
 		if c.first != "Not sent" {
-			if _, ok := alice.Wait(30*time.Second, fromBot(bot, "NOTICE", help)); !ok {
+			if _, ok := alice.TryWait(30*time.Second, fromBot(bot, "NOTICE", help)); !ok {
 				t.Errorf("command %q: no help", c.line)
 			}
 		}
@@ -231,7 +232,7 @@ func TestBadInput(t *testing.T) {
 
 	// Nothing else reaches bob: no further line from the bot, nothing in
 	// the channel.
-	if l, ok := bob.Wait(5*time.Second, anyText); ok {
+	if l, ok := bob.TryWait(5*time.Second, anyText); ok {
 		t.Errorf("unexpected line at the observer: %q", l)
 	}
 

@@ -102,10 +102,7 @@ func (r *bridgeRig) user(ctx context.Context, nick string) *Member {
 
 func (r *bridgeRig) waitOnline(id string, want bool, d time.Duration) time.Duration {
 	r.t.Helper()
-	return WaitFor(r.t, d, fmt.Sprintf("/online/%s exists=%v", id, want), func() bool {
-		ok, _, err := r.s.ZK.Exists(r.s.Env.Path("/online/" + id))
-		return err == nil && ok == want
-	})
+	return r.s.WaitOnline(r.t, id, want, d)
 }
 
 // names is the channel's members as ids: NAMES without the bot and the

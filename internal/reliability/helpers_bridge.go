@@ -11,6 +11,7 @@ import (
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/kafka"
 )
 
@@ -22,7 +23,7 @@ type Member struct {
 	onText              func(from, text string)
 
 	mu sync.Mutex
-	c  *Client
+	c  *irctest.Client
 }
 
 // JoinChannel connects nick to addr and joins channel; onText gets every
@@ -35,7 +36,7 @@ func JoinChannel(t testing.TB, addr, nick, channel string, onText func(from, tex
 }
 
 // Client is the member's current connection.
-func (m *Member) Client() *Client {
+func (m *Member) Client() *irctest.Client {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.c
@@ -44,7 +45,7 @@ func (m *Member) Client() *Client {
 // Down reports whether the member's connection has ended.
 func (m *Member) Down() bool {
 	select {
-	case <-m.Client().closed:
+	case <-m.Client().Done():
 		return true
 	default:
 		return false
@@ -73,14 +74,14 @@ func (m *Member) Rejoin(d time.Duration) {
 	c := DialIRC(m.t, m.Addr, m.Nick, m.onText)
 	c.Send("JOIN " + m.Channel)
 	me := strings.ToLower(":" + m.Nick + "!")
-	if _, ok := c.Wait(20*time.Second, func(l string) bool {
+	if _, ok := c.TryWait(20*time.Second, func(l string) bool {
 		return strings.HasPrefix(strings.ToLower(l), me) && strings.Contains(l, " JOIN ")
 	}); !ok {
 		m.t.Fatalf("%s: JOIN %s not confirmed", m.Nick, m.Channel)
 	}
 	// The JOIN's own member list (353 ... 366) must not be taken later
 	// for the answer to a NAMES.
-	if _, ok := c.Wait(20*time.Second, func(l string) bool {
+	if _, ok := c.TryWait(20*time.Second, func(l string) bool {
 		f := strings.Fields(l)
 		return len(f) > 1 && f[1] == "366"
 	}); !ok {
@@ -97,7 +98,7 @@ func (m *Member) Register(bot string) {
 	m.t.Helper()
 	c := m.Client()
 	c.Send("PRIVMSG " + bot + " :register")
-	if l, ok := c.Wait(60*time.Second, func(l string) bool {
+	if l, ok := c.TryWait(60*time.Second, func(l string) bool {
 		return strings.Contains(l, " NOTICE ") && (strings.Contains(l, "Registered") || strings.Contains(l, "registered already") ||
 			strings.Contains(l, "failed"))
 	}); !ok || strings.Contains(l, "failed") {
@@ -106,11 +107,12 @@ func (m *Member) Register(bot string) {
 }
 
 // CountLines counts, and consumes, the lines c has received so far that
-// match. c must be used for nothing that waits on its lines (Names, Wait)
-// meanwhile.
-func CountLines(c *Client, match func(string) bool) int {
+// match: c is from DialIRC, whose waits drop what they looked at, so a
+// wait that never matches sees every line once and leaves none. c must be
+// used for nothing that waits on its lines (Names, TryWait) meanwhile.
+func CountLines(c *irctest.Client, match func(string) bool) int {
 	n := 0
-	c.Wait(10*time.Millisecond, func(l string) bool {
+	c.TryWait(10*time.Millisecond, func(l string) bool {
 		if match(l) {
 			n++
 		}
@@ -131,7 +133,7 @@ func IsCommandOf(line, nick, command string) bool {
 
 // JoinsOf counts, and consumes (see CountLines), the JOIN lines of nick to
 // channel that c has received so far.
-func JoinsOf(c *Client, nick, channel string) int {
+func JoinsOf(c *irctest.Client, nick, channel string) int {
 	return CountLines(c, func(l string) bool {
 		f := strings.Fields(l)
 		return IsCommandOf(l, nick, "JOIN") && len(f) >= 3 && strings.EqualFold(strings.TrimPrefix(f[2], ":"), channel)

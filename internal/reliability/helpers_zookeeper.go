@@ -422,19 +422,7 @@ func (l Live) Within(base Live) bool {
 // base and fails t when it does not.
 func (p *Proc) BackToBaselineLive(t testing.TB, base Live, d time.Duration) Live {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		l := p.LiveHealth(t)
-		if l.Within(base) {
-			t.Logf("%s health back to baseline: %v (baseline %v)", p.Name, l, base)
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("%s health not back to baseline after %v: %v (baseline %v)", p.Name, d, l, base)
-			return l
-		}
-		time.Sleep(time.Second)
-	}
+	return backToBaseline(t, p.Name, base, d, time.Second, func() Live { return p.LiveHealth(t) })
 }
 
 // CreateMany creates dir/<name> with data for every name, 1,000 per multi.
@@ -492,6 +480,16 @@ func NumChildren(c *zk.Conn, dir string) (int, error) {
 type OnlineNode struct {
 	Owner int64
 	Ctime time.Time
+}
+
+// WaitOnline waits up to d until /online/<id> exists (want) or not, and
+// returns how long that took; it fails t after d.
+func (s *Suite) WaitOnline(t testing.TB, id string, want bool, d time.Duration) time.Duration {
+	t.Helper()
+	return WaitFor(t, d, fmt.Sprintf("/online/%s exists=%v", id, want), func() bool {
+		ok, _, err := s.ZK.Exists(s.Env.Path("/online/" + id))
+		return err == nil && ok == want
+	})
 }
 
 // OnlineOwners maps every id under /online to its node's owner session and

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/internal/irctest"
 )
 
 // oper connects an IRC operator (testdata/inspircd/inspircd.conf: zkadmin)
@@ -18,7 +19,7 @@ func (r *bridgeRig) oper(nick string) *Member {
 	r.t.Helper()
 	op := r.observer(nick)
 	op.Client().Send("OPER zkadmin zkadmin")
-	if _, ok := op.Client().Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 381 ") }); !ok {
+	if _, ok := op.Client().TryWait(20*time.Second, func(l string) bool { return strings.Contains(l, " 381 ") }); !ok {
 		r.t.Fatal("OPER zkadmin: not an operator")
 	}
 	return op
@@ -26,10 +27,10 @@ func (r *bridgeRig) oper(nick string) *Member {
 
 // botBack waits until the observer c sees the bot JOIN, the bridge has read
 // the member list again (after log offset off) and the user is online.
-func (r *bridgeRig) botBack(c *Client, off int, id string, d time.Duration) time.Duration {
+func (r *bridgeRig) botBack(c *irctest.Client, off int, id string, d time.Duration) time.Duration {
 	r.t.Helper()
 	t0 := time.Now()
-	if _, ok := c.Wait(d, func(l string) bool { return IsCommandOf(l, r.bot, "JOIN") }); !ok {
+	if _, ok := c.TryWait(d, func(l string) bool { return IsCommandOf(l, r.bot, "JOIN") }); !ok {
 		r.t.Fatalf("the bot did not rejoin within %v", d)
 	}
 	r.waitSynced(off)
@@ -156,7 +157,7 @@ func TestNickTaken(t *testing.T) {
 	back := WaitFor(t, 30*time.Second, "the bot back on its nick", func() bool {
 		return strings.Contains(r.b.Log()[off:], "the bot's nick is free again; taking it back")
 	})
-	if _, ok := m.Client().Wait(30*time.Second, func(l string) bool {
+	if _, ok := m.Client().TryWait(30*time.Second, func(l string) bool {
 		f := strings.Fields(l)
 		return IsCommandOf(l, r.bot+"_", "NICK") && len(f) >= 3 && strings.EqualFold(strings.TrimPrefix(f[2], ":"), r.bot)
 	}); !ok {
@@ -244,7 +245,7 @@ func TestStrictClass1000(t *testing.T) {
 	probe := JoinChannel(t, r.irc.Users, "hp"+r.tag, r.channel, nil).Client()
 	asked := time.Now()
 	probe.Send("PRIVMSG " + r.bot + " :help")
-	_, replied := probe.Wait(3*time.Minute, func(l string) bool {
+	_, replied := probe.TryWait(3*time.Minute, func(l string) bool {
 		return IsCommandOf(l, r.bot, "NOTICE") && strings.Contains(l, "Commands (private message to me)")
 	})
 	replyWait := time.Since(asked)

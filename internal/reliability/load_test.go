@@ -17,6 +17,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -500,7 +501,7 @@ func TestLoadRegistrations(t *testing.T) {
 	if err != nil || len(left) != 0 {
 		t.Errorf("/request/enroll after the load: %d nodes (err %v)", len(left), err)
 	}
-	terms := loadTerms(t, m1, m2)
+	terms := TermsOf(t, m1, m2)
 	if len(terms) != 1 {
 		t.Errorf("want one leadership term, got %v", terms)
 	}
@@ -518,20 +519,6 @@ func TestLoadRegistrations(t *testing.T) {
 		"errors", len(results)-len(lats), "answered_twice", twice, "never", never,
 		"m1_base", base1, "m1_peak", peak1, "m1_after", after1,
 		"m2_base", base2, "m2_peak", peak2, "m2_after", after2, "back_within", time.Since(tb).Round(time.Second))
-}
-
-// loadTerms reads the leadership terms of the manager processes.
-func loadTerms(t testing.TB, ps ...*Proc) []Term {
-	t.Helper()
-	var terms []Term
-	for _, p := range ps {
-		tm, err := Terms(p.Name, p.Log())
-		if err != nil {
-			t.Fatal(err)
-		}
-		terms = append(terms, tm...)
-	}
-	return terms
 }
 
 type loadQuietZK struct{}
@@ -588,7 +575,7 @@ func TestLoadJoinPart(t *testing.T) {
 	}
 	obs := DialIRC(t, irc.Users, obsNick, nil)
 	obs.Send("JOIN " + channel)
-	clients := make([]*Client, users)
+	clients := make([]*irctest.Client, users)
 	for i, n := range nicks {
 		wg.Add(1)
 		go func() {

@@ -107,7 +107,7 @@ func netsplitRow(t *testing.T, row string, ircEnv ...string) {
 	// The split QUIT as a non-oper on the bridge's side sees it (opers see
 	// the server names even when they are hidden).
 	reason := "none seen"
-	if q, ok := ns.obs.Client().Wait(10*time.Second, func(line string) bool { return IsCommandOf(line, ids[0], "QUIT") }); ok {
+	if q, ok := ns.obs.Client().TryWait(10*time.Second, func(line string) bool { return IsCommandOf(line, ids[0], "QUIT") }); ok {
 		_, reason, _ = strings.Cut(q[1:], " :")
 	}
 	hidden := slices.Contains(ircEnv, "ZKCHAT_IRCL_HIDESPLITS=yes")
@@ -245,10 +245,7 @@ func (ns *netsplitRig) onText(from, text string) {
 
 func (ns *netsplitRig) waitOnline(id string, want bool, d time.Duration) time.Duration {
 	ns.t.Helper()
-	return WaitFor(ns.t, d, fmt.Sprintf("/online/%s exists=%v", id, want), func() bool {
-		ok, _, err := ns.s.ZK.Exists(ns.s.Env.Path("/online/" + id))
-		return err == nil && ok == want
-	})
+	return ns.s.WaitOnline(ns.t, id, want, d)
 }
 
 // online is /online without the in-process senders.

@@ -354,18 +354,25 @@ func (h Health) Within(base Health) bool {
 // within base (see Within) and fails t when it does not.
 func (p *Proc) BackToBaseline(t testing.TB, base Health, d time.Duration) Health {
 	t.Helper()
+	return backToBaseline(t, p.Name, base, d, 500*time.Millisecond, func() Health { return p.Health(t) })
+}
+
+// backToBaseline polls probe every interval until what it measures of the
+// process name is within base, or d has passed (then it fails t); it
+// returns the last measure.
+func backToBaseline[H interface{ Within(H) bool }](t testing.TB, name string, base H, d, every time.Duration, probe func() H) H {
+	t.Helper()
 	deadline := time.Now().Add(d)
-	var h Health
 	for {
-		h = p.Health(t)
+		h := probe()
 		if h.Within(base) {
-			t.Logf("%s health back to baseline: %v (baseline %v)", p.Name, h, base)
+			t.Logf("%s health back to baseline: %v (baseline %v)", name, h, base)
 			return h
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("%s health not back to baseline after %v: %v (baseline %v)", p.Name, d, h, base)
+			t.Errorf("%s health not back to baseline after %v: %v (baseline %v)", name, d, h, base)
 			return h
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(every)
 	}
 }

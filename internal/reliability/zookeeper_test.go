@@ -401,7 +401,7 @@ func TestZKPauseEnsemble(t *testing.T) {
 		})
 		u.Send("JOIN " + channel)
 		u.Send("PRIVMSG " + bot + " :register")
-		if l, ok := u.Wait(time.Minute, func(l string) bool { return strings.Contains(l, "Registered "+nick) }); !ok {
+		if l, ok := u.TryWait(time.Minute, func(l string) bool { return strings.Contains(l, "Registered "+nick) }); !ok {
 			t.Fatalf("%s: no registration notice (last: %q)", nick, l)
 		}
 	}
