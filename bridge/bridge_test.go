@@ -436,7 +436,7 @@ func TestUnreadDeliveredOnce(t *testing.T) {
 		}
 	}
 	// A new process: new Kafka clients, a new bridge on the real server.
-	s.kafka = newKafkaFor(t, s.env)
+	s.kafka = s.env.NewKafka(t)
 	_, bots := testenv.IRC(t)
 	s.runBridge(t, bots)
 	for i := 0; i < n; i++ {
@@ -451,16 +451,6 @@ func TestUnreadDeliveredOnce(t *testing.T) {
 			t.Fatalf("delivered twice: %q", l)
 		}
 	}
-}
-
-func newKafkaFor(t *testing.T, env *testenv.Env) *kafka.Clients {
-	k, err := kafka.New(kafka.Config{Brokers: env.Kafka,
-		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	return k
 }
 
 // TestIdentity, on the network with services accounts (InspIRCd linked to

@@ -138,7 +138,7 @@ func TestCleanStopNoRedelivery(t *testing.T) {
 
 	// A new process: new Kafka clients, a new bridge; the user is still in
 	// the channel and gets the rest.
-	s.kafka = newKafkaFor(t, s.env)
+	s.kafka = s.env.NewKafka(t)
 	_, bots := testenv.IRC(t)
 	s.runBridge(t, bots)
 	deadline = time.Now().Add(60 * time.Second)

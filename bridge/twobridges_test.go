@@ -57,17 +57,7 @@ func startManagers(t *testing.T, env *testenv.Env, n int) []*manager.Manager {
 	t.Helper()
 	var ms []*manager.Manager
 	for i := range n {
-		name := "m" + string(rune('1'+i))
-		m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
-			Topics: protocol.Topics{Prefix: env.Prefix}, Name: name,
-			Logger: testenv.Logger(t).With("test", "manager-"+name)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = m.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done; m.Close() })
+		m, _ := env.RunManager(t, "m"+string(rune('1'+i)), nil)
 		ms = append(ms, m)
 	}
 	return ms

@@ -15,8 +15,6 @@ import (
 
 	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
-	"github.com/zkchat/zkchat/kafka"
-	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -24,59 +22,14 @@ import (
 // it leads.
 func leadingManager(t testing.TB, env *testenv.Env) {
 	t.Helper()
-	m, err := manager.New(manager.Config{
-		ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
-		Topics:         protocol.Topics{Prefix: env.Prefix},
-		Name:           "m1",
-		SessionTimeout: 4 * time.Second,
-		Logger:         testenv.Logger(t).With("test_manager", "m1"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: Run: %v", err)
-		}
-		m.Close()
-	})
-	waitFor(t, 15*time.Second, "manager leads", m.Leading)
-}
-
-func newKafka(t testing.TB, env *testenv.Env) *kafka.Clients {
-	t.Helper()
-	k, err := kafka.New(kafka.Config{
-		Brokers: env.Kafka, Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	return k
-}
-
-func newWorker(t testing.TB, env *testenv.Env, id string, k *kafka.Clients) *client.Worker {
-	t.Helper()
-	w, err := client.New(id, client.Config{
-		ZooKeeper: env.ZooKeeper, Kafka: k, RequestTimeout: 20 * time.Second,
-		SessionTimeout: 4 * time.Second, Logger: testenv.Logger(t).With("test_worker", id),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
-	return w
+	env.LeadingManager(t, "m1")
 }
 
 // mustRegister registers ids through workers.
 func mustRegister(t testing.TB, env *testenv.Env, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		w := newWorker(t, env, id, nil)
+		w := env.NewWorker(t, id, nil)
 		if _, err := w.Register(ctxT(t)); err != nil {
 			t.Fatalf("register %s: %v", id, err)
 		}
@@ -113,11 +66,11 @@ func TestMessagesOnceInOrder(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	leadingManager(t, env)
-	k := newKafka(t, env)
+	k := env.NewKafka(t)
 	ctx := ctxT(t)
 	mustRegister(t, env, "alice", "bob")
-	alice := newWorker(t, env, "alice", k)
-	bob := newWorker(t, env, "bob", k)
+	alice := env.NewWorker(t, "alice", k)
+	bob := env.NewWorker(t, "bob", k)
 	for _, w := range []*client.Worker{alice, bob} {
 		if err := w.GoOnline(ctx); err != nil {
 			t.Fatal(err)
@@ -217,10 +170,10 @@ func TestQuitDeletesTopic(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	leadingManager(t, env)
-	k := newKafka(t, env)
+	k := env.NewKafka(t)
 	ctx := ctxT(t)
 	mustRegister(t, env, "pat", "quinn")
-	pat, quinn := newWorker(t, env, "pat", k), newWorker(t, env, "quinn", k)
+	pat, quinn := env.NewWorker(t, "pat", k), env.NewWorker(t, "quinn", k)
 	for _, w := range []*client.Worker{pat, quinn} {
 		if err := w.GoOnline(ctx); err != nil {
 			t.Fatal(err)

@@ -82,7 +82,7 @@ func wantNoAuth(t *testing.T, what string, err error) {
 func TestZKACLs(t *testing.T) {
 	env, admin, _ := aclEnv(t)
 	ctx := ctxT(t)
-	k := newKafka(t, env)
+	k := env.NewKafka(t)
 	aliceAuth := &protocol.Auth{User: "alice", Password: "pw-alice"}
 	bobAuth := &protocol.Auth{User: "bob", Password: "pw-bob"}
 	alice := authWorker(t, env, "alice", aliceAuth, k)

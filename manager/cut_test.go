@@ -153,7 +153,7 @@ func TestAnswerCutByConnectionLoss(t *testing.T) {
 	waitLeader(t, m)
 
 	proxy.armed.Store(true)
-	w := newWorker(t, env, "cutme", nil)
+	w := env.NewWorker(t, "cutme", nil)
 	st, err := w.Register(ctxT(t))
 	if err != nil || st != protocol.StatusDone {
 		t.Fatalf("register cutme: %v %v, want done", st, err)
@@ -169,7 +169,7 @@ func TestAnswerCutByConnectionLoss(t *testing.T) {
 	}
 
 	// Reconnected (same session or a new one), it leads and answers again.
-	w2 := newWorker(t, env, "after", nil)
+	w2 := env.NewWorker(t, "after", nil)
 	if st, err := w2.Register(ctxT(t)); err != nil || st != protocol.StatusDone {
 		t.Fatalf("register after the cut: %v %v, want done", st, err)
 	}

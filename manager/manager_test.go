@@ -81,7 +81,7 @@ func TestRequestAnsweredWhenManagerStarts(t *testing.T) {
 	if _, err := c.Create(raw, []byte("-1"), 0, acl); err != nil {
 		t.Fatal(err)
 	}
-	w := newWorker(t, env, "hank", nil)
+	w := env.NewWorker(t, "hank", nil)
 	res := make(chan error, 1)
 	go func() {
 		_, err := w.Register(ctxT(t))
@@ -198,19 +198,19 @@ func TestOnlineRules(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	leadingManager(t, env)
-	k := newKafka(t, env)
+	k := env.NewKafka(t)
 	ctx := ctxT(t)
 	mustRegister(t, env, "liam")
 
-	ghost := newWorker(t, env, "ghost", k)
+	ghost := env.NewWorker(t, "ghost", k)
 	if err := ghost.GoOnline(ctx); !errors.Is(err, protocol.ErrNotRegistered) {
 		t.Fatalf("unregistered online: %v, want ErrNotRegistered", err)
 	}
-	w1 := newWorker(t, env, "liam", k)
+	w1 := env.NewWorker(t, "liam", k)
 	if err := w1.GoOnline(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w2 := newWorker(t, env, "liam", nil)
+	w2 := env.NewWorker(t, "liam", nil)
 	if err := w2.GoOnline(ctx); !errors.Is(err, protocol.ErrAlreadyOnline) {
 		t.Fatalf("second online: %v, want ErrAlreadyOnline", err)
 	}

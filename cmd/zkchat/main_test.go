@@ -11,8 +11,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/internal/testenv"
-	"github.com/zkchat/zkchat/manager"
-	"github.com/zkchat/zkchat/protocol"
 )
 
 // zc runs zkchat with args and returns stdout, stderr and the exit code.
@@ -65,22 +63,7 @@ func TestUsageErrors(t *testing.T) {
 
 func startManager(t *testing.T, env *testenv.Env) {
 	t.Helper()
-	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
-		Topics: protocol.Topics{Prefix: env.Prefix}, Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = m.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; m.Close() })
-	deadline := time.Now().Add(15 * time.Second)
-	for !m.Leading() {
-		if time.Now().After(deadline) {
-			t.Fatal("manager did not lead")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	env.LeadingManager(t, "m1")
 }
 
 func TestNoManager(t *testing.T) {
