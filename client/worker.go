@@ -74,11 +74,7 @@ func New(id string, cfg Config) (*Worker, error) {
 	if err := protocol.ValidateID(id); err != nil {
 		return nil, err
 	}
-	_, chroot, err := protocol.SplitConnect(cfg.ZooKeeper)
-	if err != nil {
-		return nil, err
-	}
-	paths, err := protocol.NewPaths(chroot)
+	paths, err := protocol.ConnectPaths(cfg.ZooKeeper)
 	if err != nil {
 		return nil, err
 	}

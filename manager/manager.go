@@ -82,11 +82,7 @@ const (
 
 // New returns a manager; it connects to nothing until used.
 func New(cfg Config) (*Manager, error) {
-	_, chroot, err := protocol.SplitConnect(cfg.ZooKeeper)
-	if err != nil {
-		return nil, err
-	}
-	paths, err := protocol.NewPaths(chroot)
+	paths, err := protocol.ConnectPaths(cfg.ZooKeeper)
 	if err != nil {
 		return nil, err
 	}

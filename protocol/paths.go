@@ -138,6 +138,16 @@ func ParseStatus(data []byte) (Status, error) {
 	return Status(n), nil
 }
 
+// ConnectPaths is the tree named by a ZooKeeper connection string (its
+// chroot), after SplitConnect's checks.
+func ConnectPaths(connect string) (Paths, error) {
+	_, chroot, err := SplitConnect(connect)
+	if err != nil {
+		return Paths{}, err
+	}
+	return NewPaths(chroot)
+}
+
 // SplitConnect splits a ZooKeeper connection string
 // "host1:2181,host2:2181/chroot" into its servers and chroot ("" for none).
 func SplitConnect(connect string) (servers []string, chroot string, err error) {

@@ -108,3 +108,15 @@ func TestTopics(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectPaths(t *testing.T) {
+	p, err := ConnectPaths("a:1,b:2/zk/chat/")
+	if err != nil || p.Registry() != "/zk/chat/registry" {
+		t.Fatalf("ConnectPaths: %q %v", p.Registry(), err)
+	}
+	for _, bad := range []string{"", "/chroot", "a:1/bad//x"} {
+		if _, err := ConnectPaths(bad); err == nil {
+			t.Errorf("ConnectPaths(%q) accepted", bad)
+		}
+	}
+}
