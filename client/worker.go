@@ -464,7 +464,7 @@ func (w *Worker) FollowMessagesWith(ctx context.Context, opts ReadOptions, fn fu
 	return err
 }
 
-func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn func(protocol.Message) error) (n int, err error) {
+func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn func(protocol.Message) error) (int, error) {
 	k := w.cfg.Kafka
 	if k == nil {
 		return 0, fmt.Errorf("read %s: %w", w.id, protocol.ErrNoKafka)
@@ -473,32 +473,18 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		return 0, fmt.Errorf("read %s: %w", w.id, err)
 	}
 	topic, group := k.Topics().Topic(w.id), k.Topics().Group(w.id)
-	var end int64
-	if !follow {
-		var low int64
-		if low, end, err = k.Bounds(ctx, topic); err != nil {
-			return 0, fmt.Errorf("read %s: %w", w.id, err)
-		}
-		start, err := k.Committed(ctx, group, topic)
-		if err != nil {
-			return 0, fmt.Errorf("read %s: %w", w.id, err)
-		}
-		if start < 0 {
-			start = low
-		}
-		if start >= end {
-			return 0, nil // nothing unread: no assignment needed
-		}
+	commit := w.commitFunc(ctx, opts, group, topic)
+	if follow {
+		return w.follow(ctx, group, topic, commit, fn)
 	}
-	r, err := k.OpenReader(ctx, group, topic)
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", w.id, err)
-	}
-	defer r.Close()
+	return w.readUnread(ctx, group, topic, commit, fn)
+}
 
-	// commitAt stores next as the group's position, after BeforeCommit.
-	// It runs even when ctx is over: what fn accepted must not be read again.
-	commitAt := func(next int64) error {
+// commitFunc stores next as the group's position, after opts.BeforeCommit.
+// It runs even when ctx is over: what the callback accepted must not be
+// read again.
+func (w *Worker) commitFunc(ctx context.Context, opts ReadOptions, group, topic string) func(next int64) error {
+	return func(next int64) error {
 		if opts.BeforeCommit != nil {
 			wait := opts.BeforeCommitTimeout
 			if wait <= 0 {
@@ -513,51 +499,47 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := k.Commit(cctx, group, topic, next); err != nil {
+		if err := w.cfg.Kafka.Commit(cctx, group, topic, next); err != nil {
 			return kafkaCommitError{err}
 		}
 		return nil
 	}
-	var c *committer
-	rctx := ctx // the reader's: a follow's ends when its committer fails
-	if follow {
-		// Commits go in the background, coalesced: a commit takes a few
-		// milliseconds (the group coordinator lingers), and the next message
-		// must not wait for it.
-		var stopReading context.CancelCauseFunc
-		rctx, stopReading = context.WithCancelCause(ctx)
-		defer stopReading(nil)
-		c = newCommitter(commitAt, w.log.With("topic", topic), stopReading)
-		defer func() {
-			if cerr := c.stop(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, protocol.ErrNotCommitted, cerr))
-			}
-		}()
+}
+
+// readUnread hands fn what was unread when it started (the committed
+// position up to the high watermark), then commits once.
+func (w *Worker) readUnread(ctx context.Context, group, topic string, commit func(int64) error, fn func(protocol.Message) error) (n int, err error) {
+	k := w.cfg.Kafka
+	low, end, err := k.Bounds(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.id, err)
 	}
+	start, err := k.Committed(ctx, group, topic)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.id, err)
+	}
+	if start < 0 {
+		start = low
+	}
+	if start >= end {
+		return 0, nil // nothing unread: no assignment needed
+	}
+	r, err := k.OpenReader(ctx, group, topic)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.id, err)
+	}
+	defer r.Close()
 	next := int64(-1) // offset after the last accepted message
 	defer func() {
-		if !follow && next >= 0 {
-			if cerr := commitAt(next); cerr != nil {
+		if next >= 0 {
+			if cerr := commit(next); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
 			}
 		}
 	}()
-	for {
-		if !follow && next >= end {
-			return n, nil
-		}
-		if follow {
-			if cerr := c.failed(); cerr != nil {
-				return n, fmt.Errorf("read %s: %w", w.id, cerr)
-			}
-		}
-		msg, err := r.Next(rctx)
+	for next < end {
+		msg, err := r.Next(ctx)
 		if err != nil {
-			if follow {
-				if cerr := c.failed(); cerr != nil {
-					return n, fmt.Errorf("read %s: %w", w.id, cerr)
-				}
-			}
 			return n, fmt.Errorf("read %s: %w", w.id, err)
 		}
 		msg.To = w.id
@@ -566,16 +548,50 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 		}
 		n++
 		next = msg.Offset + 1
-		if follow {
-			// Offered after every message, so that the position keeps
-			// moving while a backlog is read and a failed delivery proof
-			// re-sends only what came after the last commit; the committer
-			// coalesces (one commit at a time, of the latest offer).
-			c.offer(next)
+	}
+	return n, nil
+}
+
+// follow hands fn every message from the committed position on, until ctx
+// ends, fn fails or the committer gives up. Commits go in the background,
+// coalesced: a commit takes a few milliseconds (the group coordinator
+// lingers), and the next message must not wait for it.
+func (w *Worker) follow(ctx context.Context, group, topic string, commit func(int64) error, fn func(protocol.Message) error) (n int, err error) {
+	r, err := w.cfg.Kafka.OpenReader(ctx, group, topic)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", w.id, err)
+	}
+	defer r.Close()
+	// The reader's context ends when the committer gives up.
+	rctx, stopReading := context.WithCancelCause(ctx)
+	defer stopReading(nil)
+	c := newCommitter(commit, w.log.With("topic", topic), stopReading)
+	defer func() {
+		if cerr := c.stop(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, protocol.ErrNotCommitted, cerr))
 		}
-		if !follow && next >= end {
-			return n, nil
+	}()
+	for {
+		if cerr := c.failed(); cerr != nil {
+			return n, fmt.Errorf("read %s: %w", w.id, cerr)
 		}
+		msg, err := r.Next(rctx)
+		if err != nil {
+			if cerr := c.failed(); cerr != nil {
+				return n, fmt.Errorf("read %s: %w", w.id, cerr)
+			}
+			return n, fmt.Errorf("read %s: %w", w.id, err)
+		}
+		msg.To = w.id
+		if err := fn(msg); err != nil {
+			return n, err
+		}
+		n++
+		// Offered after every message, so that the position keeps moving
+		// while a backlog is read and a failed delivery proof re-sends only
+		// what came after the last commit; the committer coalesces (one
+		// commit at a time, of the latest offer).
+		c.offer(msg.Offset + 1)
 	}
 }
 
