@@ -21,6 +21,9 @@ import (
 type Session interface {
 	Create(ctx context.Context, path string, data []byte, flags int32, acl []zk.ACL) (string, error)
 	Delete(ctx context.Context, path string, version int32) error
+	// Multi applies ops (*zk.CreateRequest, *zk.SetDataRequest, ...) all
+	// or none.
+	Multi(ctx context.Context, ops ...any) ([]zk.MultiResponse, error)
 	// GetW reads path and sets a one-shot watch on it.
 	GetW(ctx context.Context, path string) ([]byte, *zk.Stat, <-chan zk.Event, error)
 	Exists(ctx context.Context, path string) (bool, *zk.Stat, error)

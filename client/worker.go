@@ -151,49 +151,35 @@ func (w *Worker) Quit(ctx context.Context) (protocol.Status, error) {
 	return st, nil
 }
 
-// request runs the worker's side of register and quit: create the request
-// node with -1, watch it until the manager writes a code, delete it.
+// request runs the worker's side of register and quit: file a request
+// node of its own with -1, watch it until the manager writes a code, delete
+// it. Only the node this call created is read as an answer: it is known by
+// its creation zxid (czxid), so a node left by an earlier attempt, a
+// crashed client or another implementation, or planted by anyone, is never
+// taken for the manager's answer, and a node deleted and made again while
+// the worker waits is seen as replaced.
 func (w *Worker) request(ctx context.Context, s Session, path string) (protocol.Status, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, protocol.ErrManagerTimeout)
 	defer cancel()
-	acl, locked, err := s.NodeACL(ctx, parentOf(path))
-	if errors.Is(err, zk.ErrNoNode) {
-		return 0, fmt.Errorf("create %s: the zkchat tree does not exist (run `zkchat init`): %w", path, err)
-	}
+	czxid, locked, err := w.fileRequest(ctx, s, path)
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0, w.stopped(ctx, s)
+		}
 		return 0, err
 	}
-	_, err = s.Create(ctx, path, protocol.StatusPending.Bytes(), 0, acl)
-	switch {
-	case errors.Is(err, zk.ErrNodeExists):
-		// A request of an earlier attempt, maybe answered: read it below.
-	case errors.Is(err, zk.ErrNoNode):
-		return 0, fmt.Errorf("create %s: the zkchat tree does not exist (run `zkchat init`): %w", path, err)
-	case err != nil:
-		return 0, fmt.Errorf("create %s: %w", path, err)
-	}
-	defer func() {
-		// The worker deletes its request whatever the outcome, so that a
-		// later attempt starts clean. Bounded: ctx may be over already.
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer dcancel()
-		if err := s.Delete(dctx, path, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
-			w.log.Warn("delete request", "path", path, "err", err)
-		}
-	}()
-	if locked {
-		// The proof that this identity made the request (acl.go).
-		if err := s.Touch(ctx, path, protocol.StatusPending.Bytes()); err != nil {
-			return 0, err
-		}
-	}
+	defer w.withdraw(s, path, czxid)
 	for {
-		data, _, watch, err := s.GetW(ctx, path)
-		if err != nil {
-			if errors.Is(err, zk.ErrNoNode) {
-				return 0, fmt.Errorf("request %s deleted before it was answered", path)
-			}
+		data, stat, watch, err := s.GetW(ctx, path)
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+			return 0, fmt.Errorf("request %s deleted before it was answered", path)
+		case err != nil && ctx.Err() != nil:
+			return 0, w.stopped(ctx, s)
+		case err != nil:
 			return 0, fmt.Errorf("watch %s: %w", path, err)
+		case stat.Czxid != czxid:
+			return 0, fmt.Errorf("%s: %w while waiting for the manager's answer", path, protocol.ErrRequestReplaced)
 		}
 		st, err := protocol.ParseStatus(data)
 		if err != nil {
@@ -211,9 +197,111 @@ func (w *Worker) request(ctx context.Context, s Session, path string) (protocol.
 		select {
 		case <-watch:
 		case <-ctx.Done():
-			return 0, context.Cause(ctx)
+			return 0, w.stopped(ctx, s)
 		}
 	}
+}
+
+// fileRequest creates the request node at path and returns its czxid. The
+// create and a write at version 0 are one multi: the write's stat names the
+// node this call created, and with ACLs on it is also the touch that proves
+// who made it (protocol/acl.go). A node already there was not made by this
+// call: it is removed (anyone may withdraw a request) and the request filed
+// again; if it may not be removed, ErrRequestHeld.
+func (w *Worker) fileRequest(ctx context.Context, s Session, path string) (czxid int64, locked bool, err error) {
+	acl, locked, err := s.NodeACL(ctx, parentOf(path))
+	if errors.Is(err, zk.ErrNoNode) {
+		return 0, false, fmt.Errorf("create %s: the zkchat tree does not exist (run `zkchat init`): %w", path, err)
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	pending := protocol.StatusPending.Bytes()
+	const attempts = 3
+	for range attempts {
+		res, err := s.Multi(ctx, &zk.CreateRequest{Path: path, Data: pending, Acl: acl},
+			&zk.SetDataRequest{Path: path, Data: pending, Version: 0})
+		switch {
+		case err == nil:
+			return res[1].Stat.Czxid, locked, nil
+		case errors.Is(err, zk.ErrNoNode):
+			return 0, false, fmt.Errorf("create %s: the zkchat tree does not exist (run `zkchat init`): %w", path, err)
+		case errors.Is(err, zk.ErrNoAuth):
+			return 0, false, fmt.Errorf("create %s: %w", path, protocol.ErrNoAuth)
+		case !errors.Is(err, zk.ErrNodeExists):
+			return 0, false, fmt.Errorf("create %s: %w", path, err)
+		}
+		ok, stat, err := s.Exists(ctx, path)
+		if err != nil {
+			return 0, false, fmt.Errorf("read %s: %w", path, err)
+		}
+		if !ok {
+			continue // gone meanwhile: file again
+		}
+		err = s.Delete(ctx, path, stat.Version)
+		switch {
+		case err == nil:
+			w.log.Info("removed a request node this worker did not create", "path", path,
+				"created", time.UnixMilli(stat.Ctime).UTC().Format(time.RFC3339))
+		case errors.Is(err, zk.ErrNoAuth):
+			return 0, false, fmt.Errorf("%s (created %s) may not be removed with these credentials: %w",
+				path, time.UnixMilli(stat.Ctime).UTC().Format(time.RFC3339), protocol.ErrRequestHeld)
+		case errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrBadVersion):
+			// Changed meanwhile: look again.
+		default:
+			return 0, false, fmt.Errorf("remove %s: %w", path, err)
+		}
+	}
+	return 0, false, fmt.Errorf("%s: made again by someone else %d times while filing: %w", path, attempts, protocol.ErrRequestHeld)
+}
+
+// withdraw deletes the worker's own request node, whatever the outcome, so
+// that a later attempt starts clean; a node someone else made in its place
+// is left alone. Bounded: the request's context may be over already.
+func (w *Worker) withdraw(s Session, path string, czxid int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ok, stat, err := s.Exists(ctx, path)
+	if err == nil && (!ok || stat.Czxid != czxid) {
+		return
+	}
+	if err == nil {
+		err = s.Delete(ctx, path, stat.Version)
+	}
+	if err != nil && !errors.Is(err, zk.ErrNoNode) {
+		w.log.Warn("delete request", "path", path, "err", err)
+	}
+}
+
+// stopped is the error for a request whose ctx ended: the caller's cause,
+// or for a request no manager answered in time (ErrManagerTimeout) what the
+// tree shows: whether the id is registered, whether any manager runs.
+func (w *Worker) stopped(ctx context.Context, s Session) error {
+	cause := context.Cause(ctx)
+	if !errors.Is(cause, protocol.ErrManagerTimeout) {
+		return cause
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var facts []string
+	if ok, _, err := s.Exists(ctx, w.paths.Registered(w.id)); err == nil {
+		if ok {
+			facts = append(facts, w.id+" is registered")
+		} else {
+			facts = append(facts, w.id+" is not registered")
+		}
+	}
+	if managers, err := s.Children(ctx, w.paths.Election()); err == nil {
+		if len(managers) == 0 {
+			facts = append(facts, "no manager is running")
+		} else {
+			facts = append(facts, fmt.Sprintf("%d manager(s) in the election, none answered", len(managers)))
+		}
+	}
+	if len(facts) == 0 {
+		return cause
+	}
+	return fmt.Errorf("%w (%s)", cause, strings.Join(facts, "; "))
 }
 
 // GoOnline creates /online/<id> in the worker's session and waits until the

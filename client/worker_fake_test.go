@@ -117,16 +117,73 @@ func TestRequestNoManager(t *testing.T) {
 	}
 }
 
-// TestRequestAnsweredBefore: the answer to an earlier attempt is read, not
-// asked again.
-func TestRequestAnsweredBefore(t *testing.T) {
+// TestRequestStaleAnswerNotRead: a request node the worker did not create
+// (an earlier attempt's, a crashed client's, another implementation's, or
+// planted) is never read as the manager's answer, answered or not: the
+// worker removes it, files its own and waits for a real answer.
+func TestRequestStaleAnswerNotRead(t *testing.T) {
+	for _, stale := range []string{"1", "2", "0", "-1"} {
+		e := newFakeEnv(t)
+		s := e.zk.Connect()
+		for _, p := range []string{e.paths.Enroll("gina"), e.paths.Quit("gina")} {
+			if _, err := s.Create(ctxT(t), p, []byte(stale), 0, zk.WorldACL(zk.PermAll)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w, err := client.New("gina", client.Config{ZooKeeper: fakeConnect, Dial: e.dial,
+			RequestTimeout: 50 * time.Millisecond, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No manager: a stale "1" must not make the register a success.
+		st, err := w.Register(ctxT(t))
+		if !errors.Is(err, protocol.ErrManagerTimeout) {
+			t.Fatalf("stale %s, no manager: register = %v, %v; want no answer", stale, st, err)
+		}
+		if !strings.Contains(err.Error(), "gina is not registered") || !strings.Contains(err.Error(), "no manager is running") {
+			t.Errorf("no answer does not say what the tree shows: %v", err)
+		}
+		if _, err := w.Quit(ctxT(t)); !errors.Is(err, protocol.ErrManagerTimeout) {
+			t.Fatalf("stale %s, no manager: quit = %v; want no answer", stale, err)
+		}
+		w.Close()
+		// With a manager, the real answers.
+		(&fakeManager{e: e}).start(t)
+		if _, err := s.Create(ctxT(t), e.paths.Enroll("gina"), []byte(stale), 0, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatal(err)
+		}
+		w2 := e.worker(t, "gina", false)
+		if st, err := w2.Register(ctxT(t)); err != nil || st != protocol.StatusDone {
+			t.Fatalf("stale %s: register = %v, %v; want 1 (registered now)", stale, st, err)
+		}
+		if _, ok := e.zk.Data(e.paths.Registered("gina")); !ok {
+			t.Fatal("gina not registered")
+		}
+	}
+}
+
+// TestRequestReplaced: a request node deleted and made again, answered,
+// while the worker waits (one multi, as a hostile client can) is not the
+// worker's: it fails with ErrRequestReplaced instead of taking that answer.
+func TestRequestReplaced(t *testing.T) {
 	e := newFakeEnv(t)
-	s := e.zk.Connect()
-	if _, err := s.Create(ctxT(t), e.paths.Enroll("gina"), []byte("2"), 0, zk.WorldACL(zk.PermAll)); err != nil {
+	w := e.worker(t, "olga", false)
+	res := make(chan error, 1)
+	go func() { _, err := w.Register(ctxT(t)); res <- err }()
+	p := e.paths.Enroll("olga")
+	waitFor(t, 5*time.Second, "request filed", func() bool { _, ok := e.zk.Data(p); return ok })
+	if _, err := e.zk.Connect().Multi(ctxT(t), &zk.DeleteRequest{Path: p, Version: -1},
+		&zk.CreateRequest{Path: p, Data: []byte("1"), Acl: zk.WorldACL(zk.PermAll)}); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := e.worker(t, "gina", false).Register(ctxT(t)); err != nil || st != protocol.StatusAlready {
-		t.Fatalf("register = %v, %v; want the earlier answer 2", st, err)
+	if err := <-res; !errors.Is(err, protocol.ErrRequestReplaced) {
+		t.Fatalf("register = %v, want ErrRequestReplaced", err)
+	}
+	if data, ok := e.zk.Data(p); !ok || string(data) != "1" {
+		t.Errorf("the replacing node was removed by the worker (%q, %v)", data, ok)
+	}
+	if _, ok := e.zk.Data(e.paths.Registered("olga")); ok {
+		t.Error("olga registered")
 	}
 }
 

@@ -19,6 +19,13 @@ var (
 	ErrManagerTimeout = errors.New("no manager answered in time")
 	// ErrRequestFailed: the manager answered a request with status 0.
 	ErrRequestFailed = errors.New("manager answered: failed")
+	// ErrRequestHeld: a request node for the id exists that this worker did
+	// not create and may not remove: someone else holds the request.
+	ErrRequestHeld = errors.New("someone else holds the request")
+	// ErrRequestReplaced: the worker's request node was deleted and made
+	// again by someone else while it waited; whatever the new node says is
+	// not an answer to this worker.
+	ErrRequestReplaced = errors.New("request node replaced by someone else")
 	// ErrBadRequest: a request node holds data that is not a status code.
 	ErrBadRequest = errors.New("malformed request data")
 	// ErrKafkaAuth: the Kafka brokers refused the client's SASL credentials.

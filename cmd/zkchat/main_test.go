@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/internal/testenv"
@@ -75,6 +76,44 @@ func TestNoManager(t *testing.T) {
 	_, stderr, code := zc(t, env, nil, "--timeout", "1s", "register", "zed")
 	if code != 1 || !strings.Contains(stderr, "no manager answered in time") {
 		t.Fatalf("register without manager: code %d, %q", code, stderr)
+	}
+}
+
+// TestPlantedAnswer: request nodes someone else left answered "1" (a
+// crashed client, another implementation, anyone) are not the manager's
+// answer: without a manager `register` and `unregister` fail and say what
+// the tree shows; with one, they get real answers.
+func TestPlantedAnswer(t *testing.T) {
+	// Not parallel: urfave/cli v2 shares its help flag between apps (a data race).
+	env := testenv.New(t)
+	if _, stderr, code := zc(t, env, nil, "init"); code != 0 {
+		t.Fatalf("init: %s", stderr)
+	}
+	c := env.Conn(t)
+	plant := func(path string) {
+		t.Helper()
+		if _, err := c.Create(env.Path(path), []byte("1"), 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+			t.Fatal(err)
+		}
+	}
+	plant("/request/enroll/erin")
+	plant("/request/quit/erin")
+	out, stderr, code := zc(t, env, nil, "--timeout", "1s", "register", "erin")
+	if code != 1 || strings.Contains(out, "registered") || !strings.Contains(stderr, "erin is not registered") ||
+		!strings.Contains(stderr, "no manager is running") {
+		t.Fatalf("register with a planted answer, no manager: code %d, %q, %q", code, out, stderr)
+	}
+	startManager(t, env)
+	plant("/request/enroll/erin")
+	if out, stderr, code := zc(t, env, nil, "register", "erin"); code != 0 || out != "registered erin\n" {
+		t.Fatalf("register: %d %q %q", code, out, stderr)
+	}
+	plant("/request/quit/erin")
+	if out, stderr, code := zc(t, env, nil, "unregister", "erin"); code != 0 || out != "unregistered erin\n" {
+		t.Fatalf("unregister: %d %q %q", code, out, stderr)
+	}
+	if ok, _, err := c.Exists(env.Path("/registry/erin")); err != nil || ok {
+		t.Fatalf("erin still registered after unregister (%v)", err)
 	}
 }
 
