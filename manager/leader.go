@@ -148,6 +148,8 @@ func (l *leader) watchNode(k kind, name, key string) {
 	defer l.wg.Done()
 	path := k.dir(l.s.Paths) + "/" + name
 	var handled int64 // czxid of the node version handled
+	var answered answerTimer
+	defer answered.stop()
 	for {
 		type got struct {
 			data []byte
@@ -179,16 +181,80 @@ func (l *leader) watchNode(k kind, name, key string) {
 				handled = g.stat.Czxid
 			}
 		}
+		expire := answered.update(k, g.data, g.stat, l.m.cfg.AnswerGrace)
 		select {
 		case ev := <-g.ch:
 			if ev.Type == zk.EventNodeDeleted {
 				l.untrack(k, name, key)
 				return
 			}
+		case <-expire:
+			if !l.removeAnswered(path, g.stat.Version) {
+				return
+			}
 		case <-l.ctx.Done():
+			answered.stop()
 			return
 		}
 	}
+}
+
+// answerTimer times how long a request node has stood answered, from when
+// this leader first saw that answer (the local clock: ZooKeeper's mtime is
+// another machine's). One per watchNode goroutine, which stops it.
+type answerTimer struct {
+	czxid   int64
+	version int32
+	t       *time.Timer
+}
+
+// update starts the grace for an answered request node, keeps it running
+// while the node is the same answered version, and stops it otherwise. It
+// returns the channel that fires when the grace is over (nil: none).
+func (a *answerTimer) update(k kind, data []byte, stat *zk.Stat, grace time.Duration) <-chan time.Time {
+	st, err := protocol.ParseStatus(data)
+	if k == kindOnline || err != nil || st == protocol.StatusPending {
+		a.stop()
+		return nil
+	}
+	if a.t == nil || a.czxid != stat.Czxid || a.version != stat.Version {
+		a.stop()
+		a.czxid, a.version, a.t = stat.Czxid, stat.Version, time.NewTimer(grace)
+	}
+	return a.t.C
+}
+
+func (a *answerTimer) stop() {
+	if a.t != nil {
+		a.t.Stop()
+		a.t = nil
+	}
+}
+
+// removeAnswered deletes an answered request nobody removed within the
+// grace (fenced, at the version seen answered: a node changed meanwhile is
+// left alone). false: the term ends.
+func (l *leader) removeAnswered(path string, version int32) bool {
+	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: version})
+	if err == nil {
+		l.m.log.Info("removed an answered request nobody deleted", "path", path, "grace", l.m.cfg.AnswerGrace)
+		return true
+	}
+	i, opErr := failedOp(resp, err)
+	switch {
+	case i >= 0 && i < len(l.fence):
+		l.cancel(errNotLeader)
+		return false
+	case errors.Is(err, errOutcomeUnknown):
+		l.cancel(err)
+		return false
+	case errors.Is(opErr, zk.ErrBadVersion), errors.Is(opErr, zk.ErrNoNode):
+		return true // changed or gone meanwhile
+	case l.ctx.Err() != nil:
+		return false
+	}
+	l.m.log.Warn("remove answered request", "path", path, "err", err)
+	return true
 }
 
 func (l *leader) untrack(k kind, name, key string) {

@@ -37,6 +37,10 @@ type Config struct {
 	Name string
 	// Concurrency bounds the requests handled at once. 0: 64.
 	Concurrency int
+	// AnswerGrace is how long an answered request may stay before the
+	// leader removes it (its worker normally deletes it at once; a crashed
+	// worker or another implementation may never). 0: one minute.
+	AnswerGrace time.Duration
 	Logger      *slog.Logger
 	// ZKAuth is zkchat's own principal (ZooKeeper digest "user:password").
 	// With it the manager locks the tree down with ACLs and refuses
@@ -88,6 +92,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.ReplicationFactor <= 0 {
 		cfg.ReplicationFactor = 1
+	}
+	if cfg.AnswerGrace <= 0 {
+		cfg.AnswerGrace = time.Minute
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 64

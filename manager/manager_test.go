@@ -104,6 +104,45 @@ func TestRequestAnsweredWhenManagerStarts(t *testing.T) {
 	}
 }
 
+// TestAnsweredRequestsRemoved: answered requests nobody deletes (a
+// crashed worker, another implementation, planted) are removed by the
+// leader once they have stood answered for AnswerGrace; a pending one is
+// answered first, and removed only after the same grace.
+func TestAnsweredRequestsRemoved(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	c := env.Conn(t)
+	s, err := zookeeper.Dial(ctxT(t), zookeeper.SessionConfig{Connect: env.ZooKeeper})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTree(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	left := map[string]string{"/request/enroll/ann": "1", "/request/quit/ann": "2",
+		"/request/enroll/bo": "0", "/request/enroll/cy": "-1"}
+	for p, d := range left {
+		if _, err := c.Create(env.Path(p), []byte(d), 0, acl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const grace = 2 * time.Second
+	m, _ := env.RunManager(t, "m1", func(cfg *manager.Config) { cfg.AnswerGrace = grace })
+	waitLeader(t, m)
+	waitData(t, c, env.Path("/request/enroll/cy"), "1") // pending: answered
+	time.Sleep(grace / 2)
+	if !exists(t, c, env.Path("/request/enroll/cy")) {
+		t.Fatal("an answered request removed before its grace")
+	}
+	for p := range left {
+		waitFor(t, 10*grace, p+" removed", func() bool { return !exists(t, c, env.Path(p)) })
+	}
+	if !exists(t, c, env.Path("/registry/cy")) || exists(t, c, env.Path("/registry/ann")) {
+		t.Error("registry: cy should be registered (its request was pending), ann not (hers were answered)")
+	}
+}
+
 // TestTwoManagers: only one acts; when the leader dies the other takes over
 // and answers what is pending.
 func TestTwoManagers(t *testing.T) {
