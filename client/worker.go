@@ -51,10 +51,11 @@ type Config struct {
 // offline closes it. Its methods may be called from several goroutines.
 //
 // mu guards the session and the online state, and is held through a whole
-// GoOnline (its ZooKeeper calls and the wait for the topic), so going
-// online and offline never interleave. keepPresence takes it too, so
-// GoOffline releases it before it waits for keepPresence to end. The
-// committers' own mu is a leaf.
+// GoOnline (its ZooKeeper calls and the wait for the topic). keepPresence
+// takes it too, so GoOffline releases it to wait for keepPresence to end,
+// but only after it has detached and closed the session: in that window
+// the worker is offline, and a GoOnline starts anew. The committers' own
+// mu is a leaf.
 type Worker struct {
 	id    string
 	cfg   Config
@@ -388,7 +389,10 @@ func (w *Worker) keepPresence(ctx context.Context, s Session, done chan struct{}
 		ch := s.Changed()
 		if s.State() == zk.StateHasSession {
 			w.mu.Lock()
-			if w.online && s.SessionID() != w.ownerID {
+			// Only while this presence is the worker's: after GoOffline
+			// (ctx ended, session detached) the worker may be online in
+			// another session.
+			if ctx.Err() == nil && w.online && w.sess == s && s.SessionID() != w.ownerID {
 				w.log.Warn("session expired while online; going online again", "old_session", w.ownerID)
 				cctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
 				err := w.createOnline(cctx, s)
@@ -416,19 +420,23 @@ func (w *Worker) GoOffline() {
 	w.goOfflineLocked()
 }
 
+// goOfflineLocked ends the worker's presence and session. Everything is
+// detached and the session closed (which removes /online/<id>) before w.mu
+// is let go to wait for keepPresence (which takes it): a GoOnline in that
+// window finds the worker offline with no session, and goes online anew.
 func (w *Worker) goOfflineLocked() {
-	if w.stop != nil {
-		w.stop()
-		done := w.done
-		w.stop, w.done = nil, nil
-		w.mu.Unlock()
-		<-done // keepPresence takes w.mu
-		w.mu.Lock()
+	stop, done, sess := w.stop, w.done, w.sess
+	w.stop, w.done, w.sess, w.online = nil, nil, nil, false
+	if stop != nil {
+		stop()
 	}
-	w.online = false
-	if w.sess != nil {
-		w.sess.Close()
-		w.sess = nil
+	if sess != nil {
+		sess.Close()
+	}
+	if done != nil {
+		w.mu.Unlock()
+		<-done
+		w.mu.Lock()
 	}
 }
 

@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/internal/fakezk"
 	"github.com/zkchat/zkchat/protocol"
 	"github.com/zkchat/zkchat/zookeeper"
 )
@@ -647,5 +650,78 @@ func TestDialFails(t *testing.T) {
 	}
 	if ids, err := w.GetOnlineUsers(ctxT(t)); err != nil || len(ids) != 0 {
 		t.Fatalf("online users on the second try = %v, %v", ids, err)
+	}
+}
+
+// blockingSession holds up the first Create of block once armed, until
+// release is closed (outside the fake server's lock).
+type blockingSession struct {
+	client.Session
+	block    string
+	armed    *atomic.Bool
+	once     *sync.Once
+	entered  chan struct{}
+	released chan struct{}
+}
+
+func (b *blockingSession) Create(ctx context.Context, path string, data []byte, flags int32, acl []zk.ACL) (string, error) {
+	if path == b.block && b.armed.Load() {
+		b.once.Do(func() { close(b.entered); <-b.released })
+	}
+	return b.Session.Create(ctx, path, data, flags, acl)
+}
+
+// TestGoOnlineDuringGoOffline: a GoOnline that runs while GoOffline waits
+// for the presence goroutine must not return nil for a worker that ends
+// offline: it either goes online after the GoOffline, or fails.
+func TestGoOnlineDuringGoOffline(t *testing.T) {
+	e := newFakeEnv(t)
+	(&fakeManager{e: e}).start(t)
+	e.register(t, "alice")
+	online := e.paths.OnlineNode("alice")
+	b := &blockingSession{block: online, armed: new(atomic.Bool), once: new(sync.Once),
+		entered: make(chan struct{}), released: make(chan struct{})}
+	var last *fakezk.Session
+	dial := func(ctx context.Context, cfg zookeeper.SessionConfig) (client.Session, error) {
+		s, err := e.dial(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		last = e.lastSession(t)
+		b2 := *b
+		b2.Session = s
+		return &b2, nil
+	}
+	w, err := client.New("alice", client.Config{ZooKeeper: fakeConnect, Dial: dial, Kafka: e.kafka,
+		RequestTimeout: 5 * time.Second, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.GoOnline(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// The presence goroutine re-creates /online/alice after an expiry, and
+	// is held in that Create (holding the worker's lock) while GoOffline and
+	// GoOnline are called.
+	b.armed.Store(true)
+	last.Expire()
+	<-b.entered
+	offDone := make(chan struct{})
+	go func() { w.GoOffline(); close(offDone) }()
+	onErr := make(chan error, 1)
+	go func() { time.Sleep(20 * time.Millisecond); onErr <- w.GoOnline(ctxT(t)) }()
+	time.Sleep(100 * time.Millisecond)
+	close(b.released)
+	<-offDone
+	if err := <-onErr; err != nil {
+		t.Logf("GoOnline during GoOffline failed: %v", err) // allowed: it did not claim success
+		return
+	}
+	if _, ok := e.zk.Data(online); !ok {
+		t.Fatal("GoOnline returned nil, yet alice is not online")
+	}
+	if err := w.SendMessage(ctxT(t), "alice", "to myself"); err != nil {
+		t.Fatalf("GoOnline returned nil, yet sending fails: %v", err)
 	}
 }
