@@ -18,17 +18,21 @@ import (
 
 // aclEnv is a test tree locked down with ZooKeeper ACLs: a leading manager
 // authenticated as zkchat's principal, and the cleanup authenticated too.
-func aclEnv(t *testing.T) (*testenv.Env, *protocol.Auth, *manager.Manager) {
+func aclEnv(t *testing.T, mods ...func(*manager.Config)) (*testenv.Env, *protocol.Auth, *manager.Manager) {
 	t.Helper()
 	env := testenv.New(t)
 	admin := &protocol.Auth{User: "zkchat", Password: "adm-" + testenv.Tag() + testenv.Tag()}
 	env.CleanupAuth = admin.User + ":" + admin.Password
-	m, err := manager.New(manager.Config{
+	cfg := manager.Config{
 		ZooKeeper: env.ZooKeeper, Kafka: env.Kafka,
 		Topics: protocol.Topics{Prefix: env.Prefix}, Name: "m1",
 		SessionTimeout: 4 * time.Second, ZKAuth: admin,
 		Logger: testenv.Logger(t).With("test_manager", "m1"),
-	})
+	}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	m, err := manager.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

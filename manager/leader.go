@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/internal/ratelog"
 	"github.com/zkchat/zkchat/protocol"
 	"github.com/zkchat/zkchat/zookeeper"
 )
@@ -28,23 +30,384 @@ func (k kind) dir(p protocol.Paths) string {
 	return [...]func() string{p.EnrollRequests, p.QuitRequests, p.Online}[k]()
 }
 
-// leader is the state of one term as leader. Its goroutines all end with ctx.
+// leader is the state of one term as leader. Its goroutines (the three
+// directory watchers, the workers, the connection watcher) all end with
+// ctx, and lead waits for them; its timers are stopped by stopTimers.
+//
+// Pending work is bounded by the nodes, not by goroutines: each tracked
+// node is a nodeState in one map, a look at it is a task for one of a fixed
+// number of workers, and its data watch reports through the session's
+// OnWatch callback (event) instead of a goroutine per node.
+//
+// Lock order: mu is a leaf (never held across a ZooKeeper or Kafka call,
+// never taken with another lock held).
 type leader struct {
 	m      *Manager
 	s      *zookeeper.Session
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	fence  []any
-	sem    chan struct{} // bounds nodes handled at once
 	wg     sync.WaitGroup
+	warn   *ratelog.Logger // lines hostile nodes can make repeat
 
-	mu   sync.Mutex      // a leaf: guards seen only
-	seen map[string]bool // kind/name of nodes being tracked
+	mu    sync.Mutex
+	nodes map[nodeKey]*nodeState // every node listed and not yet seen gone
+	// queues of nodes to look at, one per class of work: a slow Kafka
+	// (topics, for online nodes) never holds up the answering of requests.
+	queues [2]workQueue
 }
+
+// nodeKey names a tracked node.
+type nodeKey struct {
+	k    kind
+	name string
+}
+
+// class is the work queue of a kind: requests, or online nodes.
+func (k kind) class() int {
+	if k == kindOnline {
+		return 1
+	}
+	return 0
+}
+
+// workQueue is a FIFO of nodes to look at, each at most once; guarded by
+// leader.mu.
+type workQueue struct {
+	keys  []nodeKey
+	ready chan struct{} // 1-buffered: something was queued
+}
+
+// nodeState is what the leader knows of one node. Guarded by leader.mu.
+type nodeState struct {
+	handled int64 // czxid of the node version handled (0: none)
+	queued  bool  // in its queue
+	busy    bool  // a worker is looking at it
+	again   bool  // an event came while busy: look again after
+	timer   *time.Timer
+	// unusable is when the leader first could not use the node (it could
+	// not read it, or its creator had not confirmed it); zero: usable.
+	unusable time.Time
+	backoff  time.Duration // the next retry's delay after a failed look
+	// answered: the request version seen answered and since when (local
+	// clock: ZooKeeper's mtime is another machine's).
+	answeredCzxid   int64
+	answeredVersion int32
+	answeredAt      time.Time
+}
+
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 10 * time.Second
+)
+
+// add starts tracking a listed node: a new one is looked at.
+func (l *leader) add(k kind, name string) {
+	key := nodeKey{k, name}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.nodes[key]; ok || l.ctx.Err() != nil {
+		return
+	}
+	l.nodes[key] = &nodeState{}
+	l.enqueueLocked(key)
+}
+
+// event is the session's watch callback: a change of a tracked node has it
+// looked at again. It runs on go-zookeeper's event loop, so it only queues.
+func (l *leader) event(ev zk.Event) {
+	for _, k := range []kind{kindEnroll, kindQuit, kindOnline} {
+		name, ok := strings.CutPrefix(ev.Path, k.dir(l.s.Paths)+"/")
+		if !ok || name == "" || strings.Contains(name, "/") {
+			continue
+		}
+		l.mu.Lock()
+		if _, tracked := l.nodes[nodeKey{k, name}]; tracked {
+			l.enqueueLocked(nodeKey{k, name})
+		}
+		l.mu.Unlock()
+		return
+	}
+}
+
+// enqueueLocked queues key for a look unless it is queued; a node being
+// looked at is looked at again afterwards. l.mu held.
+func (l *leader) enqueueLocked(key nodeKey) {
+	st := l.nodes[key]
+	switch {
+	case st == nil || st.queued:
+	case st.busy:
+		st.again = true
+	default:
+		st.queued = true
+		q := &l.queues[key.k.class()]
+		q.keys = append(q.keys, key)
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// later queues key for a look after d (replacing a look already planned).
+// l.mu held.
+func (l *leader) laterLocked(key nodeKey, d time.Duration) {
+	st := l.nodes[key]
+	if st == nil {
+		return
+	}
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	st.timer = time.AfterFunc(d, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.nodes[key] == st && l.ctx.Err() == nil {
+			st.timer = nil
+			l.enqueueLocked(key)
+		}
+	})
+}
+
+// stopTimers stops every planned look; the term is over.
+func (l *leader) stopTimers() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, st := range l.nodes {
+		if st.timer != nil {
+			st.timer.Stop()
+		}
+	}
+}
+
+// work is one worker of a queue: it looks at one node at a time until the
+// term ends.
+func (l *leader) work(class int) {
+	defer l.wg.Done()
+	q := &l.queues[class]
+	for {
+		l.mu.Lock()
+		for len(q.keys) == 0 {
+			l.mu.Unlock()
+			select {
+			case <-q.ready:
+			case <-l.ctx.Done():
+				return
+			}
+			l.mu.Lock()
+		}
+		key := q.keys[0]
+		q.keys[0] = nodeKey{}
+		q.keys = q.keys[1:]
+		if len(q.keys) > 0 {
+			select { // wake another worker for the rest
+			case q.ready <- struct{}{}:
+			default:
+			}
+		}
+		st := l.nodes[key]
+		if st == nil {
+			l.mu.Unlock()
+			continue
+		}
+		st.queued, st.busy = false, true
+		l.mu.Unlock()
+
+		l.look(key, st)
+
+		l.mu.Lock()
+		st.busy = false
+		if st.again && l.nodes[key] == st {
+			st.again = false
+			l.enqueueLocked(key)
+		}
+		l.mu.Unlock()
+		if l.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// look reads a node (setting its data watch, which reports through event)
+// and acts on it.
+func (l *leader) look(key nodeKey, st *nodeState) {
+	path := key.k.dir(l.s.Paths) + "/" + key.name
+	type got struct {
+		data []byte
+		stat *zk.Stat
+	}
+	g, err := zookeeper.Do(l.ctx, func() (got, error) {
+		d, st, _, err := l.s.Conn.GetW(path) // its event comes through l.event
+		return got{d, st}, err
+	})
+	switch {
+	case l.ctx.Err() != nil:
+		return
+	case errors.Is(err, zk.ErrNoNode):
+		l.forget(key, st)
+		return
+	case errors.Is(err, zk.ErrNoAuth):
+		// Hidden from zkchat's principal: it can never be answered or
+		// checked. Its data watch was not set either.
+		l.unusable(key, st, path, -1, "zkchat's principal may not read it")
+		return
+	case err != nil:
+		l.retry(key, st, "read node failed; retrying", "path", path, "err", err)
+		return
+	}
+	if key.k == kindOnline && g.stat.EphemeralOwner == 0 {
+		// Presence that outlives every session is no presence: remove it
+		// at once.
+		l.remove(key, st, path, g.stat.Version, "not ephemeral")
+		return
+	}
+	l.mu.Lock()
+	handled := st.handled
+	l.mu.Unlock()
+	if g.stat.Czxid != handled || key.k != kindOnline {
+		switch r := l.handle(key.k, key.name, path, g.data, g.stat); {
+		case r == resultStop:
+			return
+		case r == resultNotTouched:
+			l.unusable(key, st, path, g.stat.Version, "not confirmed by its creator (never touched)")
+			return
+		case r == resultRetry:
+			l.retry(key, st, "handling node failed; retrying", "path", path)
+			return
+		}
+	}
+	l.mu.Lock()
+	st.handled, st.unusable, st.backoff = g.stat.Czxid, time.Time{}, 0
+	l.mu.Unlock()
+	l.answeredGrace(key, st, path, g.data, g.stat)
+}
+
+// forget stops tracking a node that is gone.
+func (l *leader) forget(key nodeKey, st *nodeState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.nodes[key] == st {
+		if st.timer != nil {
+			st.timer.Stop()
+		}
+		delete(l.nodes, key)
+	}
+}
+
+// retry plans another look with backoff after a failure that may pass (a
+// connection, Kafka); the line is rate-limited.
+func (l *leader) retry(key nodeKey, st *nodeState, msg string, args ...any) {
+	l.mu.Lock()
+	st.backoff = min(max(st.backoff*2, retryMin), retryMax)
+	d := st.backoff
+	l.laterLocked(key, d)
+	l.mu.Unlock()
+	l.warn.Warn(msg, append(args, "retry_in", d)...)
+}
+
+// unusable handles a node the leader cannot use: the first time, it plans
+// a look at the end of ConfirmGrace (a touch is a data change and comes
+// earlier through the watch); once the grace is over it removes the node.
+// version is the data version read (-1: unread).
+func (l *leader) unusable(key nodeKey, st *nodeState, path string, version int32, why string) {
+	grace := l.m.cfg.ConfirmGrace
+	l.mu.Lock()
+	now := time.Now()
+	first := st.unusable.IsZero()
+	if first {
+		st.unusable = now
+	}
+	left := grace - now.Sub(st.unusable)
+	if left > 0 {
+		l.laterLocked(key, left)
+	}
+	l.mu.Unlock()
+	if left > 0 {
+		if first {
+			l.warn.Warn("node unusable: it is removed unless it becomes usable within the grace",
+				"path", path, "reason", why, "grace", grace)
+		}
+		return
+	}
+	l.remove(key, st, path, version, why+", for "+grace.String())
+}
+
+// remove deletes a node the leader refuses (fenced; at version, -1 any:
+// a node changed meanwhile is looked at again instead). The leader may
+// delete any child of the directories it owns, whatever the child's ACL.
+func (l *leader) remove(key nodeKey, st *nodeState, path string, version int32, why string) {
+	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: version})
+	i, opErr := failedOp(resp, err)
+	switch {
+	case err == nil:
+		l.warn.Warn("removed a node zkchat cannot use", "path", path, "reason", why)
+		l.forget(key, st)
+	case i >= 0 && i < len(l.fence):
+		l.cancel(errNotLeader)
+	case errors.Is(err, errOutcomeUnknown):
+		l.cancel(err)
+	case errors.Is(opErr, zk.ErrNoNode):
+		l.forget(key, st)
+	case errors.Is(opErr, zk.ErrBadVersion):
+		l.mu.Lock()
+		l.enqueueLocked(key) // changed meanwhile: look again
+		l.mu.Unlock()
+	case l.ctx.Err() == nil:
+		l.retry(key, st, "remove node failed; retrying", "path", path, "err", err)
+	}
+}
+
+// answeredGrace removes an answered request nobody deleted once it has
+// stood answered, at the same version, for AnswerGrace; until then it plans
+// a look at the grace's end.
+func (l *leader) answeredGrace(key nodeKey, st *nodeState, path string, data []byte, stat *zk.Stat) {
+	status, err := protocol.ParseStatus(data)
+	if key.k == kindOnline || err != nil || status == protocol.StatusPending {
+		return
+	}
+	grace := l.m.cfg.AnswerGrace
+	l.mu.Lock()
+	if st.answeredAt.IsZero() || st.answeredCzxid != stat.Czxid || st.answeredVersion != stat.Version {
+		st.answeredCzxid, st.answeredVersion, st.answeredAt = stat.Czxid, stat.Version, time.Now()
+	}
+	left := grace - time.Since(st.answeredAt)
+	if left > 0 {
+		l.laterLocked(key, left)
+	}
+	l.mu.Unlock()
+	if left > 0 {
+		return
+	}
+	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: stat.Version})
+	i, opErr := failedOp(resp, err)
+	switch {
+	case err == nil:
+		l.warn.Info("removed an answered request nobody deleted", "path", path, "grace", grace)
+		l.forget(key, st)
+	case i >= 0 && i < len(l.fence):
+		l.cancel(errNotLeader)
+	case errors.Is(err, errOutcomeUnknown):
+		l.cancel(err)
+	case errors.Is(opErr, zk.ErrBadVersion), errors.Is(opErr, zk.ErrNoNode):
+		// changed or gone meanwhile: its watch event says which
+	case l.ctx.Err() == nil:
+		l.retry(key, st, "remove answered request failed; retrying", "path", path, "err", err)
+	}
+}
+
+// result is what handling a node came to.
+type result int
+
+const (
+	resultDone       result = iota // handled (or failed for good, logged)
+	resultNotTouched               // its creator has not confirmed it yet
+	resultRetry                    // a failure that may pass: look again later
+	resultStop                     // the term ends
+)
 
 // watchDir lists a directory with a child watch, re-listing at every event.
 // Listing and re-arming are one call, so no child that appears in between
-// is missed. Each child not yet tracked gets a tracking goroutine.
+// is missed. Each child not yet tracked is added to the nodes to look at.
 func (l *leader) watchDir(k kind) {
 	defer l.wg.Done()
 	dir := k.dir(l.s.Paths)
@@ -85,7 +448,7 @@ func (l *leader) watchDir(k kind) {
 		}
 		backoff = 50 * time.Millisecond
 		for _, name := range g.children {
-			l.track(k, name)
+			l.add(k, name)
 		}
 		select {
 		case <-g.ch:
@@ -126,194 +489,31 @@ func (l *leader) fits(dir string) bool {
 	}
 }
 
-// track starts a tracking goroutine for the node unless one runs.
-func (l *leader) track(k kind, name string) {
-	key := k.String() + "/" + name
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.seen[key] || l.ctx.Err() != nil {
-		return
-	}
-	l.seen[key] = true
-	l.wg.Add(1)
-	go l.watchNode(k, name, key)
-}
-
-// watchNode handles one node, then keeps a data watch on it until it is deleted,
-// handling it again on every change. When it is deleted the node leaves the
-// seen set, and is looked at once more: a node of the same name created
-// after the deletion but listed before it left the set would be missed
-// otherwise.
-func (l *leader) watchNode(k kind, name, key string) {
-	defer l.wg.Done()
-	path := k.dir(l.s.Paths) + "/" + name
-	var handled int64 // czxid of the node version handled
-	var answered answerTimer
-	defer answered.stop()
-	for {
-		type got struct {
-			data []byte
-			stat *zk.Stat
-			ch   <-chan zk.Event
-		}
-		g, err := zookeeper.Do(l.ctx, func() (got, error) {
-			d, st, ch, err := l.s.Conn.GetW(path)
-			return got{d, st, ch}, err
-		})
-		if errors.Is(err, zk.ErrNoNode) {
-			l.untrack(k, name, key)
-			return
-		}
-		if err != nil {
-			if l.ctx.Err() == nil {
-				l.m.log.Warn("read node", "path", path, "err", err)
-				// Let the next term, or the next listing, take it up.
-				l.untrack(k, name, key)
-			}
-			return
-		}
-		if g.stat.Czxid != handled || k != kindOnline {
-			cont, done := l.handle(k, name, path, g.data, g.stat)
-			if !cont {
-				return
-			}
-			if done {
-				handled = g.stat.Czxid
-			}
-		}
-		expire := answered.update(k, g.data, g.stat, l.m.cfg.AnswerGrace)
-		select {
-		case ev := <-g.ch:
-			if ev.Type == zk.EventNodeDeleted {
-				l.untrack(k, name, key)
-				return
-			}
-		case <-expire:
-			if !l.removeAnswered(path, g.stat.Version) {
-				return
-			}
-		case <-l.ctx.Done():
-			answered.stop()
-			return
-		}
-	}
-}
-
-// answerTimer times how long a request node has stood answered, from when
-// this leader first saw that answer (the local clock: ZooKeeper's mtime is
-// another machine's). One per watchNode goroutine, which stops it.
-type answerTimer struct {
-	czxid   int64
-	version int32
-	t       *time.Timer
-}
-
-// update starts the grace for an answered request node, keeps it running
-// while the node is the same answered version, and stops it otherwise. It
-// returns the channel that fires when the grace is over (nil: none).
-func (a *answerTimer) update(k kind, data []byte, stat *zk.Stat, grace time.Duration) <-chan time.Time {
-	st, err := protocol.ParseStatus(data)
-	if k == kindOnline || err != nil || st == protocol.StatusPending {
-		a.stop()
-		return nil
-	}
-	if a.t == nil || a.czxid != stat.Czxid || a.version != stat.Version {
-		a.stop()
-		a.czxid, a.version, a.t = stat.Czxid, stat.Version, time.NewTimer(grace)
-	}
-	return a.t.C
-}
-
-func (a *answerTimer) stop() {
-	if a.t != nil {
-		a.t.Stop()
-		a.t = nil
-	}
-}
-
-// removeAnswered deletes an answered request nobody removed within the
-// grace (fenced, at the version seen answered: a node changed meanwhile is
-// left alone). false: the term ends.
-func (l *leader) removeAnswered(path string, version int32) bool {
-	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: version})
-	if err == nil {
-		l.m.log.Info("removed an answered request nobody deleted", "path", path, "grace", l.m.cfg.AnswerGrace)
-		return true
-	}
-	i, opErr := failedOp(resp, err)
-	switch {
-	case i >= 0 && i < len(l.fence):
-		l.cancel(errNotLeader)
-		return false
-	case errors.Is(err, errOutcomeUnknown):
-		l.cancel(err)
-		return false
-	case errors.Is(opErr, zk.ErrBadVersion), errors.Is(opErr, zk.ErrNoNode):
-		return true // changed or gone meanwhile
-	case l.ctx.Err() != nil:
-		return false
-	}
-	l.m.log.Warn("remove answered request", "path", path, "err", err)
-	return true
-}
-
-func (l *leader) untrack(k kind, name, key string) {
-	l.mu.Lock()
-	delete(l.seen, key)
-	l.mu.Unlock()
-	if l.ctx.Err() != nil {
-		return
-	}
-	ok, _, err := l.s.Exists(l.ctx, k.dir(l.s.Paths)+"/"+name)
-	if err == nil && ok {
-		l.track(k, name)
-	}
-}
-
-// handle acts on one node. cont false stops watching it (the leader's
-// term ends: fence failed); done false means it is to be looked at again at
-// its next change (an online node not yet touched by its creator).
-func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) (cont, done bool) {
-	log := l.m.log.With("kind", k.String(), "id", name)
+// handle acts on one node: answers a request, or checks an online node.
+func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) result {
 	var err error
 	switch k {
 	case kindEnroll, kindQuit:
-		if !l.acquire() {
-			return false, false
-		}
 		err = l.request(k, name, path, data, stat)
-		l.release()
 	case kindOnline:
-		// Not under the semaphore as a whole: creating a topic retries for
-		// as long as Kafka is away, and must not hold up registrations.
 		err = l.online(name, path, stat)
 	}
 	switch {
 	case protocol.ErrNotTouched(err):
-		return true, false
+		return resultNotTouched
 	case err == nil, errors.Is(err, errAnswered):
-		return true, true
+		return resultDone
 	case errors.Is(err, errNotLeader), errors.Is(err, errOutcomeUnknown):
 		l.cancel(err)
-		return false, false
+		return resultStop
 	case l.ctx.Err() != nil:
-		return false, false
+		return resultStop
+	case errors.Is(err, errRetry):
+		return resultRetry
 	}
-	log.Error("handling node failed", "path", path, "err", err)
-	return true, true
+	l.m.log.Error("handling node failed", "kind", k.String(), "id", name, "path", path, "err", err)
+	return resultDone
 }
-
-// acquire takes a slot of the semaphore that bounds concurrent handling.
-func (l *leader) acquire() bool {
-	select {
-	case l.sem <- struct{}{}:
-		return true
-	case <-l.ctx.Done():
-		return false
-	}
-}
-
-func (l *leader) release() { <-l.sem }
 
 // request answers one register or quit request if it is pending.
 func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) error {
@@ -383,11 +583,6 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 // offline too; one not yet touched by its creator waits for the touch.
 func (l *leader) online(id, path string, stat *zk.Stat) error {
 	log := l.m.log.With("kind", "online", "id", id)
-	if !l.acquire() {
-		return context.Cause(l.ctx)
-	}
-	release := sync.OnceFunc(l.release)
-	defer release()
 	valid, why := protocol.ValidateID(id) == nil, "invalid id"
 	if valid {
 		_, err := l.m.identity(l.ctx, l.s, path, id, stat.Version, true)
@@ -408,7 +603,6 @@ func (l *leader) online(id, path string, stat *zk.Stat) error {
 			return err
 		}
 		if ok {
-			release()
 			return l.ensureTopic(id)
 		}
 		why = "not registered"
@@ -427,24 +621,18 @@ func (l *leader) online(id, path string, stat *zk.Stat) error {
 	return nil
 }
 
-// ensureTopic creates id's topic, retrying while Kafka is unreachable.
+// errRetry: handling failed in a way that may pass (Kafka away); the node
+// is looked at again with backoff.
+var errRetry = errors.New("retry later")
+
+// ensureTopic creates id's topic. A failure is retried by the caller with
+// backoff: this worker does not wait for Kafka, so a long Kafka outage
+// holds up no other node.
 func (l *leader) ensureTopic(id string) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := l.m.CreateKafkaTopic(l.ctx, id)
-		if err == nil {
-			l.m.log.Info("online; topic ready", "id", id, "topic", l.m.cfg.Topics.Topic(id))
-			return nil
-		}
-		if l.ctx.Err() != nil {
-			return err
-		}
-		l.m.log.Warn("create topic failed; retrying", "id", id, "err", err, "retry_in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-l.ctx.Done():
-			return context.Cause(l.ctx)
-		}
-		backoff = min(backoff*2, 10*time.Second)
+	err := l.m.CreateKafkaTopic(l.ctx, id)
+	if err != nil {
+		return fmt.Errorf("%w: create topic of %s: %w", errRetry, id, err)
 	}
+	l.m.log.Info("online; topic ready", "id", id, "topic", l.m.cfg.Topics.Topic(id))
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -35,13 +36,20 @@ type Config struct {
 	// Name identifies this manager in logs and in its election node.
 	// "": host:pid.
 	Name string
-	// Concurrency bounds the requests handled at once. 0: 64.
+	// Concurrency is the number of the leader's workers for requests, and
+	// again for online nodes: it bounds the nodes handled at once. 0: 64.
 	Concurrency int
 	// AnswerGrace is how long an answered request may stay before the
 	// leader removes it (its worker normally deletes it at once; a crashed
 	// worker or another implementation may never). 0: one minute.
 	AnswerGrace time.Duration
-	Logger      *slog.Logger
+	// ConfirmGrace is how long the leader waits for a node it cannot use
+	// (unreadable with its credentials, or with ACLs on never touched by its
+	// creator) before it deletes it. zkchat's workers touch their nodes at
+	// once; a node nobody confirms would otherwise block its id for good.
+	// 0: 30 seconds.
+	ConfirmGrace time.Duration
+	Logger       *slog.Logger
 	// ZKAuth is zkchat's own principal (ZooKeeper digest "user:password").
 	// With it the manager locks the tree down with ACLs and refuses
 	// requests and online nodes not made by the id they name (see
@@ -62,6 +70,8 @@ type Manager struct {
 
 	leaderMu sync.Mutex
 	leading  bool
+
+	term atomic.Pointer[leader] // the term leading now (nil: none); gets the watch events
 }
 
 // topicAdmin is what the manager needs of a Kafka admin client
@@ -95,6 +105,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.AnswerGrace <= 0 {
 		cfg.AnswerGrace = time.Minute
+	}
+	if cfg.ConfirmGrace <= 0 {
+		cfg.ConfirmGrace = 30 * time.Second
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 64
@@ -156,7 +169,7 @@ func (m *Manager) setLeading(v bool) {
 	m.leaderMu.Unlock()
 }
 
-func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*zookeeper.Session, error) {
+func (m *Manager) dial(ctx context.Context, onState func(zk.State), onWatch func(zk.Event)) (*zookeeper.Session, error) {
 	return zookeeper.Dial(ctx, zookeeper.SessionConfig{
 		Connect:        m.cfg.ZooKeeper,
 		SessionTimeout: m.cfg.SessionTimeout,
@@ -166,6 +179,7 @@ func (m *Manager) dial(ctx context.Context, onState func(zk.State)) (*zookeeper.
 		MaxReply:   zookeeper.ManagerMaxReply,
 		Logger:     m.log,
 		OnState:    onState,
+		OnWatch:    onWatch,
 		Auth:       m.cfg.ZKAuth,
 	})
 }
@@ -178,7 +192,7 @@ func (m *Manager) toolSession(ctx context.Context) (*zookeeper.Session, error) {
 	if m.tool != nil && m.tool.Conn.State() != zk.StateExpired {
 		return m.tool, nil
 	}
-	s, err := m.dial(ctx, nil)
+	s, err := m.dial(ctx, nil, nil)
 	if err != nil {
 		return nil, err
 	}

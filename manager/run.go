@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/internal/ratelog"
 	"github.com/zkchat/zkchat/zookeeper"
 )
 
@@ -47,7 +48,11 @@ func (m *Manager) Run(ctx context.Context) error {
 // runSession is one ZooKeeper session's life: join the election, lead or
 // wait for the predecessor to go, until the session is lost or ctx ends.
 func (m *Manager) runSession(ctx context.Context) error {
-	s, err := m.dial(ctx, nil)
+	s, err := m.dial(ctx, nil, func(ev zk.Event) {
+		if l := m.term.Load(); l != nil {
+			l.event(ev)
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -175,8 +180,17 @@ func (m *Manager) lead(ctx context.Context, s *zookeeper.Session, sid int64, nod
 	m.log.Info(msgLeader, "node", node, "session", fmt.Sprintf("%#x", sid))
 	l := &leader{m: m, s: s, ctx: lctx, cancel: cancel,
 		fence: []any{&zk.CheckVersionRequest{Path: node, Version: -1}},
-		sem:   make(chan struct{}, m.cfg.Concurrency),
-		seen:  map[string]bool{}}
+		warn:  ratelog.New(m.log, 5*time.Second),
+		nodes: map[nodeKey]*nodeState{}}
+	for i := range l.queues {
+		l.queues[i].ready = make(chan struct{}, 1)
+		for range m.cfg.Concurrency {
+			l.wg.Add(1)
+			go l.work(i)
+		}
+	}
+	m.term.Store(l)
+	defer m.term.CompareAndSwap(l, nil)
 	// Stop acting the moment the connection is lost: this process cannot
 	// tell whether its session survives.
 	l.wg.Add(1)
@@ -201,6 +215,7 @@ func (m *Manager) lead(ctx context.Context, s *zookeeper.Session, sid int64, nod
 	}
 	<-lctx.Done()
 	l.wg.Wait()
+	l.stopTimers()
 	m.setLeading(false)
 	err := context.Cause(lctx)
 	m.log.Info(msgFollower, "node", node, "reason", err)

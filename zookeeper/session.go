@@ -48,6 +48,12 @@ type SessionConfig struct {
 	// OnState, if set, is called from go-zookeeper's event loop on every
 	// session state change. It must not block.
 	OnState func(zk.State)
+	// OnWatch, if set, is called from go-zookeeper's event loop with every
+	// watch event (a node's data changed, it was created or deleted, its
+	// children changed), whoever set the watch. It must not block. With
+	// it, one goroutine can follow many nodes: the per-call watch channels
+	// (one buffered event each) may be left unread.
+	OnWatch func(zk.Event)
 	// Auth, if set, authenticates the session with ZooKeeper's digest scheme
 	// (and again after every reconnect), and the tree it creates is locked
 	// down with ACLs (see acl.go). nil: no credentials, open ACLs.
@@ -95,6 +101,9 @@ func Dial(ctx context.Context, cfg SessionConfig) (*Session, error) {
 		// callback sees every one.
 		zk.WithEventCallback(func(ev zk.Event) {
 			if ev.Type != zk.EventSession {
+				if cfg.OnWatch != nil && ev.Type != zk.EventNotWatching {
+					cfg.OnWatch(ev)
+				}
 				return
 			}
 			s.mu.Lock()
