@@ -68,6 +68,10 @@ type Worker struct {
 	ownerID int64 // session id that owns /online/<id>
 	stop    context.CancelFunc
 	done    chan struct{} // closed when the presence goroutine ends
+
+	presMu  sync.Mutex    // a leaf: lost, lostErr
+	lost    chan struct{} // closed when the presence ends without GoOffline
+	lostErr error         // why it did
 }
 
 // New returns the worker of id. It validates id and calls no server.
@@ -329,6 +333,9 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 		return fmt.Errorf("online %s: %w", w.id, err)
 	}
 	w.online = true
+	w.presMu.Lock()
+	w.lost, w.lostErr = make(chan struct{}), nil
+	w.presMu.Unlock()
 	pctx, stop := context.WithCancel(context.Background())
 	w.stop, w.done = stop, make(chan struct{})
 	go w.keepPresence(pctx, s, w.done)
@@ -380,36 +387,155 @@ func (w *Worker) createOnline(ctx context.Context, s Session) error {
 	return nil
 }
 
-// keepPresence re-creates /online/<id> when the session expired and
-// go-zookeeper quietly opened a new one: the ephemeral node died with the old
-// session.
+// Presence keeping: how often the worker makes its /online node again
+// before it gives up (a manager that refuses the node deletes every copy),
+// and how long a copy must last for the count to start over.
+const (
+	presenceRetries = 3
+	presenceStable  = 30 * time.Second
+)
+
+// keepPresence keeps /online/<id> the worker's while it is online: it
+// watches the node, and makes it again when it is gone and the id is still
+// registered (the session expired and go-zookeeper quietly opened a new one,
+// or someone deleted it). When presence cannot come back (the id was
+// unregistered, another session holds the node, or it keeps being removed)
+// the worker goes offline and says why: Lost, LostErr, and every later send.
+// Failures that may pass (a connection) are retried with backoff.
 func (w *Worker) keepPresence(ctx context.Context, s Session, done chan struct{}) {
 	defer close(done)
+	var (
+		backoff time.Duration
+		remade  int       // copies made in a row that did not last
+		madeAt  time.Time // when the last copy was made
+	)
 	for {
 		ch := s.Changed()
+		var watch <-chan zk.Event
+		var retry *time.Timer
 		if s.State() == zk.StateHasSession {
 			w.mu.Lock()
-			// Only while this presence is the worker's: after GoOffline
-			// (ctx ended, session detached) the worker may be online in
-			// another session.
-			if ctx.Err() == nil && w.online && w.sess == s && s.SessionID() != w.ownerID {
-				w.log.Warn("session expired while online; going online again", "old_session", w.ownerID)
-				cctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
-				err := w.createOnline(cctx, s)
-				cancel()
-				if err != nil {
-					w.log.Error("going online again after session expiry", "err", err)
-					w.ownerID = s.SessionID() // do not retry in a loop
-				}
+			if ctx.Err() != nil || !w.online || w.sess != s {
+				w.mu.Unlock()
+				return // GoOffline, or presence already lost
+			}
+			if !madeAt.IsZero() && time.Since(madeAt) > presenceStable {
+				remade = 0
+			}
+			wch, made, lost, err := w.holdPresenceLocked(ctx, s, remade)
+			if lost != nil {
+				w.loseLocked(lost)
+				w.mu.Unlock()
+				return
 			}
 			w.mu.Unlock()
+			if made {
+				remade++
+				madeAt = time.Now()
+			}
+			if err != nil {
+				backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+				w.log.Warn("keeping /online: retrying", "err", err, "retry_in", backoff)
+				retry = time.NewTimer(backoff)
+			} else {
+				backoff, watch = 0, wch
+			}
+		}
+		var fire <-chan time.Time
+		if retry != nil {
+			fire = retry.C
 		}
 		select {
 		case <-ch:
+		case <-watch:
+		case <-fire:
 		case <-ctx.Done():
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// holdPresenceLocked checks that /online/<id> is this session's and sets a
+// watch on it; a node gone is made again if the id is still registered
+// (made reports that). lost says why presence cannot come back; err is a
+// failure to retry. w.mu held.
+func (w *Worker) holdPresenceLocked(ctx context.Context, s Session, remade int) (watch <-chan zk.Event, made bool, lost, err error) {
+	cctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
+	defer cancel()
+	path := w.paths.OnlineNode(w.id)
+	for {
+		_, st, wch, err := s.GetW(cctx, path)
+		switch {
+		case err == nil && st.EphemeralOwner == s.SessionID():
+			return wch, made, nil, nil
+		case err == nil:
+			return nil, made, fmt.Errorf("%w: %s is online in another session now", protocol.ErrAlreadyOnline, w.id), nil
+		case !errors.Is(err, zk.ErrNoNode):
+			return nil, made, nil, err
+		case made:
+			return nil, made, nil, fmt.Errorf("%s gone right after it was made", path)
+		}
+		ok, _, err := s.Exists(cctx, w.paths.Registered(w.id))
+		if err != nil {
+			return nil, made, nil, err
+		}
+		if !ok {
+			return nil, made, fmt.Errorf("%w: %s was unregistered while online", protocol.ErrNotRegistered, w.id), nil
+		}
+		if remade >= presenceRetries {
+			return nil, made, fmt.Errorf("%w: %s was removed %d times in a row (refused by the manager?)", protocol.ErrNotOnline, path, remade), nil
+		}
+		w.log.Warn("online node gone while online; making it again", "path", path)
+		if err := w.createOnline(cctx, s); err != nil {
+			if errors.Is(err, protocol.ErrAlreadyOnline) {
+				return nil, made, fmt.Errorf("%w: %s is online in another session now", protocol.ErrAlreadyOnline, w.id), nil
+			}
+			return nil, made, nil, err
+		}
+		made = true
+	}
+}
+
+// loseLocked ends a presence that cannot come back: the worker is offline
+// (its session stays open for Register, Quit, GoOnline), and Lost says so.
+// w.mu held.
+func (w *Worker) loseLocked(why error) {
+	w.online = false
+	w.log.Warn("no longer online", "err", why)
+	w.presMu.Lock()
+	defer w.presMu.Unlock()
+	w.lostErr = why
+	if w.lost != nil {
+		close(w.lost)
+		w.lost = nil
+	}
+}
+
+// Lost returns a channel closed when the worker's presence, begun by the
+// last GoOnline, ends without GoOffline: LostErr says why. nil (never
+// closed) while no presence is kept.
+func (w *Worker) Lost() <-chan struct{} {
+	w.presMu.Lock()
+	defer w.presMu.Unlock()
+	if w.lost == nil && w.lostErr != nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return w.lost
+}
+
+// LostErr is why the last presence ended without GoOffline (nil if it did
+// not): wrapping ErrNotRegistered, ErrAlreadyOnline or ErrNotOnline.
+func (w *Worker) LostErr() error {
+	w.presMu.Lock()
+	defer w.presMu.Unlock()
+	return w.lostErr
 }
 
 // GoOffline closes the worker's session: /online/<id> disappears. It is
@@ -450,6 +576,9 @@ func (w *Worker) checkOnline(ctx context.Context) (Session, error) {
 	s, online := w.sess, w.online
 	w.mu.Unlock()
 	if !online || s == nil {
+		if why := w.LostErr(); why != nil {
+			return nil, fmt.Errorf("%w: %w", protocol.ErrNotOnline, why)
+		}
 		return nil, protocol.ErrNotOnline
 	}
 	ok, st, err := s.Exists(ctx, w.paths.OnlineNode(w.id))
