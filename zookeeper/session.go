@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -176,27 +177,56 @@ func WriteOutcomeUnknown(err error) bool {
 		errors.Is(err, zk.ErrClosing)
 }
 
+// MaxAbandoned bounds the go-zookeeper calls still running after their
+// caller gave up waiting (its context ended): go-zookeeper's calls cannot be
+// cancelled, so each keeps a goroutine until the server answers or the
+// connection is closed (up to two thirds of the session timeout on a hung
+// ensemble). Past the bound, Do fails at once with ErrStalled instead of
+// adding another: callers that retry on a hung ensemble would otherwise pile
+// up thousands.
+const MaxAbandoned = 1024
+
+// ErrStalled: too many earlier calls are still waiting for ZooKeeper.
+var ErrStalled = errors.New("ZooKeeper is not answering: too many calls still waiting for it")
+
+// abandoned counts the calls whose caller gave up and that still run.
+var abandoned atomic.Int64
+
 // Do runs f, a go-zookeeper call, and returns its error, or ctx's error if
-// ctx ends first.
+// ctx ends first (f still runs to its end; see MaxAbandoned).
 func Do[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	var zero T
 	if err := ctx.Err(); err != nil {
-		var zero T
 		return zero, context.Cause(ctx)
+	}
+	if n := abandoned.Load(); n >= MaxAbandoned {
+		return zero, fmt.Errorf("%w (%d)", ErrStalled, n)
 	}
 	type result struct {
 		v   T
 		err error
 	}
+	const (
+		running int32 = iota
+		finished
+		gaveUp
+	)
+	var state atomic.Int32
 	ch := make(chan result, 1)
 	go func() {
 		v, err := f()
 		ch <- result{v, err}
+		if !state.CompareAndSwap(running, finished) {
+			abandoned.Add(-1) // its caller gave up: counted there
+		}
 	}()
 	select {
 	case r := <-ch:
 		return r.v, r.err
 	case <-ctx.Done():
-		var zero T
+		if state.CompareAndSwap(running, gaveUp) {
+			abandoned.Add(1)
+		}
 		return zero, context.Cause(ctx)
 	}
 }
