@@ -36,21 +36,22 @@ func TestTransientCommit(t *testing.T) {
 // is tried again, with the newest position, instead of failing the read.
 func TestCommitterRetries(t *testing.T) {
 	var mu sync.Mutex
-	var calls []int64
+	var calls []protocol.Position
 	var c *committer
-	c = newCommitter(func(n int64) error {
+	c = newCommitter(func(n protocol.Position) error {
 		mu.Lock()
 		defer mu.Unlock()
 		calls = append(calls, n)
 		if len(calls) == 1 {
-			c.offer(7) // newer while the first is failing
+			c.offer(0, 7) // newer while the first is failing
 		}
 		if len(calls) <= 2 {
 			return kafkaCommitError{fmt.Errorf("commit: %w", context.DeadlineExceeded)}
 		}
 		return nil
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)), func(err error) { t.Errorf("committer gave up: %v", err) })
-	c.offer(5)
+	c.offer(0, 5)
+	c.offer(1, 3) // another partition: committed with the same request
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
@@ -66,7 +67,7 @@ func TestCommitterRetries(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if fmt.Sprint(calls) != "[5 7 7]" {
-		t.Errorf("commits %v, want 5 and 7 failing, then 7", calls)
+	if fmt.Sprint(calls) != "[map[0:5 1:3] map[0:7 1:3] map[0:7 1:3]]" {
+		t.Errorf("commits %v, want 5 and 7 failing, then 7 (with 3 on partition 1 each time)", calls)
 	}
 }

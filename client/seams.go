@@ -24,6 +24,7 @@ type Session interface {
 	// Multi applies ops (*zk.CreateRequest, *zk.SetDataRequest, ...) all
 	// or none.
 	Multi(ctx context.Context, ops ...any) ([]zk.MultiResponse, error)
+	Get(ctx context.Context, path string) ([]byte, *zk.Stat, error)
 	// GetW reads path and sets a one-shot watch on it.
 	GetW(ctx context.Context, path string) ([]byte, *zk.Stat, <-chan zk.Event, error)
 	Exists(ctx context.Context, path string) (bool, *zk.Stat, error)
@@ -59,14 +60,18 @@ type Kafka interface {
 	WaitTopic(ctx context.Context, topic string) error
 	// Produce writes one record and waits for its acknowledgement; it
 	// returns the record's offset.
-	Produce(ctx context.Context, topic string, key, value []byte) (int64, error)
-	// Bounds is the topic's low and high watermark.
-	Bounds(ctx context.Context, topic string) (low, high int64, err error)
-	// Committed is group's position on topic, -1 if none.
-	Committed(ctx context.Context, group, topic string) (int64, error)
-	Commit(ctx context.Context, group, topic string, next int64) error
-	// OpenReader reads topic from group's committed position (the low
-	// watermark if none).
+	Produce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (int64, error)
+	// Bounds is the low and high watermark of every partition of topic
+	// (one, in a topic zkchat made; another implementation's may have more).
+	Bounds(ctx context.Context, topic string) (low, high protocol.Position, err error)
+	// Committed is group's position on each partition of topic; a
+	// partition with none is absent.
+	Committed(ctx context.Context, group, topic string) (protocol.Position, error)
+	// Commit stores group's position on the partitions in next; the
+	// others keep theirs.
+	Commit(ctx context.Context, group, topic string, next protocol.Position) error
+	// OpenReader reads every partition of topic from group's committed
+	// position on it (the partition's low watermark if none).
 	OpenReader(ctx context.Context, group, topic string) (Reader, error)
 }
 
@@ -74,7 +79,8 @@ type Kafka interface {
 // an adapter can return it (kafka.MessageReader is the same type) without
 // importing this package.
 type Reader = interface {
-	// Next waits for the next record; its To is empty.
+	// Next waits for the next record, from any partition (in order
+	// within one); its To is empty.
 	Next(ctx context.Context) (protocol.Message, error)
 	Close()
 }

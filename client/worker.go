@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/ed25519"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,11 @@ type Config struct {
 	// Dial opens the worker's ZooKeeper sessions; nil: zookeeper.Dial.
 	// Tests hand it a fake (internal/fakezk).
 	Dial DialFunc
+	// SigningKey, if set, signs every message sent (protocol/sign.go), and
+	// its public key goes into /online/<id> for the manager to record in
+	// /registry/<id>. nil: messages go unsigned (receivers show them as
+	// unverified). LoadOrCreateKey keeps one in a file.
+	SigningKey ed25519.PrivateKey
 }
 
 // Worker is one chat user. It owns one ZooKeeper session at a time: going
@@ -68,6 +74,8 @@ type Worker struct {
 	ownerID int64 // session id that owns /online/<id>
 	stop    context.CancelFunc
 	done    chan struct{} // closed when the presence goroutine ends
+
+	keys senderKeys // the registered keys of senders, for checking signatures
 
 	presMu  sync.Mutex    // a leaf: lost, lostErr
 	lost    chan struct{} // closed when the presence ends without GoOffline
@@ -350,14 +358,21 @@ func (w *Worker) GoOnline(ctx context.Context) error {
 			return fmt.Errorf("online %s: the manager did not create the topic: %w", w.id, err)
 		}
 	}
+	w.awaitKeyRecorded(ctx, s)
 	return nil
 }
 
 func (w *Worker) createOnline(ctx context.Context, s Session) error {
-	meta := w.cfg.Metadata
-	if meta == nil {
+	meta := map[string]any{}
+	if w.cfg.Metadata == nil {
 		host, _ := os.Hostname()
-		meta = map[string]any{"host": host, "pid": os.Getpid()}
+		meta["host"], meta["pid"] = host, os.Getpid()
+	}
+	for k, v := range w.cfg.Metadata {
+		meta[k] = v
+	}
+	if pub := w.publicKey(); pub != nil {
+		meta[protocol.OnlineKeyField] = protocol.EncodePublicKey(pub)
 	}
 	data, err := json.Marshal(meta)
 	if err != nil {
@@ -594,10 +609,15 @@ func (w *Worker) checkOnline(ctx context.Context) (Session, error) {
 // SendMessage sends text to the worker to and waits for the broker's
 // acknowledgement. Both must be online: else ErrNotOnline,
 // ErrReceiverOffline, or ErrNotRegistered for an unknown receiver; nothing
-// is produced then.
+// is produced then. A text over protocol.MaxMessageBytes is refused first
+// (ErrMessageTooLong, with its size and the limit), before any server is
+// called.
 func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 	if err := protocol.ValidateID(to); err != nil {
 		return fmt.Errorf("send %s→%s: receiver: %w", w.id, to, err)
+	}
+	if err := protocol.CheckMessage(text); err != nil {
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
 	if w.cfg.Kafka == nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNoKafka)
@@ -643,7 +663,7 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 		}
 	}
 	topic := w.cfg.Kafka.Topics().Topic(to)
-	if _, err := w.cfg.Kafka.Produce(ctx, topic, []byte(w.id), []byte(text)); err != nil {
+	if _, err := w.cfg.Kafka.Produce(ctx, topic, []byte(w.id), []byte(text), w.sign(to, text)...); err != nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
 	return nil
@@ -705,11 +725,11 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 	return w.readUnread(ctx, group, topic, commit, fn)
 }
 
-// commitFunc stores next as the group's position, after opts.BeforeCommit.
-// It runs even when ctx is over: what the callback accepted must not be
-// read again.
-func (w *Worker) commitFunc(ctx context.Context, opts ReadOptions, group, topic string) func(next int64) error {
-	return func(next int64) error {
+// commitFunc stores next as the group's position (on the partitions in
+// it), after opts.BeforeCommit. It runs even when ctx is over: what the
+// callback accepted must not be read again.
+func (w *Worker) commitFunc(ctx context.Context, opts ReadOptions, group, topic string) func(next protocol.Position) error {
+	return func(next protocol.Position) error {
 		if opts.BeforeCommit != nil {
 			wait := opts.BeforeCommitTimeout
 			if wait <= 0 {
@@ -731,9 +751,9 @@ func (w *Worker) commitFunc(ctx context.Context, opts ReadOptions, group, topic 
 	}
 }
 
-// readUnread hands fn what was unread when it started (the committed
-// position up to the high watermark), then commits once.
-func (w *Worker) readUnread(ctx context.Context, group, topic string, commit func(int64) error, fn func(protocol.Message) error) (n int, err error) {
+// readUnread hands fn what was unread when it started (on every partition,
+// the committed position up to the high watermark), then commits once.
+func (w *Worker) readUnread(ctx context.Context, group, topic string, commit func(protocol.Position) error, fn func(protocol.Message) error) (n int, err error) {
 	k := w.cfg.Kafka
 	low, end, err := k.Bounds(ctx, topic)
 	if err != nil {
@@ -743,10 +763,18 @@ func (w *Worker) readUnread(ctx context.Context, group, topic string, commit fun
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", w.id, err)
 	}
-	if start < 0 {
-		start = low
+	// unread: the partitions with records to read, and where each ends.
+	unread := protocol.Position{}
+	for p, e := range end {
+		s, ok := start[p]
+		if !ok {
+			s = low[p]
+		}
+		if s < e {
+			unread[p] = e
+		}
 	}
-	if start >= end {
+	if len(unread) == 0 {
 		return 0, nil // nothing unread: no assignment needed
 	}
 	r, err := k.OpenReader(ctx, group, topic)
@@ -754,25 +782,29 @@ func (w *Worker) readUnread(ctx context.Context, group, topic string, commit fun
 		return 0, fmt.Errorf("read %s: %w", w.id, err)
 	}
 	defer r.Close()
-	next := int64(-1) // offset after the last accepted message
+	next := protocol.Position{} // per partition, the offset after the last accepted message
 	defer func() {
-		if next >= 0 {
+		if len(next) > 0 {
 			if cerr := commit(next); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("read %s: %w", w.id, cerr))
 			}
 		}
 	}()
-	for next < end {
+	for len(unread) > 0 {
 		msg, err := r.Next(ctx)
 		if err != nil {
 			return n, fmt.Errorf("read %s: %w", w.id, err)
 		}
 		msg.To = w.id
+		msg.Trust = w.checkSender(ctx, msg)
 		if err := fn(msg); err != nil {
 			return n, err
 		}
 		n++
-		next = msg.Offset + 1
+		next[msg.Partition] = msg.Offset + 1
+		if e, ok := unread[msg.Partition]; ok && msg.Offset+1 >= e {
+			delete(unread, msg.Partition)
+		}
 	}
 	return n, nil
 }
@@ -781,7 +813,7 @@ func (w *Worker) readUnread(ctx context.Context, group, topic string, commit fun
 // ends, fn fails or the committer gives up. Commits go in the background,
 // coalesced: a commit takes a few milliseconds (the group coordinator
 // lingers), and the next message must not wait for it.
-func (w *Worker) follow(ctx context.Context, group, topic string, commit func(int64) error, fn func(protocol.Message) error) (n int, err error) {
+func (w *Worker) follow(ctx context.Context, group, topic string, commit func(protocol.Position) error, fn func(protocol.Message) error) (n int, err error) {
 	r, err := w.cfg.Kafka.OpenReader(ctx, group, topic)
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", w.id, err)
@@ -808,6 +840,7 @@ func (w *Worker) follow(ctx context.Context, group, topic string, commit func(in
 			return n, fmt.Errorf("read %s: %w", w.id, err)
 		}
 		msg.To = w.id
+		msg.Trust = w.checkSender(ctx, msg)
 		if err := fn(msg); err != nil {
 			return n, err
 		}
@@ -816,7 +849,7 @@ func (w *Worker) follow(ctx context.Context, group, topic string, commit func(in
 		// while a backlog is read and a failed delivery proof re-sends only
 		// what came after the last commit; the committer coalesces (one
 		// commit at a time, of the latest offer).
-		c.offer(msg.Offset + 1)
+		c.offer(msg.Partition, msg.Offset+1)
 	}
 }
 
@@ -825,9 +858,10 @@ func (w *Worker) follow(ctx context.Context, group, topic string, commit func(in
 var commitRetryDelay = time.Second
 
 // committer commits a reader's position in the background: offer replaces
-// the offset to commit, so a burst of messages costs one commit.
+// the offset to commit on a partition, so a burst of messages costs one
+// commit (of every partition offered since the last one).
 type committer struct {
-	commit func(int64) error
+	commit func(protocol.Position) error
 	log    *slog.Logger
 	onFail func(error)   // called once the committer gave up
 	wake   chan struct{} // cap 1
@@ -835,20 +869,21 @@ type committer struct {
 	done   chan struct{}
 
 	mu   sync.Mutex
-	next int64 // to commit; -1: nothing
+	next protocol.Position // to commit; empty: nothing
 	err  error
 }
 
-func newCommitter(commit func(int64) error, log *slog.Logger, onFail func(error)) *committer {
+func newCommitter(commit func(protocol.Position) error, log *slog.Logger, onFail func(error)) *committer {
 	c := &committer{commit: commit, log: log, onFail: onFail, wake: make(chan struct{}, 1), quit: make(chan struct{}),
-		done: make(chan struct{}), next: -1}
+		done: make(chan struct{}), next: protocol.Position{}}
 	go c.loop()
 	return c
 }
 
-func (c *committer) offer(next int64) {
+// offer makes next the position to commit on partition.
+func (c *committer) offer(partition int32, next int64) {
 	c.mu.Lock()
-	c.next = next
+	c.next[partition] = next
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -862,12 +897,12 @@ func (c *committer) failed() error {
 	return c.err
 }
 
-// take returns the offset to commit and clears it.
-func (c *committer) take() int64 {
+// take returns the position to commit and clears it.
+func (c *committer) take() protocol.Position {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.next
-	c.next = -1
+	c.next = protocol.Position{}
 	return n
 }
 
@@ -902,7 +937,7 @@ func (c *committer) loop() {
 		}
 		again = false
 		n := c.take()
-		if n < 0 {
+		if len(n) == 0 {
 			continue
 		}
 		err := c.commit(n)
@@ -913,10 +948,12 @@ func (c *committer) loop() {
 			// Keep reading and commit later: ending the read would make its
 			// caller read again, from the last commit, what it has already
 			// handed on (a duplicate for every message since).
-			c.log.Warn("commit of the read position failed; retrying", "offset", n, "err", err)
+			c.log.Warn("commit of the read position failed; retrying", "position", n, "err", err)
 			c.mu.Lock()
-			if c.next < 0 {
-				c.next = n
+			for p, off := range n {
+				if _, newer := c.next[p]; !newer {
+					c.next[p] = off
+				}
 			}
 			c.mu.Unlock()
 			select {
@@ -942,7 +979,7 @@ func (c *committer) stop() error {
 	if err := c.failed(); err != nil {
 		return err
 	}
-	if n := c.take(); n >= 0 {
+	if n := c.take(); len(n) > 0 {
 		return c.commit(n)
 	}
 	return nil

@@ -433,7 +433,7 @@ func TestReadCommits(t *testing.T) {
 	if !errors.Is(err, errStop) || n != 4 {
 		t.Fatalf("partial read = %d, %v", n, err)
 	}
-	if off, _ := e.kafka.Committed(ctx, "p-bob", "p-bob"); off != 4 {
+	if off := e.kafka.Offset("p-bob", "p-bob"); off != 4 {
 		t.Fatalf("committed %d after 4 accepted, want 4", off)
 	}
 	bob.GoOffline()
@@ -516,7 +516,7 @@ func TestFollowCommits(t *testing.T) {
 	if len(got) != total || got[total-1] != fmt.Sprint(total-1) {
 		t.Fatalf("followed %q", got)
 	}
-	if off, _ := e.kafka.Committed(ctx, "p-bob", "p-bob"); off != total {
+	if off := e.kafka.Offset("p-bob", "p-bob"); off != total {
 		t.Fatalf("committed %d, want %d", off, total)
 	}
 	if n, err := bob.ReadMessages(ctx, func(protocol.Message) error { return nil }); err != nil || n != 0 {
@@ -540,7 +540,7 @@ func TestFollowBeforeCommit(t *testing.T) {
 	if !errors.Is(err, errNoPong) {
 		t.Fatalf("follow = %v, want the proof's error", err)
 	}
-	if off, _ := e.kafka.Committed(ctx, "p-bob", "p-bob"); off != -1 {
+	if off := e.kafka.Offset("p-bob", "p-bob"); off != -1 {
 		t.Fatalf("committed %d without a proof", off)
 	}
 
@@ -560,7 +560,7 @@ func TestFollowBeforeCommit(t *testing.T) {
 		done <- bob.FollowMessagesWith(fctx, client.ReadOptions{}, func(protocol.Message) error { return nil })
 	}()
 	waitFor(t, 5*time.Second, "the commit after two transient failures", func() bool {
-		off, _ := e.kafka.Committed(ctx, "p-bob", "p-bob")
+		off := e.kafka.Offset("p-bob", "p-bob")
 		return off == 1
 	})
 	cancel()

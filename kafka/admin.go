@@ -52,6 +52,12 @@ type Admin struct {
 	p   *ckafka.Producer
 	a   *ckafka.AdminClient
 	wg  sync.WaitGroup
+
+	// warned is, for each topic found with another layout than zkchat's,
+	// the partition count last logged (foreignLayout): a user going online
+	// many times is one warning, not one each time. Leaf lock.
+	warnMu sync.Mutex
+	warned map[string]int
 }
 
 // NewAdmin makes an admin client named clientID. It does not wait for the
@@ -110,11 +116,15 @@ type TopicSpec struct {
 }
 
 // CreateTopic creates topic with one partition. A topic that exists
-// already is success.
+// already is success, whatever its partition count: the readers read every
+// partition (reader.go), so a user's topic that another implementation
+// made with more partitions is read whole; it is logged once at Warn
+// (foreignLayout), since it is not what this manager would have made.
 func (a *Admin) CreateTopic(ctx context.Context, topic string, spec TopicSpec) error {
 	ctx, cancel := context.WithTimeout(ctx, topicTimeout)
 	defer cancel()
 	rf := max(spec.ReplicationFactor, 1)
+	existed := false
 	err := Retry(ctx, func() error {
 		res, err := a.a.CreateTopics(ctx, []ckafka.TopicSpecification{{
 			Topic: topic, NumPartitions: 1, ReplicationFactor: rf, Config: spec.Config,
@@ -127,7 +137,9 @@ func (a *Admin) CreateTopic(ctx context.Context, topic string, spec TopicSpec) e
 		}
 		for _, r := range res {
 			switch r.Error.Code() {
-			case ckafka.ErrNoError, ckafka.ErrTopicAlreadyExists:
+			case ckafka.ErrNoError:
+			case ckafka.ErrTopicAlreadyExists:
+				existed = true
 			default:
 				return r.Error
 			}
@@ -137,7 +149,42 @@ func (a *Admin) CreateTopic(ctx context.Context, topic string, spec TopicSpec) e
 	if err != nil {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
+	if existed {
+		a.foreignLayout(ctx, topic)
+	}
 	return nil
+}
+
+// foreignLayout logs, once per topic and partition count, a user's topic
+// that exists with another partition count than the one zkchat makes.
+// It is accepted (every partition is read, in order within each), but the
+// operator should know: another implementation shares the cluster, and
+// the order of a user's messages across partitions is not kept. A failed
+// look is only logged at debug: the topic exists, which is what the
+// caller needs.
+func (a *Admin) foreignLayout(ctx context.Context, topic string) {
+	md, err := a.a.GetMetadata(&topic, false, waitMs(ctx, metadataWait))
+	if err != nil {
+		a.log.Debug("metadata of an existing topic", "topic", topic, "err", err)
+		return
+	}
+	n := len(md.Topics[topic].Partitions)
+	if n == 1 || n == 0 { // zkchat's layout; 0: not known to the broker asked yet
+		return
+	}
+	a.warnMu.Lock()
+	seen := a.warned[topic] == n
+	if !seen {
+		if a.warned == nil {
+			a.warned = map[string]int{}
+		}
+		a.warned[topic] = n
+	}
+	a.warnMu.Unlock()
+	if !seen {
+		a.log.Warn("user topic exists with another layout than zkchat's (made by another implementation?); accepted: every partition is read, in order within each",
+			"topic", topic, "partitions", n, "zkchat_partitions", 1)
+	}
 }
 
 // DeleteTopic deletes topic and the committed read position of group, so
@@ -171,6 +218,13 @@ func (a *Admin) DeleteTopic(ctx context.Context, topic, group string) error {
 		for _, r := range gres.ConsumerGroupResults {
 			switch r.Error.Code() {
 			case ckafka.ErrNoError, ckafka.ErrGroupIDNotFound:
+			case ckafka.ErrNonEmptyGroup:
+				// Members are subscribed (another implementation's reader
+				// uses the group as a subscriber). The group coordinator
+				// drops the offsets of a deleted topic itself, and an empty
+				// group expires on its own: the quit is complete. Failing
+				// here would answer 0 after the topic is gone.
+				a.log.Info("consumer group has members; its offsets went with the topic", "group", group, "topic", topic)
 			default:
 				return r.Error
 			}

@@ -56,6 +56,9 @@ type Clients struct {
 
 	mu      sync.Mutex
 	readers map[string]*Reader // by topic
+	// partitionCheck is how often an open reader looks for partitions
+	// added to its topic (reader.go); set once, before any reader opens.
+	partitionCheck time.Duration
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -134,10 +137,6 @@ var GoChannelSizes = map[string]ckafka.ConfigValue{
 	"go.produce.channel.size": 1000,
 }
 
-// readerBuffer is how many fetched records may wait for one reader before
-// its partition is paused; the rest stays in Kafka.
-const readerBuffer = 256
-
 // New creates the shared clients. It does not wait for the brokers: the
 // first operation that needs them reports an unreachable cluster.
 func New(cfg Config) (*Clients, error) {
@@ -197,7 +196,7 @@ func New(cfg Config) (*Clients, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &Clients{cfg: cfg, log: cfg.Logger, producer: p, producerConf: pc, admin: a, adminProducer: ap, consumer: c,
-		readers: map[string]*Reader{}, cancel: cancel}
+		readers: map[string]*Reader{}, partitionCheck: partitionCheck, cancel: cancel}
 	k.wg.Add(6)
 	go k.drainProducerEvents(p)
 	go k.drainProducerEvents(ap)
@@ -207,6 +206,10 @@ func New(cfg Config) (*Clients, error) {
 	go k.logLoop(ctx, c.Logs())
 	return k, nil
 }
+
+// closeWarnAfter is how long Close waits for calls in flight before it
+// says so (and again after each such interval); a variable for the tests.
+var closeWarnAfter = 20 * time.Second
 
 // errClosed: a call after Close.
 var errClosed = errors.New("kafka clients closed")
@@ -284,11 +287,13 @@ func (k *Clients) Close() {
 		return
 	}
 	k.cancel()
-	// Calls in flight end within their own timeouts (15 s at most).
-	for deadline := time.Now().Add(20 * time.Second); k.calls.Load() > 0; {
-		if time.Now().After(deadline) {
-			k.log.Warn("kafka close: calls still in flight", "calls", k.calls.Load())
-			break
+	// Calls in flight end within their own timeouts (15 s at most). Close
+	// waits for them however long: destroying the clients under a call is
+	// a use-after-free in librdkafka, worse than a slow exit.
+	for warn := time.Now().Add(closeWarnAfter); k.calls.Load() > 0; {
+		if time.Now().After(warn) {
+			k.log.Warn("kafka close: still waiting for calls in flight", "calls", k.calls.Load())
+			warn = time.Now().Add(closeWarnAfter)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -368,12 +373,16 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // Produce writes one record and waits for the broker's acknowledgement.
-func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
-	off, err, again := k.produceOnce(ctx, topic, key, value)
+func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (int64, error) {
+	var hs []ckafka.Header
+	for _, h := range headers {
+		hs = append(hs, ckafka.Header{Key: h.Key, Value: h.Value})
+	}
+	off, err, again := k.produceOnce(ctx, topic, key, value, hs)
 	if again {
 		// Certainly not sent, and the producer was replaced meanwhile:
 		// the new one may take it.
-		off, err, _ = k.produceOnce(ctx, topic, key, value)
+		off, err, _ = k.produceOnce(ctx, topic, key, value, hs)
 	}
 	return off, err
 }
@@ -381,7 +390,7 @@ func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte) 
 // produceOnce is one attempt of Produce. again: the record was certainly
 // not sent (refused, or purged from the queue before it left) by a
 // producer that has been replaced since.
-func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []byte) (off int64, err error, again bool) {
+func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []byte, headers []ckafka.Header) (off int64, err error, again bool) {
 	done := make(chan ckafka.Event, 1)
 	// Queued under pmu: replaceProducer swaps under it too, so nothing is
 	// queued on a producer after it was replaced (its close in the
@@ -395,6 +404,7 @@ func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []by
 			TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
 			Key:            key,
 			Value:          value,
+			Headers:        headers,
 		}, done)
 	}
 	k.pmu.Unlock()
@@ -533,274 +543,6 @@ func (k *Clients) WaitTopic(ctx context.Context, topic string) error {
 		}
 		delay = min(delay*2, 200*time.Millisecond)
 	}
-}
-
-// Committed returns the next offset to read for group on topic's partition
-// 0, or -1 if the group has committed nothing.
-func (k *Clients) Committed(ctx context.Context, group, topic string) (int64, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	var tp ckafka.TopicPartition
-	err := Retry(ctx, func() error {
-		var res ckafka.ListConsumerGroupOffsetsResult
-		err := k.use(func() (err error) {
-			res, err = k.admin.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{
-				Group: group, Partitions: []ckafka.TopicPartition{{Topic: &topic, Partition: 0}},
-			}}, ckafka.SetAdminRequireStableOffsets(true))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != 1 {
-			return fmt.Errorf("unexpected answer %v", res)
-		}
-		tp = res.ConsumerGroupsTopicPartitions[0].Partitions[0]
-		return tp.Error
-	})
-	if err != nil {
-		return 0, fmt.Errorf("committed offset of group %s: %w", group, err)
-	}
-	if tp.Offset < 0 {
-		return -1, nil
-	}
-	return int64(tp.Offset), nil
-}
-
-// Commit stores next as the group's position on topic.
-func (k *Clients) Commit(ctx context.Context, group, topic string, next int64) error {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	err := Retry(ctx, func() error {
-		var res ckafka.AlterConsumerGroupOffsetsResult
-		err := k.use(func() (err error) {
-			res, err = k.admin.AlterConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{
-				Group: group, Partitions: []ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: ckafka.Offset(next)}},
-			}})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		for _, g := range res.ConsumerGroupsTopicPartitions {
-			for _, tp := range g.Partitions {
-				if tp.Error != nil {
-					return tp.Error
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("commit %s@%d for group %s: %w", topic, next, group, classify(err))
-	}
-	return nil
-}
-
-// Bounds returns the topic's low and high watermarks: the first offset
-// still stored, and the offset the next record gets.
-func (k *Clients) Bounds(ctx context.Context, topic string) (low, high int64, err error) {
-	ms := 10000
-	if dl, ok := ctx.Deadline(); ok {
-		ms = max(1, int(time.Until(dl)/time.Millisecond))
-	}
-	err = k.use(func() (err error) { low, high, err = k.consumer.QueryWatermarkOffsets(topic, 0, ms); return err })
-	if err != nil {
-		return 0, 0, fmt.Errorf("offsets of %s: %w", topic, err)
-	}
-	return low, high, nil
-}
-
-// Reader receives one topic's records from the poll loop. Its mu guards the
-// queue and the flags; it is taken after Clients.mu, or alone.
-type Reader struct {
-	k     *Clients
-	topic string
-	wake  chan struct{} // cap 1: something was queued
-
-	mu     sync.Mutex
-	queue  []*ckafka.Message
-	err    error // a partition error (topic deleted, ...)
-	paused bool
-	closed bool
-}
-
-// MessageReader is what OpenReader returns: an alias of an unnamed
-// interface type, so that a consumer can declare the same type (client.Reader)
-// and *Clients satisfies its interface without importing this package.
-type MessageReader = interface {
-	Next(ctx context.Context) (protocol.Message, error)
-	Close()
-}
-
-// ErrReaderOpen: a topic can have one open reader per process.
-var ErrReaderOpen = errors.New("topic already has a reader in this process")
-
-// OpenReader starts fetching topic from group's committed position.
-// Its result is a *Reader.
-func (k *Clients) OpenReader(ctx context.Context, group, topic string) (MessageReader, error) {
-	start, err := k.Committed(ctx, group, topic)
-	if err != nil {
-		return nil, err
-	}
-	r := &Reader{k: k, topic: topic, wake: make(chan struct{}, 1)}
-	offset := ckafka.OffsetBeginning
-	if start >= 0 {
-		offset = ckafka.Offset(start)
-	}
-	k.learnTopic(ctx, topic)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed.Load() {
-		return nil, errors.New("kafka clients closed")
-	}
-	if _, dup := k.readers[topic]; dup {
-		return nil, fmt.Errorf("%s: %w", topic, ErrReaderOpen)
-	}
-	if err := k.use(func() error {
-		return k.consumer.IncrementalAssign([]ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: offset}})
-	}); err != nil {
-		return nil, fmt.Errorf("assign %s: %w", topic, err)
-	}
-	// librdkafka keeps a partition's pause across unassign and assign, and
-	// only this reader's Next resumes it: a new reader must start unpaused
-	// (its queue is empty, so nothing else would ever resume it). Fetching
-	// starts at the assigned offset.
-	if err := k.use(func() error { return k.consumer.Resume([]ckafka.TopicPartition{{Topic: &topic, Partition: 0}}) }); err != nil {
-		k.log.Warn("resume after assign", "topic", topic, "err", err)
-	}
-	k.readers[topic] = r
-	return r, nil
-}
-
-// learnTopic makes the shared consumer fetch topic's metadata now, so that
-// the first fetch of a topic it has never seen does not wait for its
-// once-a-second scan of unknown topics (up to a second on a new user's
-// first message).
-func (k *Clients) learnTopic(ctx context.Context, topic string) {
-	ms := 5000
-	if dl, ok := ctx.Deadline(); ok {
-		ms = max(1, min(ms, int(time.Until(dl)/time.Millisecond)))
-	}
-	if err := k.use(func() error { _, err := k.consumer.GetMetadata(&topic, false, ms); return err }); err != nil {
-		k.log.Debug("metadata before assign", "topic", topic, "err", err)
-	}
-}
-
-// Close stops fetching the reader's topic.
-func (r *Reader) Close() {
-	k := r.k
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
-	r.closed = true
-	r.queue = nil
-	delete(k.readers, r.topic)
-	if k.closed.Load() {
-		return
-	}
-	if err := k.use(func() error {
-		return k.consumer.IncrementalUnassign([]ckafka.TopicPartition{{Topic: &r.topic, Partition: 0}})
-	}); err != nil && !errors.Is(err, errClosed) {
-		k.log.Warn("unassign", "topic", r.topic, "err", err)
-	}
-}
-
-// Next returns the reader's next record, waiting for one. Its To is empty:
-// the topic's owner is the caller's to say.
-func (r *Reader) Next(ctx context.Context) (protocol.Message, error) {
-	for {
-		r.mu.Lock()
-		if len(r.queue) > 0 {
-			m := r.queue[0]
-			r.queue[0] = nil
-			r.queue = r.queue[1:]
-			if r.paused && len(r.queue) <= readerBuffer/2 {
-				// librdkafka resumes after the last record handed to the
-				// application, which is the last one queued here.
-				if err := r.k.use(func() error { return r.k.consumer.Resume([]ckafka.TopicPartition{{Topic: &r.topic, Partition: 0}}) }); err != nil {
-					r.k.log.Warn("resume", "topic", r.topic, "err", err)
-				} else {
-					r.paused = false
-				}
-			}
-			r.mu.Unlock()
-			return protocol.Message{From: string(m.Key), Text: string(m.Value),
-				Offset: int64(m.TopicPartition.Offset), Time: m.Timestamp}, nil
-		}
-		if err := r.err; err != nil {
-			r.err = nil
-			r.mu.Unlock()
-			return protocol.Message{}, err
-		}
-		r.mu.Unlock()
-		select {
-		case <-r.wake:
-		case <-ctx.Done():
-			return protocol.Message{}, context.Cause(ctx)
-		}
-	}
-}
-
-// pollLoop is the one goroutine that polls the shared consumer and hands
-// records to their readers. A reader with readerBuffer records queued has its
-// partition paused, so one slow reader never blocks the others and its
-// backlog stays in Kafka.
-func (k *Clients) pollLoop(ctx context.Context) {
-	defer k.wg.Done()
-	for ctx.Err() == nil {
-		switch e := k.consumer.Poll(100).(type) {
-		case *ckafka.Message:
-			k.dispatch(e)
-		case ckafka.Error:
-			k.noisy.log(k.log, "kafka consumer", e)
-		case nil:
-		default:
-			k.log.Debug("kafka consumer event", "event", e.String())
-		}
-	}
-}
-
-func (k *Clients) dispatch(m *ckafka.Message) {
-	topic := topicOf(m)
-	k.mu.Lock()
-	r := k.readers[topic]
-	k.mu.Unlock()
-	if r == nil {
-		return // unassigned since
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
-	if m.TopicPartition.Error != nil {
-		r.err = fmt.Errorf("read %s: %w", topic, m.TopicPartition.Error)
-	} else {
-		r.queue = append(r.queue, m)
-		if len(r.queue) >= readerBuffer && !r.paused {
-			if err := k.consumer.Pause([]ckafka.TopicPartition{{Topic: &topic, Partition: 0}}); err != nil {
-				k.log.Warn("pause", "topic", topic, "err", err)
-			} else {
-				r.paused = true
-			}
-		}
-	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-func topicOf(m *ckafka.Message) string {
-	if m.TopicPartition.Topic == nil {
-		return ""
-	}
-	return *m.TopicPartition.Topic
 }
 
 // retriable reports whether err is a Kafka error worth trying again: the

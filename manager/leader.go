@@ -496,7 +496,7 @@ func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) r
 	case kindEnroll, kindQuit:
 		err = l.request(k, name, path, data, stat)
 	case kindOnline:
-		err = l.online(name, path, stat)
+		err = l.online(name, path, data, stat)
 	}
 	switch {
 	case protocol.ErrNotTouched(err):
@@ -581,7 +581,7 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 // a registered one gets its topic. With ACLs on, a node not made by the id
 // (with the password it registered with) or by zkchat's principal is taken
 // offline too; one not yet touched by its creator waits for the touch.
-func (l *leader) online(id, path string, stat *zk.Stat) error {
+func (l *leader) online(id, path string, data []byte, stat *zk.Stat) error {
 	log := l.m.log.With("kind", "online", "id", id)
 	valid, why := protocol.ValidateID(id) == nil, "invalid id"
 	if valid {
@@ -603,6 +603,11 @@ func (l *leader) online(id, path string, stat *zk.Stat) error {
 			return err
 		}
 		if ok {
+			// The key first: a worker that sees its topic ready finds its
+			// key recorded too.
+			if err := l.recordKey(id, path, data); err != nil {
+				return err
+			}
 			return l.ensureTopic(id)
 		}
 		why = "not registered"
@@ -618,6 +623,57 @@ func (l *leader) online(id, path string, stat *zk.Stat) error {
 		}
 		return fmt.Errorf("delete %s: %w", path, err)
 	}
+	return nil
+}
+
+// recordKey copies the public key of id's online node into
+// /registry/<id> (fenced, at the version read) when it differs: the key
+// receivers check id's signatures with. The node was made by id (with ACLs
+// on, online has checked its identity against the registry's binding).
+// A malformed key is logged and not recorded; the node is still accepted.
+func (l *leader) recordKey(id, path string, data []byte) error {
+	pub, err := protocol.OnlinePublicKey(data)
+	if err != nil {
+		l.warn.Warn("online node with a malformed public key: not recorded", "path", path, "err", err)
+		return nil
+	}
+	if pub == nil {
+		return nil // unsigned: another implementation, or no key configured
+	}
+	reg := l.s.Paths.Registered(id)
+	type got struct {
+		data []byte
+		stat *zk.Stat
+	}
+	g, err := zookeeper.Do(l.ctx, func() (got, error) {
+		d, st, err := l.s.Conn.Get(reg)
+		return got{d, st}, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil // unregistered meanwhile: its quit deletes the online node
+	}
+	if err != nil {
+		return fmt.Errorf("%w: read %s: %w", errRetry, reg, err)
+	}
+	rd, perr := protocol.ParseRegistryData(g.data)
+	if perr != nil {
+		l.warn.Warn("registry node is not zkchat's JSON: rewriting it with the key", "path", reg, "err", perr)
+	}
+	if rd.Key().Equal(pub) {
+		return nil
+	}
+	rd.PublicKey = protocol.EncodePublicKey(pub)
+	resp, err := multi(l.ctx, l.s, l.fence, &zk.SetDataRequest{Path: reg, Data: rd.Marshal(), Version: g.stat.Version})
+	if err != nil {
+		if i, _ := failedOp(resp, err); i >= 0 && i < len(l.fence) {
+			return errNotLeader
+		}
+		if errors.Is(err, errOutcomeUnknown) {
+			return err
+		}
+		return fmt.Errorf("%w: record the key of %s: %w", errRetry, id, err)
+	}
+	l.m.log.Info("public key recorded", "id", id)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package manager
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -296,7 +295,7 @@ func multi(ctx context.Context, s writer, fence []any, ops ...any) ([]zk.MultiRe
 // same transaction. ident is the requester's digest identity, bound to the
 // id in the registry node's ACL ("" for none).
 func (m *Manager) register(ctx context.Context, s writer, fence []any, id, ident string, req *zk.SetDataRequest) (protocol.Status, error) {
-	meta, _ := json.Marshal(map[string]any{"registered_at": time.Now().UTC().Format(time.RFC3339)})
+	meta := protocol.RegistryData{RegisteredAt: time.Now().UTC().Format(time.RFC3339)}.Marshal()
 	ops := []any{&zk.CreateRequest{Path: m.paths.Registered(id), Data: meta, Acl: m.registryACL(ident)}}
 	if req != nil {
 		ops = append(ops, answer(req, protocol.StatusDone))

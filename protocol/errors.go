@@ -45,6 +45,10 @@ var (
 	// ErrNoTopic: a user's Kafka topic does not exist (deleted, or not
 	// made yet).
 	ErrNoTopic = errors.New("topic does not exist")
+	// ErrMessageTooLong: a message text is longer than MaxMessageBytes. It
+	// is refused before anything is sent; the error says the size and the
+	// limit.
+	ErrMessageTooLong = errors.New("message too long")
 	// ErrTransient: Kafka was away or slow (a broker down, a coordinator
 	// moving); the same call may succeed later.
 	ErrTransient = errors.New("temporary Kafka failure")

@@ -249,6 +249,19 @@ func (s *Session) Delete(ctx context.Context, path string, version int32) error 
 	return err
 }
 
+// Get reads path.
+func (s *Session) Get(ctx context.Context, path string) ([]byte, *zk.Stat, error) {
+	type r struct {
+		data []byte
+		stat *zk.Stat
+	}
+	v, err := Do(ctx, func() (r, error) {
+		d, st, err := s.Conn.Get(path)
+		return r{d, st}, err
+	})
+	return v.data, v.stat, err
+}
+
 // GetW reads path and sets a one-shot watch on its data.
 func (s *Session) GetW(ctx context.Context, path string) ([]byte, *zk.Stat, <-chan zk.Event, error) {
 	type r struct {

@@ -108,6 +108,8 @@ func globalFlags() []cli.Flag {
 			Usage: "debug, info, warn or error (default: info for manager and bridge, error otherwise)"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"ZKCHAT_LOG_FORMAT"}, Value: "text",
 			Usage: "text or json (logs go to stderr)"},
+		&cli.StringFlag{Name: "key-dir", EnvVars: []string{"ZKCHAT_KEY_DIR"},
+			Usage: "`DIR` of the users' signing keys, <id>.key, made when missing (default: ~/.config/zkchat/keys); \"none\": send unsigned"},
 	}, authFlags()...)
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,12 +16,22 @@ import (
 )
 
 // zc runs zkchat with args and returns stdout, stderr and the exit code.
+// keyDirs is each test's signing key directory (the CLI's default is the
+// home directory's).
+var keyDirs sync.Map
+
+func keyDir(t *testing.T) string {
+	d, _ := keyDirs.LoadOrStore(t, t.TempDir())
+	return d.(string)
+}
+
 func zc(t *testing.T, env *testenv.Env, stdin io.Reader, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	all := []string{"zkchat"}
 	if env != nil {
-		all = append(all, "--zookeeper", env.ZooKeeper, "--kafka", env.Kafka, "--topic-prefix", env.Prefix)
+		all = append(all, "--zookeeper", env.ZooKeeper, "--kafka", env.Kafka, "--topic-prefix", env.Prefix,
+			"--key-dir", keyDir(t))
 	}
 	all = append(all, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

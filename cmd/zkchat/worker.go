@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -63,6 +65,15 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 			return nil, err
 		}
 	}
+	var key ed25519.PrivateKey
+	if withKafka {
+		if key, err = signingKey(c, id); err != nil {
+			if env.kafka != nil {
+				env.kafka.Close()
+			}
+			return nil, err
+		}
+	}
 	env.w, err = client.New(id, client.Config{
 		ZooKeeper:      c.String("zookeeper"),
 		SessionTimeout: c.Duration("session-timeout"),
@@ -72,6 +83,7 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 		Kafka:        env.kafka,
 		Logger:       log,
 		Auth:         za,
+		SigningKey:   key,
 	})
 	if err != nil {
 		if env.kafka != nil {
@@ -190,8 +202,9 @@ func sendCommand() *cli.Command {
 		Name:      "send",
 		Usage:     "go online as --from, send TEXT to --to, wait for Kafka's acknowledgement, go offline",
 		ArgsUsage: "TEXT...",
-		Description: "The words of TEXT are joined with spaces. Both users must be online while\n" +
-			"sending: --from is for the duration of the command, --to must be.",
+		Description: "The words of TEXT are joined with spaces, at most " + strconv.Itoa(protocol.MaxMessageBytes) + " bytes of UTF-8.\n" +
+			"Both users must be online while sending: --from is for the duration of the\n" +
+			"command, --to must be.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Required: true, Usage: "sender `ID`"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "receiver `ID`"},
@@ -203,6 +216,9 @@ func sendCommand() *cli.Command {
 			text := strings.Join(c.Args().Slice(), " ")
 			if !utf8.ValidString(text) {
 				return usagef("send: TEXT is not valid UTF-8")
+			}
+			if err := protocol.CheckMessage(text); err != nil { // before any server is called
+				return usageError{fmt.Errorf("send: %w", err)}
 			}
 			if err := protocol.ValidateID(c.String("to")); err != nil {
 				return fmt.Errorf("--to: %w", err)
@@ -226,6 +242,9 @@ func readCommand() *cli.Command {
 		Name:      "read",
 		Usage:     "go online as ID, print unread messages as `sender: text`, commit, go offline",
 		ArgsUsage: "ID",
+		Description: "Control characters are shown as \\xNN, a sender that is not a valid id\n" +
+			"in quotes, escaped; a text over " + strconv.Itoa(protocol.MaxMessageBytes) + " bytes (from another producer) is cut,\n" +
+			"with a note of its length.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"},
 			Usage: "keep printing new messages until interrupted"}},
 		Action: func(c *cli.Context) error {
@@ -240,7 +259,7 @@ func readCommand() *cli.Command {
 			defer env.close()
 			out := c.App.Writer
 			print := func(m protocol.Message) error {
-				_, err := fmt.Fprintf(out, "%s: %s\n", m.From, printable(m.Text))
+				_, err := fmt.Fprintln(out, showMessage(m))
 				return err
 			}
 			if c.Bool("follow") {
@@ -292,7 +311,7 @@ func chat(ctx context.Context, w *client.Worker, in io.Reader, out, errOut io.Wr
 	readErr := make(chan error, 1)
 	go func() {
 		readErr <- w.FollowMessages(ctx, func(m protocol.Message) error {
-			say(out, "%s: %s\n", m.From, printable(m.Text))
+			say(out, "%s\n", showMessage(m))
 			return nil
 		})
 	}()
@@ -367,30 +386,44 @@ func chatLine(ctx context.Context, w *client.Worker, line string, say func(strin
 	return w.SendMessage(ctx, to, text)
 }
 
-// printable escapes control characters (but tab) so that a message cannot
-// move the cursor or rewrite the terminal; everything else is printed as
-// sent.
-func printable(s string) string {
-	clean := true
-	for _, r := range s {
-		if r < 0x20 && r != '\t' || r == 0x7f || r == utf8.RuneError {
-			clean = false
-			break
+// showMessage is how the CLI prints a message, `sender: text`: the
+// sender by protocol.ShowSender, the text by protocol.ShowText (control
+// characters but tab escaped as \xNN, cut after protocol.MaxMessageBytes
+// with a marker). Both come from a record any producer may have written:
+// neither may drive the terminal (ESC sequences), end the line (CR, LF),
+// or pass for another sender ("bob: hi" as a key); a record of a megabyte
+// is not a megabyte on the screen.
+func showMessage(m protocol.Message) string {
+	return protocol.ShowSender(m.From) + trustFlag(m.Trust) + ": " + protocol.ShowText(m.Text, "\t")
+}
+
+// trustFlag marks a line whose sender nothing vouches for (protocol.Trust):
+// "" when the signature checks out with the sender's registered key.
+func trustFlag(t protocol.Trust) string {
+	switch t {
+	case protocol.Verified:
+		return ""
+	case protocol.NoKey:
+		return " [no key]"
+	case protocol.Forged:
+		return " [bad signature]"
+	}
+	return " [unsigned]"
+}
+
+// signingKey is id's key from --key-dir, made if missing (nil with
+// --key-dir none).
+func signingKey(c *cli.Context, id string) (ed25519.PrivateKey, error) {
+	dir := c.String("key-dir")
+	switch dir {
+	case "none":
+		return nil, nil
+	case "":
+		d, err := client.DefaultKeyDir()
+		if err != nil {
+			return nil, err
 		}
+		dir = d
 	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i, r := range s {
-		switch {
-		case r == utf8.RuneError:
-			fmt.Fprintf(&b, "\\x%02x", s[i])
-		case r < 0x20 && r != '\t' || r == 0x7f:
-			fmt.Fprintf(&b, "\\x%02x", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
+	return client.LoadOrCreateKey(dir, id)
 }

@@ -116,7 +116,7 @@ func (c *Cluster) WaitTopic(ctx context.Context, topic string) error {
 }
 
 // Produce appends a record to topic and returns its offset.
-func (c *Cluster) Produce(ctx context.Context, topic string, key, value []byte) (int64, error) {
+func (c *Cluster) Produce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := ctx.Err(); err != nil {
@@ -130,30 +130,45 @@ func (c *Cluster) Produce(ctx context.Context, topic string, key, value []byte) 
 		return 0, fmt.Errorf("produce to %s: %w", topic, protocol.ErrNoTopic)
 	}
 	off := int64(len(log))
-	c.logs[topic] = append(log, protocol.Message{From: string(key), Text: string(value), Offset: off, Time: time.Now()})
+	c.logs[topic] = append(log, protocol.Message{From: string(key), Text: string(value), Offset: off, Time: time.Now(),
+		Headers: append([]protocol.Header(nil), headers...)})
 	c.changedLocked()
 	return off, nil
 }
 
-// Bounds is topic's low and high watermark.
-func (c *Cluster) Bounds(ctx context.Context, topic string) (low, high int64, err error) {
+// Bounds is the low and high watermark of topic's one partition.
+func (c *Cluster) Bounds(ctx context.Context, topic string) (low, high protocol.Position, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.faultLocked("Bounds", topic); err != nil {
-		return 0, 0, fmt.Errorf("offsets of %s: %w", topic, err)
+		return nil, nil, fmt.Errorf("offsets of %s: %w", topic, err)
 	}
 	log, ok := c.logs[topic]
 	if !ok {
-		return 0, 0, fmt.Errorf("offsets of %s: %w", topic, protocol.ErrNoTopic)
+		return nil, nil, fmt.Errorf("offsets of %s: %w", topic, protocol.ErrNoTopic)
 	}
-	return 0, int64(len(log)), nil
+	return protocol.Position{0: 0}, protocol.Position{0: int64(len(log))}, nil
 }
 
-// Committed is group's position on topic, -1 if none.
-func (c *Cluster) Committed(ctx context.Context, group, topic string) (int64, error) {
+// Committed is group's position on topic's one partition (absent if none).
+func (c *Cluster) Committed(ctx context.Context, group, topic string) (protocol.Position, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.committedLocked(group, topic)
+	n, err := c.committedLocked(group, topic)
+	if err != nil || n < 0 {
+		return protocol.Position{}, err
+	}
+	return protocol.Position{0: n}, nil
+}
+
+// Offset is group's position on topic, -1 if none (tests).
+func (c *Cluster) Offset(group, topic string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.groups[group][topic]; ok {
+		return n
+	}
+	return -1
 }
 
 func (c *Cluster) committedLocked(group, topic string) (int64, error) {
@@ -166,8 +181,13 @@ func (c *Cluster) committedLocked(group, topic string) (int64, error) {
 	return -1, nil
 }
 
-// Commit stores next as group's position on topic.
-func (c *Cluster) Commit(ctx context.Context, group, topic string, next int64) error {
+// Commit stores next as group's position on topic. Its topics have one
+// partition: a position on another is an error.
+func (c *Cluster) Commit(ctx context.Context, group, topic string, pos protocol.Position) error {
+	next, ok := pos[0]
+	if len(pos) != 1 || !ok {
+		return fmt.Errorf("commit %s@%v for group %s: the fake's topics have one partition", topic, pos, group)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := ctx.Err(); err != nil {

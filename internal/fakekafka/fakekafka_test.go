@@ -3,6 +3,7 @@ package fakekafka_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -30,13 +31,16 @@ func TestProduceCommitRead(t *testing.T) {
 			t.Fatalf("produce %d = %d, %v", i, off, err)
 		}
 	}
-	if low, high, err := k.Bounds(ctx, "p-bob"); err != nil || low != 0 || high != 3 {
-		t.Fatalf("bounds = %d, %d, %v", low, high, err)
+	if low, high, err := k.Bounds(ctx, "p-bob"); err != nil || fmt.Sprint(low, high) != "map[0:0] map[0:3]" {
+		t.Fatalf("bounds = %v, %v, %v", low, high, err)
 	}
-	if n, err := k.Committed(ctx, "p-bob", "p-bob"); err != nil || n != -1 {
-		t.Fatalf("committed before any commit = %d, %v", n, err)
+	if n, err := k.Committed(ctx, "p-bob", "p-bob"); err != nil || len(n) != 0 {
+		t.Fatalf("committed before any commit = %v, %v", n, err)
 	}
-	if err := k.Commit(ctx, "p-bob", "p-bob", 1); err != nil {
+	if err := k.Commit(ctx, "p-bob", "p-bob", protocol.Position{1: 1}); err == nil {
+		t.Fatal("commit on partition 1 of a one-partition topic succeeded")
+	}
+	if err := k.Commit(ctx, "p-bob", "p-bob", protocol.Position{0: 1}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := k.OpenReader(ctx, "p-bob", "p-bob")
@@ -67,10 +71,10 @@ func TestProduceCommitRead(t *testing.T) {
 		t.Fatal("reader still open after Close")
 	}
 	k.DeleteTopic("p-bob", "p-bob")
-	if err := k.Commit(ctx, "p-bob", "p-bob", 2); !errors.Is(err, protocol.ErrNoTopic) {
+	if err := k.Commit(ctx, "p-bob", "p-bob", protocol.Position{0: 2}); !errors.Is(err, protocol.ErrNoTopic) {
 		t.Fatalf("commit to a deleted topic: %v", err)
 	}
-	if n, _ := k.Committed(ctx, "p-bob", "p-bob"); n != -1 {
+	if n := k.Offset("p-bob", "p-bob"); n != -1 {
 		t.Fatalf("group survived its topic: %d", n)
 	}
 	errDown := errors.New("down")
@@ -81,7 +85,7 @@ func TestProduceCommitRead(t *testing.T) {
 		}
 		return nil
 	})
-	if err := k.Commit(ctx, "p-bob", "p-bob", 0); !errors.Is(err, errDown) {
+	if err := k.Commit(ctx, "p-bob", "p-bob", protocol.Position{0: 0}); !errors.Is(err, errDown) {
 		t.Fatalf("faulted commit: %v", err)
 	}
 }

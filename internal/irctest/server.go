@@ -28,7 +28,8 @@ type Server struct {
 	conn    net.Conn
 	nick    string
 	members []string
-	hold    bool // PINGs are recorded, not answered
+	caps    []string // offered in CAP LS, acknowledged when requested
+	hold    bool     // PINGs are recorded, not answered
 	held    []string
 	conns   int
 	up      chan struct{} // closed and replaced at each welcome
@@ -81,8 +82,14 @@ func (s *Server) serve(c net.Conn) {
 		cmd, rest, _ := strings.Cut(line, " ")
 		switch strings.ToUpper(cmd) {
 		case "CAP":
-			if strings.HasPrefix(rest, "LS") { // no capabilities: registration goes on at once
-				s.write(c, ":irc.test CAP * LS :")
+			s.mu.Lock()
+			caps := strings.Join(s.caps, " ")
+			s.mu.Unlock()
+			switch {
+			case strings.HasPrefix(rest, "LS"): // none offered: registration goes on at once
+				s.write(c, ":irc.test CAP * LS :%s", caps)
+			case strings.HasPrefix(rest, "REQ"): // only what was offered is asked for
+				s.write(c, ":irc.test CAP * ACK :%s", strings.TrimPrefix(strings.TrimPrefix(rest, "REQ "), ":"))
 			}
 		case "NICK":
 			s.mu.Lock()
@@ -135,6 +142,14 @@ func (s *Server) Nick() string {
 func (s *Server) Members(nicks ...string) {
 	s.mu.Lock()
 	s.members = nicks
+	s.mu.Unlock()
+}
+
+// Caps sets the IRCv3 capabilities the server offers at the bot's next
+// connection (none by default), and acknowledges when the bot asks for them.
+func (s *Server) Caps(caps ...string) {
+	s.mu.Lock()
+	s.caps = caps
 	s.mu.Unlock()
 }
 

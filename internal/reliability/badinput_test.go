@@ -163,7 +163,7 @@ func TestBadInput(t *testing.T) {
 		"colon-leading":  ":x :y",
 		"spaces":         "   ",
 	}
-	for _, n := range []int{400, 1000, 2500, 5000} {
+	for _, n := range []int{400, 1000, 2500, 4000} { // at most protocol.MaxMessageBytes
 		for shift := range 4 { // 1..4-byte characters land on every cut
 			var b strings.Builder
 			b.WriteString(strings.Repeat("x", shift))
@@ -189,7 +189,9 @@ func TestBadInput(t *testing.T) {
 
 	// 4. Records from a foreign producer, straight into bob's topic:
 	// with and without key, a key that is no user, hostile keys, invalid
-	// UTF-8. The sender shown is bridge.IDToNick(key), sanitized.
+	// UTF-8. The sender shown is the key if it is a valid id (none of
+	// these has a nick that maps back to it), else protocol.ShowSender's
+	// quoted, escaped form.
 	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": s.Env.Kafka, "go.logs.channel.enable": true})
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +229,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, f := range foreign {
 		produce(f.key, f.value)
-		expect("kafka "+f.name, bridge.Sanitize("<"+bridge.IDToNick(string(f.key))+"> "+f.value))
+		expect("kafka "+f.name, "<"+protocol.ShowSender(string(f.key))+"> "+bridge.Sanitize(f.value))
 	}
 
 	// Nothing else reaches bob: no further line from the bot, nothing in

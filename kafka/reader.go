@@ -1,0 +1,503 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/zkchat/zkchat/protocol"
+)
+
+// A user's topic has one partition when zkchat's manager made it, but
+// another implementation's manager may have made it with more (issue 9),
+// and a sender's producer spreads records over all of them. So everything
+// here works on every partition of the topic, as the brokers' metadata
+// lists them: positions (protocol.Position) are per partition, a reader is
+// assigned all of them, and order holds within a partition only.
+//
+// What is promised about partitions added to a topic later: they are
+// looked up whenever a reader opens (the next `zkchat read`, the bridge's
+// next delivery), and an open reader looks again every partitionCheck
+// (30 s) from Next; a partition found either way is read from the group's
+// position on it, or from its beginning. Nothing written to it is skipped.
+
+// readerBuffer is how many fetched records may wait for one reader before
+// its partitions are paused; the rest stays in Kafka.
+const readerBuffer = 256
+
+// partitionCheck is how often an open reader asks the brokers whether its
+// topic has gained partitions.
+const partitionCheck = 30 * time.Second
+
+// metadataWait bounds one metadata request whose ctx allows more.
+const metadataWait = 5 * time.Second
+
+func waitMs(ctx context.Context, most time.Duration) int {
+	ms := int(most / time.Millisecond)
+	if dl, ok := ctx.Deadline(); ok {
+		ms = max(1, min(ms, int(time.Until(dl)/time.Millisecond)))
+	}
+	return ms
+}
+
+// partitions returns the partitions of topic, sorted, as the brokers list
+// them now (a metadata request, not librdkafka's cache). Asked through the
+// shared consumer, so that it also knows the topic at once: a topic it has
+// never seen would otherwise wait for its once-a-second scan of unknown
+// topics (a new user's first message came up to 1 s late). A topic that
+// does not exist is protocol.ErrNoTopic.
+func (k *Clients) partitions(ctx context.Context, topic string) ([]int32, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var t ckafka.TopicMetadata
+	err := Retry(ctx, func() error {
+		var md *ckafka.Metadata
+		if err := k.use(func() (err error) {
+			md, err = k.consumer.GetMetadata(&topic, false, waitMs(ctx, metadataWait))
+			return err
+		}); err != nil {
+			return err
+		}
+		t = md.Topics[topic]
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, k.explain(err))
+	}
+	switch t.Error.Code() {
+	case ckafka.ErrNoError, ckafka.ErrLeaderNotAvailable:
+	case ckafka.ErrUnknownTopicOrPart, ckafka.ErrUnknownTopic:
+		return nil, fmt.Errorf("%s: %w", topic, protocol.ErrNoTopic)
+	default:
+		return nil, fmt.Errorf("metadata of %s: %w", topic, t.Error)
+	}
+	if len(t.Partitions) == 0 {
+		return nil, fmt.Errorf("%s: no partitions: %w", topic, protocol.ErrNoTopic)
+	}
+	parts := make([]int32, len(t.Partitions))
+	for i, p := range t.Partitions {
+		parts[i] = p.ID
+	}
+	slices.Sort(parts)
+	return parts, nil
+}
+
+// Committed returns group's position on every partition of topic: the
+// next offset to read. A partition on which the group has committed
+// nothing is absent (its reader starts at the partition's beginning).
+func (k *Clients) Committed(ctx context.Context, group, topic string) (protocol.Position, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	parts, err := k.partitions(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
+	}
+	return k.committed(ctx, group, topic, parts)
+}
+
+// committed is Committed on the partitions parts of topic.
+func (k *Clients) committed(ctx context.Context, group, topic string, parts []int32) (protocol.Position, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	tps := make([]ckafka.TopicPartition, len(parts))
+	for i, p := range parts {
+		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: p}
+	}
+	var got []ckafka.TopicPartition
+	err := Retry(ctx, func() error {
+		var res ckafka.ListConsumerGroupOffsetsResult
+		err := k.use(func() (err error) {
+			res, err = k.admin.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}},
+				ckafka.SetAdminRequireStableOffsets(true))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != len(tps) {
+			return fmt.Errorf("unexpected answer %v", res)
+		}
+		got = res.ConsumerGroupsTopicPartitions[0].Partitions
+		for _, tp := range got {
+			if tp.Error != nil {
+				return tp.Error
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %s on %s: %w", group, topic, err)
+	}
+	pos := protocol.Position{}
+	for _, tp := range got {
+		if tp.Offset >= 0 {
+			pos[tp.Partition] = int64(tp.Offset)
+		}
+	}
+	return pos, nil
+}
+
+// Commit stores next as group's position on topic: for each partition in
+// next, the offset of the next record to read, all in one request.
+// Partitions not in next keep their position.
+func (k *Clients) Commit(ctx context.Context, group, topic string, next protocol.Position) error {
+	if len(next) == 0 {
+		return nil
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	tps := make([]ckafka.TopicPartition, 0, len(next))
+	for p, off := range next {
+		tps = append(tps, ckafka.TopicPartition{Topic: &topic, Partition: p, Offset: ckafka.Offset(off)})
+	}
+	slices.SortFunc(tps, func(a, b ckafka.TopicPartition) int { return int(a.Partition - b.Partition) })
+	err := Retry(ctx, func() error {
+		var res ckafka.AlterConsumerGroupOffsetsResult
+		err := k.use(func() (err error) {
+			res, err = k.admin.AlterConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, g := range res.ConsumerGroupsTopicPartitions {
+			for _, tp := range g.Partitions {
+				if tp.Error != nil {
+					return tp.Error
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit %s@%v for group %s: %w", topic, next, group, classify(err))
+	}
+	return nil
+}
+
+// Bounds returns, for every partition of topic, its low and high
+// watermarks: the first offset still stored, and the offset the next
+// record gets.
+func (k *Clients) Bounds(ctx context.Context, topic string) (low, high protocol.Position, err error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	parts, err := k.partitions(ctx, topic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("offsets of %s: %w", topic, err)
+	}
+	low, high = protocol.Position{}, protocol.Position{}
+	for _, p := range parts {
+		var lo, hi int64
+		err := k.use(func() (err error) {
+			lo, hi, err = k.consumer.QueryWatermarkOffsets(topic, p, waitMs(ctx, 10*time.Second))
+			return err
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("offsets of %s partition %d: %w", topic, p, err)
+		}
+		low[p], high[p] = lo, hi
+	}
+	return low, high, nil
+}
+
+// Reader receives one topic's records, from every partition, from the poll
+// loop. Its mu guards the queue, the partitions and the flags; it is taken
+// after Clients.mu, or alone. librdkafka calls that change the reader's
+// assignment or pause state are made under it, so that the poll loop
+// (dispatch) never pauses a partition list that is being changed.
+type Reader struct {
+	k     *Clients
+	group string
+	topic string
+	wake  chan struct{} // cap 1: something was queued
+
+	mu      sync.Mutex
+	parts   []int32 // the partitions assigned to this reader
+	checked time.Time
+	queue   []*ckafka.Message
+	err     error // a partition error (topic deleted, ...)
+	paused  bool
+	closed  bool
+}
+
+// MessageReader is what OpenReader returns: an alias of an unnamed
+// interface type, so that a consumer can declare the same type (client.Reader)
+// and *Clients satisfies its interface without importing this package.
+type MessageReader = interface {
+	Next(ctx context.Context) (protocol.Message, error)
+	Close()
+}
+
+// ErrReaderOpen: a topic can have one open reader per process.
+var ErrReaderOpen = errors.New("topic already has a reader in this process")
+
+// OpenReader starts fetching every partition of topic from group's
+// committed position on it (its beginning if none). A topic that does not
+// exist is protocol.ErrNoTopic. Its result is a *Reader.
+func (k *Clients) OpenReader(ctx context.Context, group, topic string) (MessageReader, error) {
+	parts, err := k.partitions(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("open reader: %w", err)
+	}
+	start, err := k.committed(ctx, group, topic, parts)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{k: k, group: group, topic: topic, wake: make(chan struct{}, 1), checked: time.Now()}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed.Load() {
+		return nil, errClosed
+	}
+	if _, dup := k.readers[topic]; dup {
+		return nil, fmt.Errorf("%s: %w", topic, ErrReaderOpen)
+	}
+	if err := r.assign(parts, start); err != nil {
+		return nil, err
+	}
+	k.readers[topic] = r
+	return r, nil
+}
+
+// assign adds parts to the reader's assignment, each at its offset in
+// start (the beginning of the partition if absent). The caller holds
+// Clients.mu.
+func (r *Reader) assign(parts []int32, start protocol.Position) error {
+	k := r.k
+	tps := make([]ckafka.TopicPartition, len(parts))
+	for i, p := range parts {
+		off := ckafka.OffsetBeginning
+		if n, ok := start[p]; ok {
+			off = ckafka.Offset(n)
+		}
+		tps[i] = ckafka.TopicPartition{Topic: &r.topic, Partition: p, Offset: off}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	if err := k.use(func() error { return k.consumer.IncrementalAssign(tps) }); err != nil {
+		return fmt.Errorf("assign %s %v: %w", r.topic, parts, err)
+	}
+	r.parts = append(r.parts, parts...)
+	// librdkafka keeps a partition's pause across unassign and assign, and
+	// only this reader's Next resumes it: a new partition must start as
+	// paused as the reader is (an unpaused reader's queue may be empty, and
+	// nothing else would ever resume it). Fetching starts at the assigned
+	// offset.
+	added := topicPartitions(r.topic, parts)
+	if r.paused {
+		if err := k.use(func() error { return k.consumer.Pause(added) }); err != nil {
+			k.log.Warn("pause after assign", "topic", r.topic, "err", err)
+		}
+	} else if err := k.use(func() error { return k.consumer.Resume(added) }); err != nil {
+		k.log.Warn("resume after assign", "topic", r.topic, "err", err)
+	}
+	return nil
+}
+
+func topicPartitions(topic string, parts []int32) []ckafka.TopicPartition {
+	tps := make([]ckafka.TopicPartition, len(parts))
+	for i, p := range parts {
+		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: p}
+	}
+	return tps
+}
+
+// lookForPartitions assigns partitions added to the topic since the reader
+// last looked, at most once per partitionCheck. Failures are logged and
+// tried again at the next check: the partitions it knows keep being read.
+func (r *Reader) lookForPartitions(ctx context.Context) {
+	k := r.k
+	r.mu.Lock()
+	due := !r.closed && time.Since(r.checked) >= k.partitionCheck
+	if due {
+		r.checked = time.Now()
+	}
+	known := slices.Clone(r.parts)
+	r.mu.Unlock()
+	if !due {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, metadataWait)
+	defer cancel()
+	parts, err := k.partitions(ctx, r.topic)
+	if err != nil {
+		k.log.Debug("look for new partitions", "topic", r.topic, "err", err)
+		return
+	}
+	var added []int32
+	for _, p := range parts {
+		if !slices.Contains(known, p) {
+			added = append(added, p)
+		}
+	}
+	if len(added) == 0 {
+		return
+	}
+	start, err := k.committed(ctx, r.group, r.topic, added)
+	if err != nil {
+		k.log.Warn("new partitions of the topic: no position yet; trying again later", "topic", r.topic, "partitions", added, "err", err)
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed.Load() {
+		return
+	}
+	if err := r.assign(added, start); err != nil {
+		k.log.Warn("new partitions of the topic: not assigned; trying again later", "topic", r.topic, "err", err)
+		return
+	}
+	k.log.Info("reading partitions added to the topic", "topic", r.topic, "partitions", added)
+}
+
+// Close stops fetching the reader's topic.
+func (r *Reader) Close() {
+	k := r.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.queue = nil
+	delete(k.readers, r.topic)
+	if k.closed.Load() {
+		return
+	}
+	if err := k.use(func() error {
+		return k.consumer.IncrementalUnassign(topicPartitions(r.topic, r.parts))
+	}); err != nil && !errors.Is(err, errClosed) {
+		k.log.Warn("unassign", "topic", r.topic, "err", err)
+	}
+}
+
+// Next returns the reader's next record, from whichever partition, waiting
+// for one. Records of one partition come in their order; the Partition and
+// Offset of each say where it is. Its To is empty: the topic's owner is
+// the caller's to say.
+func (r *Reader) Next(ctx context.Context) (protocol.Message, error) {
+	r.lookForPartitions(ctx)
+	var check *time.Timer // made on the first wait
+	defer func() {
+		if check != nil {
+			check.Stop()
+		}
+	}()
+	for {
+		r.mu.Lock()
+		if len(r.queue) > 0 {
+			m := r.queue[0]
+			r.queue[0] = nil
+			r.queue = r.queue[1:]
+			if r.paused && len(r.queue) <= readerBuffer/2 {
+				// librdkafka resumes each partition after the last record
+				// it handed to the application, which is the last one
+				// queued here.
+				if err := r.k.use(func() error { return r.k.consumer.Resume(topicPartitions(r.topic, r.parts)) }); err != nil {
+					r.k.log.Warn("resume", "topic", r.topic, "err", err)
+				} else {
+					r.paused = false
+				}
+			}
+			r.mu.Unlock()
+			return protocol.Message{From: string(m.Key), Text: string(m.Value), Partition: m.TopicPartition.Partition,
+				Offset: int64(m.TopicPartition.Offset), Time: m.Timestamp, Headers: headersOf(m)}, nil
+		}
+		if err := r.err; err != nil {
+			r.err = nil
+			r.mu.Unlock()
+			return protocol.Message{}, err
+		}
+		r.mu.Unlock()
+		if check == nil {
+			check = time.NewTimer(r.k.partitionCheck)
+		}
+		select {
+		case <-r.wake:
+		case <-check.C:
+			r.lookForPartitions(ctx)
+			check.Reset(r.k.partitionCheck)
+		case <-ctx.Done():
+			return protocol.Message{}, context.Cause(ctx)
+		}
+	}
+}
+
+// pollLoop is the one goroutine that polls the shared consumer and hands
+// records to their readers. A reader with readerBuffer records queued has its
+// partitions paused, so one slow reader never blocks the others and its
+// backlog stays in Kafka.
+func (k *Clients) pollLoop(ctx context.Context) {
+	defer k.wg.Done()
+	for ctx.Err() == nil {
+		switch e := k.consumer.Poll(100).(type) {
+		case *ckafka.Message:
+			k.dispatch(e)
+		case ckafka.Error:
+			k.noisy.log(k.log, "kafka consumer", e)
+		case nil:
+		default:
+			k.log.Debug("kafka consumer event", "event", e.String())
+		}
+	}
+}
+
+func (k *Clients) dispatch(m *ckafka.Message) {
+	topic := topicOf(m)
+	k.mu.Lock()
+	r := k.readers[topic]
+	k.mu.Unlock()
+	if r == nil {
+		return // unassigned since
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	if m.TopicPartition.Error != nil {
+		r.err = fmt.Errorf("read %s partition %d: %w", topic, m.TopicPartition.Partition, m.TopicPartition.Error)
+	} else {
+		r.queue = append(r.queue, m)
+		if len(r.queue) >= readerBuffer && !r.paused {
+			if err := k.consumer.Pause(topicPartitions(topic, r.parts)); err != nil {
+				k.log.Warn("pause", "topic", topic, "err", err)
+			} else {
+				r.paused = true
+			}
+		}
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func topicOf(m *ckafka.Message) string {
+	if m.TopicPartition.Topic == nil {
+		return ""
+	}
+	return *m.TopicPartition.Topic
+}
+
+// headersOf copies a record's headers (nil: none).
+func headersOf(m *ckafka.Message) []protocol.Header {
+	if len(m.Headers) == 0 {
+		return nil
+	}
+	hs := make([]protocol.Header, len(m.Headers))
+	for i, h := range m.Headers {
+		hs[i] = protocol.Header{Key: h.Key, Value: h.Value}
+	}
+	return hs
+}
