@@ -52,6 +52,10 @@ type Config struct {
 	// sessions, its users' included, authenticate with it: with ACLs on,
 	// the manager lets that principal act for any id. nil: no credentials.
 	ZKAuth *protocol.Auth
+
+	// accountTimeout bounds the wait for the server's answer to a lookup
+	// of a nick's account (see askAccount); 0: proofTimeout. Tests shorten it.
+	accountTimeout time.Duration
 }
 
 // Bridge is the IRC bot. Run it with Run.
@@ -78,6 +82,7 @@ type Bridge struct {
 	host      string
 
 	m          members
+	lookups    lookups // account lookups (WHOIS) in flight: account.go
 	deliveries deliveries
 	casemap    atomic.Int32 // the server's CASEMAPPING, from ISUPPORT
 	// registered: the connection is past its welcome (a nick collision is
@@ -176,6 +181,9 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 		// GlobalFormat would rewrite {b}-style codes in user text.
 		GlobalFormat: false,
 		PingDelay:    30 * time.Second,
+		// No SupportedCaps: girc asks for account-tag, extended-join and
+		// account-notify by default, which account.go relies on (and does
+		// without, asking WHOIS, where the server has none).
 	}
 	log := cfg.Logger.With("component", "bridge")
 	registered := new(atomic.Bool)
@@ -201,8 +209,12 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 		out: newOutbox(irc, cfg.Rate, cfg.Burst), dir: dir, newWorker: newWorker,
 		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
 	}
+	// A line girc may have dropped fails the proofs on its connection;
+	// a new connection starts them afresh (see outbox.lost).
+	b.out.log, b.out.onLost = log, func() { b.irc.Close() }
 	b.m.init()
 	b.handlers()
+	b.accountHandlers()
 	return b, nil
 }
 
@@ -223,6 +235,7 @@ func (b *Bridge) sameChannel(name string) bool {
 // outbox's writer, the users' goroutines (through the users table), and the
 // stop sequence; it returns once they have all ended.
 func (b *Bridge) Run(ctx context.Context) error {
+	b.out.stopWaiting(ctx.Done())
 	b.m.start(ctx)
 	octx, stopOutbox := context.WithCancel(context.Background())
 	outboxDone := make(chan struct{})
@@ -289,12 +302,13 @@ func (b *Bridge) drainTimeout() time.Duration {
 }
 
 // proofTimeout is how long a delivery proof may take: the time to send a
-// full outbox at the configured rate, plus 30 s. A lost connection fails a
+// full proof path at the configured rate, twice (the bot's replies take
+// every other line at most), plus 30 s. A lost connection fails a
 // proof at once; this bounds a server that is up but slow (a loaded machine
 // may take well over 10 s to answer a PING behind a full unpaced queue, and
 // each failed proof sends its lines again).
 func (b *Bridge) proofTimeout() time.Duration {
-	return 30*time.Second + b.out.drainTime()
+	return 30*time.Second + 2*b.out.drainTime()
 }
 
 // reclaimNick takes the configured nick back when the nick that held it

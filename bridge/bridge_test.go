@@ -468,8 +468,8 @@ func TestIdentity(t *testing.T) {
 	alice := s.join(t, nick)
 	alice.Send("PRIVMSG NickServ :REGISTER " + pass + " " + nick + "@example.com")
 	alice.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 900 ") })
-	// The bot learns the account from account-notify.
-	time.Sleep(300 * time.Millisecond)
+	// No wait for account-notify: the bot reads the account from the
+	// message (account-tag).
 	alice.Send("PRIVMSG " + s.bot + " :register")
 	alice.WaitFrom(s.bot, "NOTICE", "bound to your services account")
 	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
@@ -511,6 +511,55 @@ func TestIdentity(t *testing.T) {
 		if strings.Contains(l, " PRIVMSG ") && strings.Contains(l, "secret") {
 			t.Fatalf("impostor got a message: %q", l)
 		}
+	}
+}
+
+// TestIdentityRegisterBeforeJoin: a nick logged in to its account that
+// registers BEFORE it joins the channel (the bot has seen no JOIN, so no
+// extended-join, account-notify or WHOX about it) is bound all the same:
+// the bridge takes the account from the message itself (account-tag).
+// Whoever takes the nick later without the account cannot unregister it
+// from outside the channel, nor go online by joining.
+func TestIdentityRegisterBeforeJoin(t *testing.T) {
+	t.Parallel()
+	users, bots := testenv.IRCAccounts(t)
+	s := start(t, func(string) string { return bots })
+	s.users = users
+	c := s.env.Conn(t)
+	tag := testenv.Tag()
+	nick, pass := "rb"+tag, "pw-"+tag
+	alice := irctest.Dial(t, s.users, nick)
+	alice.Send("PRIVMSG NickServ :REGISTER " + pass + " " + nick + "@example.com")
+	alice.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, " 900 ") })
+	alice.Send("PRIVMSG " + s.bot + " :register")
+	alice.WaitFrom(s.bot, "NOTICE", "Registered "+nick)
+	alice.WaitFrom(s.bot, "NOTICE", "bound to your services account")
+	if d, _, err := c.Get(s.env.Path("/accounts/" + nick)); err != nil || string(d) != nick {
+		t.Fatalf("binding = %q, %v", d, err)
+	}
+	alice.Send("JOIN " + s.channel)
+	s.waitNode(t, c, s.env.Path("/online/"+nick), true)
+	alice.Send("QUIT :bye")
+	s.waitNode(t, c, s.env.Path("/online/"+nick), false)
+
+	// Mallory takes the nick, without the account, and stays out of the
+	// channel: the bot knows nothing of her but what her messages say.
+	mallory := irctest.Dial(t, s.users, nick)
+	mallory.Send("PRIVMSG " + s.bot + " :quit")
+	mallory.WaitFrom(s.bot, "NOTICE", "registered to the services account")
+	if ok, _, _ := c.Exists(s.env.Path("/registry/" + nick)); !ok {
+		t.Fatal("impostor unregistered the nick")
+	}
+	mallory.Send("PRIVMSG " + s.bot + " :register")
+	mallory.WaitFrom(s.bot, "NOTICE", "is registered already")
+	if d, _, err := c.Get(s.env.Path("/accounts/" + nick)); err != nil || string(d) != nick {
+		t.Fatalf("binding after the impostor's register = %q, %v", d, err)
+	}
+	mallory.Send("JOIN " + s.channel)
+	mallory.WaitFrom(s.bot, "NOTICE", "registered to the services account")
+	time.Sleep(500 * time.Millisecond)
+	if ok, _, _ := c.Exists(s.env.Path("/online/" + nick)); ok {
+		t.Fatal("impostor is online")
 	}
 }
 

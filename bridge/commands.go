@@ -63,9 +63,10 @@ var helpText = []string{
 	"Messages to you arrive as private messages from me: <sender> text",
 }
 
-// command queues the private message line from nick to its user's
-// goroutine. An IRC handler calls it: it never waits.
-func (b *Bridge) command(nick, line string) {
+// command queues the private message line from nick, with what the message
+// said of nick's account (msgAccount), to its user's goroutine. An IRC
+// handler calls it: it never waits.
+func (b *Bridge) command(nick, line string, acct account) {
 	id, err := NickToID(nick, b.caseMapping())
 	if err != nil {
 		b.out.postNotice(nick, textBadNickCommand(err))
@@ -79,7 +80,7 @@ func (b *Bridge) command(nick, line string) {
 		u.nick = nick
 	}
 	u.mu.Unlock()
-	op := func(ctx context.Context) { b.do(ctx, u, nick, cmd) }
+	op := func(ctx context.Context) { b.do(ctx, u, nick, cmd, acct) }
 	select {
 	case u.ops <- op: // under members.mu, see leave
 		b.m.mu.Unlock()
@@ -89,13 +90,14 @@ func (b *Bridge) command(nick, line string) {
 	}
 }
 
-// do runs one command in the user's goroutine.
-func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
+// do runs one command in the user's goroutine; acct is what the message
+// said of nick's account.
+func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command, acct account) {
 	switch cmd.Name {
 	case "register":
-		b.doRegister(ctx, u, nick)
+		b.doRegister(ctx, u, nick, acct)
 	case "quit":
-		b.doQuit(ctx, u, nick)
+		b.doQuit(ctx, u, nick, acct)
 	case "who", "users":
 		b.doList(ctx, nick, cmd.Name)
 	case "msg":
@@ -115,10 +117,18 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command) {
 
 // doRegister registers the nick's id and, if the nick is logged in to a
 // services account, binds the id to it. Only a new registration binds:
-// "register" on someone else's registered nick must not take it over.
-func (b *Bridge) doRegister(ctx context.Context, u *user, nick string) {
+// "register" on someone else's registered nick must not take it over. The
+// account is settled first (msg, what the bridge knows, or a WHOIS): when
+// it cannot be, nothing is registered, since an unbound registration of a
+// logged-in nick would leave it to whoever takes the nick next.
+func (b *Bridge) doRegister(ctx context.Context, u *user, nick string, msg account) {
+	acct, err := b.resolveAccount(ctx, u, nick, msg)
+	if err != nil {
+		b.log.Warn("register: account unknown; not registered", "id", u.id, "err", err)
+		b.out.notice(nick, textAccountUnknown(err))
+		return
+	}
 	st, err := u.w.Register(ctx)
-	acct := b.accountOf(u, nick)
 	switch {
 	case err != nil:
 		b.out.notice(nick, "Registration failed: "+err.Error())
@@ -145,10 +155,14 @@ func (b *Bridge) doRegister(ctx context.Context, u *user, nick string) {
 }
 
 // doQuit unregisters the nick's id (the protocol's quit), if the nick may
-// act as it: delivery stops first, the worker goes offline, the binding goes.
-func (b *Bridge) doQuit(ctx context.Context, u *user, nick string) {
-	if ok, why, err := b.verify(ctx, u, nick); err != nil || !ok {
-		if err != nil {
+// act as it (msg: what the message said of its account): delivery stops
+// first, the worker goes offline, the binding goes.
+func (b *Bridge) doQuit(ctx context.Context, u *user, nick string, msg account) {
+	if ok, why, err := b.verifyAs(ctx, u, nick, msg); err != nil || !ok {
+		switch {
+		case errors.Is(err, errAccountUnknown):
+			why = textAccountUnknown(err)
+		case err != nil:
 			why = "Unregistering failed: " + err.Error()
 		}
 		b.out.notice(nick, why)
@@ -207,6 +221,13 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 			return
 		}
 	}
+	// The worker refuses it too; checked here first, so that the answer
+	// says so whatever else is wrong. (An IRC line is shorter than the
+	// limit, but a server may take longer ones.)
+	if protocol.CheckMessage(cmd.Text) != nil {
+		b.out.notice(nick, textTooLong(len(cmd.Text)))
+		return
+	}
 	if !u.online {
 		b.out.notice(nick, fmt.Sprintf("Not sent: you are not online. Register (/msg %s register) and join %s.", b.irc.GetNick(), b.cfg.Channel))
 		return
@@ -222,9 +243,15 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 		b.out.notice(nick, "Not sent: "+cmd.To+" is offline.")
 	case errors.Is(err, protocol.ErrNotRegistered):
 		b.out.notice(nick, "Not sent: "+cmd.To+" is not a registered user.")
+	case errors.Is(err, protocol.ErrMessageTooLong):
+		b.out.notice(nick, textTooLong(len(cmd.Text)))
 	default:
 		b.out.notice(nick, "Not sent: "+err.Error()+".")
 	}
+}
+
+func textTooLong(n int) string {
+	return fmt.Sprintf("Not sent: the message is %d bytes, more than the limit of %d bytes.", n, protocol.MaxMessageBytes)
 }
 
 // What the bot tells a nick outside the commands' answers.
@@ -246,6 +273,12 @@ func textOnlineElsewhere(id string) string {
 }
 
 func textOnlineFailed(err error) string { return "Sorry, going online failed: " + err.Error() }
+
+// textAccountUnknown: err wraps errAccountUnknown; the user reads its reason.
+func textAccountUnknown(err error) string {
+	why := strings.TrimPrefix(err.Error(), errAccountUnknown.Error()+": ")
+	return fmt.Sprintf("Could not check your services account (%s); nothing was done: try again.", why)
+}
 
 func textAccountRequired(nick, bound string) string {
 	return fmt.Sprintf("%s is registered to the services account %q: log in to it (SASL, or /msg NickServ IDENTIFY) to use it here.", nick, bound)

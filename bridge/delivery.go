@@ -78,7 +78,7 @@ func (u *user) steerDelivery(ctx context.Context, away bool) {
 		dctx, stop := context.WithCancel(conn)
 		u.delivery, u.delDone = stop, make(chan struct{})
 		b.deliveries.running.Add(1) // before it runs: drain must not miss it
-		go u.deliver(dctx, u.delDone)
+		go u.deliver(dctx, conn, u.delDone)
 	}
 }
 
@@ -93,16 +93,17 @@ func (u *user) stopDelivery() {
 
 // deliver follows the user's topic and writes each message to the nick. The
 // read position is committed only after the server answered a PING queued
-// behind the lines (outbox.prove); if the connection drops first, the
-// messages come again (at least once, never lost). Its owner is the user's
-// goroutine (steerDelivery, stopDelivery).
-func (u *user) deliver(ctx context.Context, done chan struct{}) {
+// behind the lines on conn, the connection they went out on (outbox.prove);
+// if it drops first, or a line may have been lost, the messages come again
+// (at least once, never lost). Its owner is the user's goroutine
+// (steerDelivery, stopDelivery).
+func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 	b := u.b
 	defer b.deliveries.running.Add(-1)
 	defer close(done)
 	u.refusedLines.Store(0) // from an earlier delivery: this one starts at the last commit
 	proof := func(ctx context.Context) error {
-		if err := b.out.prove(ctx); err != nil {
+		if err := b.out.prove(ctx, conn); err != nil { // on the connection its lines went out on
 			return err
 		}
 		// The server answers in order: a 401 for a line comes before the
@@ -115,9 +116,10 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 	opts := client.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.proofTimeout()}
 	err := u.w.FollowMessagesWith(ctx, opts, func(m protocol.Message) error {
 		nick := u.currentNick()
-		// The sender is sanitized too: it is the record's key, which a
-		// foreign producer sets at will (IDToNick decodes "_01" to \x01).
-		text := fmt.Sprintf(b.cfg.Format, Sanitize(b.senderName(m.From)), Sanitize(m.Text))
+		// Key and value are what any producer may have written: the
+		// sender is shown so that it cannot pass for another, the text
+		// escaped and cut after protocol.MaxMessageBytes, with a marker.
+		text := fmt.Sprintf(b.cfg.Format, b.showSender(m.From), protocol.ShowText(m.Text, ircFormatting))
 		for _, line := range Split(text, lineRoom(nick)) {
 			if !b.out.enqueue(ctx, &girc.Event{Command: girc.PRIVMSG, Params: []string{nick, line}}) {
 				return context.Cause(ctx)
@@ -135,4 +137,22 @@ func (u *user) deliver(ctx context.Context, done chan struct{}) {
 		b.deliveries.unproved.Add(1)
 		b.log.Info("delivery stopped before its last lines were proved; they come again", "id", u.id, "err", err)
 	}
+}
+
+// showSender is how a delivered message shows its sender, the record's key:
+// a key that is not a valid id by protocol.ShowSender (quoted, escaped: it
+// cannot look like a nick); a valid id by its nick (senderName) if that
+// nick maps back to the id, else as the id itself. An id such as
+// "x_1b_0d_0a" decodes to bytes no nick has, and "a_5b" to "a[", a nick
+// that under rfc1459 is "a{", the id "a_7b": shown decoded, either would
+// forge a sender; the id cannot.
+func (b *Bridge) showSender(key string) string {
+	if protocol.ValidateID(key) != nil {
+		return protocol.ShowSender(key)
+	}
+	name := b.senderName(key)
+	if id, err := NickToID(name, b.caseMapping()); err != nil || id != key {
+		return key
+	}
+	return name
 }

@@ -239,7 +239,13 @@ type fakeSetup struct {
 // Every member is registered.
 func startFake(t *testing.T, mod func(*Config), members ...string) *fakeSetup {
 	t.Helper()
-	srv := irctest.NewServer(t)
+	return startFakeOn(t, irctest.NewServer(t), mod, members...)
+}
+
+// startFakeOn is startFake on a scripted server the test has set up (with
+// capabilities, say).
+func startFakeOn(t *testing.T, srv *irctest.Server, mod func(*Config), members ...string) *fakeSetup {
+	t.Helper()
 	srv.Members(members...)
 	n := newFakeNet()
 	for _, m := range members {
@@ -313,6 +319,30 @@ func (s *fakeSetup) from(nick, line string) {
 	s.srv.Send(":" + nick + "!" + nick + "@users.test " + line)
 }
 
+// whois waits for the bot's WHOIS of nick and answers it as a server does:
+// the nick is there, logged in to account ("": to none).
+func (s *fakeSetup) whois(t *testing.T, nick, account string) {
+	t.Helper()
+	s.srv.Wait(5*time.Second, irctest.Command("WHOIS", nick))
+	s.srv.Send(":irc.test 311 zkchat " + nick + " " + nick + " users.test * :" + nick)
+	if account != "" {
+		s.srv.Send(":irc.test 330 zkchat " + nick + " " + account + " :is logged in as")
+	}
+	s.srv.Send(":irc.test 318 zkchat " + nick + " :End of /WHOIS list.")
+}
+
+func (s *fakeSetup) binding(id string) string {
+	s.net.mu.Lock()
+	defer s.net.mu.Unlock()
+	return s.net.bindings[id]
+}
+
+func (s *fakeSetup) isRegistered(id string) bool {
+	s.net.mu.Lock()
+	defer s.net.mu.Unlock()
+	return s.net.registered[id]
+}
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -332,6 +362,7 @@ func TestFakeRegisterDeliverCommit(t *testing.T) {
 	s.from("alice", "JOIN #chatroom")
 	s.notice(t, "alice", "Hi alice! You are not registered with zkchat")
 	s.from("alice", "PRIVMSG zkchat :register")
+	s.whois(t, "alice", "") // no account-tag on this server: the bot asks
 	s.notice(t, "alice", "Registered alice (zkchat id alice). You are online while you are in #chatroom.")
 	s.notice(t, "alice", "You are not logged in to a services account")
 	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
@@ -393,12 +424,14 @@ func TestFakeCommands(t *testing.T) {
 	s.notice(t, "alice", `Unknown command "frobnicate".`)
 	s.notice(t, "alice", "zkchat bridge: chat with registered users")
 	s.from("alice", "PRIVMSG zkchat :register")
+	s.whois(t, "alice", "")
 	s.notice(t, "alice", "alice is registered already.")
 	s.from("alice", "PRIVMSG zkchat :\x01VERSION\x01") // CTCP: not a command
 	s.from("9x", "PRIVMSG zkchat :who")
 	s.notice(t, "9x", "Your nick cannot be a zkchat user")
 
 	s.from("bob", "PRIVMSG zkchat :register")
+	s.whois(t, "bob", "")
 	s.notice(t, "bob", "Registered bob")
 	waitUntil(t, "bob online", func() bool { return s.net.isOnline("bob") })
 	s.from("bob", "PRIVMSG zkchat :alice: hi there")
@@ -446,6 +479,75 @@ func TestFakeBoundAccount(t *testing.T) {
 	s.notice(t, "alice", `alice is registered to the services account "alice-acct"`)
 	s.from("alice", "ACCOUNT alice-acct")
 	waitUntil(t, "alice online once logged in", func() bool { return s.net.isOnline("alice") })
+}
+
+// With account-tag, the account comes with the message itself, whether or
+// not the nick is in the channel: the tag is the sender's account, and no
+// tag means none. Nothing is asked of the server (it would not answer here).
+func TestFakeAccountTag(t *testing.T) {
+	t.Parallel()
+	srv := irctest.NewServer(t)
+	srv.Caps("account-tag")
+	s := startFakeOn(t, srv, nil)
+	s.srv.Send("@account=alice-acct :alice!alice@users.test PRIVMSG zkchat :register")
+	s.notice(t, "alice", "Registered alice (zkchat id alice).")
+	s.notice(t, "alice", `Your nick is bound to your services account "alice-acct"`)
+	if b := s.binding("alice"); b != "alice-acct" {
+		t.Fatalf("binding %q, want alice-acct", b)
+	}
+	// The nick without the account (no tag): not alice.
+	s.from("alice", "PRIVMSG zkchat :quit")
+	s.notice(t, "alice", `alice is registered to the services account "alice-acct"`)
+	if !s.isRegistered("alice") {
+		t.Fatal("unregistered by a nick without the account")
+	}
+	s.from("bob", "PRIVMSG zkchat :register")
+	s.notice(t, "bob", "Registered bob")
+	s.notice(t, "bob", "You are not logged in to a services account")
+	s.srv.Send("@account=alice-acct :alice!alice@users.test PRIVMSG zkchat :quit")
+	s.notice(t, "alice", "Unregistered alice.")
+}
+
+// Without account-tag, a nick the bot knows nothing about is looked up
+// (WHOIS), never assumed logged out: the answer binds (or not), and no
+// answer in time, or no such nick, is "could not check", with nothing
+// registered. A bound nick joining without extended-join is looked up too.
+func TestFakeAccountWhois(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, func(c *Config) { c.accountTimeout = 300 * time.Millisecond })
+	s.from("alice", "PRIVMSG zkchat :register")
+	s.whois(t, "alice", "alice-acct")
+	s.notice(t, "alice", "Registered alice (zkchat id alice).")
+	s.notice(t, "alice", `Your nick is bound to your services account "alice-acct"`)
+	if b := s.binding("alice"); b != "alice-acct" {
+		t.Fatalf("binding %q, want alice-acct", b)
+	}
+
+	s.from("bob", "PRIVMSG zkchat :register")
+	s.whois(t, "bob", "")
+	s.notice(t, "bob", "Registered bob")
+	s.notice(t, "bob", "You are not logged in to a services account")
+
+	s.from("carol", "PRIVMSG zkchat :register") // no answer
+	s.srv.Wait(5*time.Second, irctest.Command("WHOIS", "carol"))
+	s.notice(t, "carol", "Could not check your services account")
+	s.from("dave", "PRIVMSG zkchat :register")
+	s.srv.Wait(5*time.Second, irctest.Command("WHOIS", "dave"))
+	s.srv.Send(":irc.test 401 zkchat dave :No such nick/channel")
+	s.srv.Send(":irc.test 318 zkchat dave :End of /WHOIS list.")
+	s.notice(t, "dave", "Could not check your services account")
+	if s.isRegistered("carol") || s.isRegistered("dave") {
+		t.Fatal("registered without knowing the account")
+	}
+
+	// The nick without the account cannot unregister alice.
+	s.from("alice", "PRIVMSG zkchat :quit")
+	s.whois(t, "alice", "")
+	s.notice(t, "alice", `alice is registered to the services account "alice-acct"`)
+
+	s.from("alice", "JOIN #chatroom") // no extended-join here
+	s.whois(t, "alice", "alice-acct")
+	waitUntil(t, "alice online once her account is known", func() bool { return s.net.isOnline("alice") })
 }
 
 // An id online in another client: told once, no retry loop.
@@ -536,22 +638,28 @@ func TestOutboxPacing(t *testing.T) {
 }
 
 // One PING proves the lines of every caller queued before it; a shut
-// outbox fails proofs at once; post never waits for room.
+// outbox fails proofs at once; enqueue waits for room on the proof path, a
+// handler's postNotice never waits (it drops, counted), and replies are not
+// numbered: no proof waits for them.
 func TestOutboxProofs(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
 	o := newOutbox(rec, -1, 0)
-	if err := o.prove(context.Background()); err == nil {
+	conn, connStop := context.WithCancel(context.Background())
+	if err := o.prove(context.Background(), conn); err == nil {
 		t.Fatal("a proof without a connection succeeded")
 	}
-	conn, connStop := context.WithCancel(context.Background())
 	o.open(conn)
-	o.notice("alice", "a")
+	line := func(text string) *girc.Event {
+		return &girc.Event{Command: girc.PRIVMSG, Params: []string{"alice", text}}
+	}
+	o.enqueue(context.Background(), line("a"))
+	o.notice("alice", "a reply")
 	errs := make(chan error, 2)
 	pings := func() (int, uint64) { o.mu.Lock(); defer o.mu.Unlock(); return len(o.pong), o.seq }
-	go func() { errs <- o.prove(context.Background()) }()
+	go func() { errs <- o.prove(context.Background(), conn) }()
 	waitUntil(t, "a PING queued", func() bool { n, _ := pings(); return n == 1 })
-	go func() { errs <- o.prove(context.Background()) }() // nothing queued since: the same PING
+	go func() { errs <- o.prove(context.Background(), conn) }() // nothing queued since: the same PING
 	time.Sleep(10 * time.Millisecond)
 	if n, seq := pings(); n != 1 || seq != 2 {
 		t.Fatalf("%d PINGs in flight, %d lines queued; want 1 and 2", n, seq)
@@ -567,8 +675,8 @@ func TestOutboxProofs(t *testing.T) {
 	}
 
 	// A proof in flight fails when the connection ends.
-	o.notice("alice", "b")
-	go func() { errs <- o.prove(context.Background()) }()
+	o.enqueue(context.Background(), line("b"))
+	go func() { errs <- o.prove(context.Background(), conn) }()
 	waitUntil(t, "a second PING", func() bool { o.mu.Lock(); defer o.mu.Unlock(); return len(o.pong) == 1 })
 	connStop()
 	o.shut()
@@ -576,21 +684,48 @@ func TestOutboxProofs(t *testing.T) {
 		t.Fatal("a proof succeeded after its connection ended")
 	}
 
-	// Full: enqueue waits (until its context ends), post does not.
+	// Full: enqueue waits (until its context ends).
 	for range o.capacity - len(o.queue) {
-		o.post(nil)
+		o.enqueue(context.Background(), line("x"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if o.enqueue(ctx, nil) {
+	if o.enqueue(ctx, line("y")) {
 		t.Fatal("enqueue went past a full queue")
-	}
-	o.post(nil)
-	if len(o.queue) != o.capacity+1 {
-		t.Fatalf("post: queue %d, want %d", len(o.queue), o.capacity+1)
 	}
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal(ctx.Err())
+	}
+	// A target's replies full: postNotice drops the whole notice, counted,
+	// at once; another target still has room.
+	for range repliesPerTarget - 1 {
+		o.postNotice("alice", "r")
+	}
+	o.postNotice("alice", "does not fit")
+	if d := o.droppedReplies(); d != 1 {
+		t.Fatalf("%d reply lines dropped, want 1", d)
+	}
+	o.postNotice("bob", "fits")
+	o.mu.Lock()
+	n, nb := len(o.replies["alice"]), len(o.replies["bob"])
+	o.mu.Unlock()
+	if n != repliesPerTarget || nb != 1 {
+		t.Fatalf("replies: alice %d, bob %d; want %d and 1", n, nb, repliesPerTarget)
+	}
+	// notice waits for room, until Run's context ends; then it drops.
+	stop := make(chan struct{})
+	o.stopWaiting(stop)
+	noticed := make(chan struct{})
+	go func() { defer close(noticed); o.notice("alice", "waits") }()
+	select {
+	case <-noticed:
+		t.Fatal("notice went past a full target")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(stop)
+	<-noticed
+	if d := o.droppedReplies(); d != 2 {
+		t.Fatalf("%d reply lines dropped, want 2", d)
 	}
 }
 

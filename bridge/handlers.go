@@ -152,7 +152,7 @@ func (b *Bridge) onPrivmsg(_ *girc.Client, e girc.Event) {
 	if ok, _ := e.IsCTCP(); ok {
 		return
 	}
-	b.command(e.Source.Name, e.Last())
+	b.command(e.Source.Name, e.Last(), b.msgAccount(e))
 }
 
 // onJoinRefused: the server refused the JOIN (banned, invite only, full,

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -32,6 +33,9 @@ type members struct {
 	// chain of retries); joinBackoff the wait after the next refusal.
 	rejoin      *time.Timer
 	joinBackoff time.Duration
+	// rejoinRun counts the rejoin timers not stopped before they fired,
+	// until their callback ends: stop waits for it, so none runs after Run.
+	rejoinRun sync.WaitGroup
 }
 
 func (m *members) init() {
@@ -56,11 +60,14 @@ func (m *members) stop() {
 		u.setIn(false)
 	}
 	if m.rejoin != nil {
-		m.rejoin.Stop()
+		if m.rejoin.Stop() {
+			m.rejoinRun.Done()
+		}
 		m.rejoin = nil
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+	m.rejoinRun.Wait() // a callback that fired already: it finds rejoin gone
 }
 
 // Synced returns a channel closed at the next time the bridge has joined the
@@ -224,6 +231,7 @@ func (b *Bridge) disconnected() {
 	b.m.synced = false
 	b.m.connStop()
 	b.out.shut()
+	b.lookups.failAll(fmt.Errorf("%w: disconnected from IRC before the server answered", errAccountUnknown))
 }
 
 // lostChannel: the bot left the channel (kicked, parted): everyone goes
@@ -264,17 +272,20 @@ func (b *Bridge) joinRefused(code, reason string) {
 // rejoinLocked JOINs the channel after wait, replacing a JOIN pending;
 // m.mu is held. The timer is m.rejoin's until it fires; Run's end stops it.
 func (b *Bridge) rejoinLocked(wait time.Duration) {
-	if b.m.rejoin != nil {
-		b.m.rejoin.Stop()
+	if b.m.rejoin != nil && b.m.rejoin.Stop() {
+		b.m.rejoinRun.Done()
 	}
 	var t *time.Timer
+	b.m.rejoinRun.Add(1)
 	t = time.AfterFunc(wait, func() {
+		defer b.m.rejoinRun.Done()
 		b.m.mu.Lock()
-		if b.m.rejoin == t {
+		mine := b.m.rejoin == t // not replaced or stopped after it fired
+		if mine {
 			b.m.rejoin = nil
 		}
 		b.m.mu.Unlock()
-		if b.irc.IsConnected() {
+		if mine && b.irc.IsConnected() {
 			b.irc.Cmd.Join(b.cfg.Channel)
 		}
 	})

@@ -3,28 +3,23 @@ package bridge
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/zkchat/zkchat/protocol"
 )
 
-// Sanitize makes text safe to put in one IRC parameter: CR, LF and NUL
-// become spaces (they would end or corrupt the line), and \x01 is removed
-// (it would turn the message into CTCP or DCC). Invalid UTF-8 bytes become
-// U+FFFD. Everything else, formatting codes included, passes as sent.
-func Sanitize(text string) string {
-	if !strings.ContainsAny(text, "\r\n\x00\x01") && utf8.ValidString(text) {
-		return text
-	}
-	var b strings.Builder
-	for _, r := range strings.ToValidUTF8(text, "\uFFFD") {
-		switch r {
-		case '\r', '\n', 0:
-			b.WriteByte(' ')
-		case 1:
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
+// ircFormatting are IRC's own formatting codes, which pass as sent: bold
+// \x02, colour \x03, hex colour \x04, reset \x0f, monospace \x11, reverse
+// \x16, italic \x1d, strikethrough \x1e, underline \x1f.
+const ircFormatting = "\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f"
+
+// Sanitize makes text safe to put in one IRC parameter (protocol.Escape):
+// IRC's formatting codes pass; every other control character is shown as
+// \xNN (C1 as \u0080 to \u009f), and so is each byte of invalid UTF-8.
+// That is ESC (a terminal escape sequence would reach the users of IRC
+// clients in terminals), CR, LF and NUL (they would end or corrupt the
+// line), \x01 (it would make the message CTCP or DCC), tab, DEL and C1.
+// The result has no control character but formatting codes.
+func Sanitize(text string) string { return protocol.Escape(text, ircFormatting) }
 
 // Split cuts text into pieces of at most max bytes, on UTF-8 boundaries,
 // preferring to cut after a space in the last quarter of a piece. It never

@@ -50,11 +50,13 @@ func FuzzParseCommand(f *testing.F) {
 func TestSanitize(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain ünïcödé":       "plain ünïcödé",
-		"a\r\nb":              "a  b",
-		"\x01ACTION hi\x01":   "ACTION hi",
-		"nul\x00x":            "nul x",
-		"bad \xff utf8":       "bad \uFFFD utf8",
+		"a\r\nb":              `a\x0d\x0ab`,
+		"\x01ACTION hi\x01":   `\x01ACTION hi\x01`,
+		"nul\x00x":            `nul\x00x`,
+		"bad \xff utf8":       `bad \xff utf8`,
 		"\x02bold\x02 \u202e": "\x02bold\x02 \u202e",
+		"\x03" + "04,01red\x0f \x04ff0000\x11\x16\x1d\x1e\x1f": "\x03" + "04,01red\x0f \x04ff0000\x11\x16\x1d\x1e\x1f",
+		"esc\x1b[2J tab\t del\x7f csi\u009b":                   `esc\x1b[2J tab\x09 del\x7f csi\u009b`,
 	} {
 		if got := Sanitize(in); got != want {
 			t.Errorf("Sanitize(%q) = %q, want %q", in, got, want)

@@ -61,7 +61,8 @@ type user struct {
 	notRegistered bool
 	elsewhere     bool
 	refused       bool
-	// account the nick is logged in to, from its JOIN or ACCOUNT events.
+	// account the nick is logged in to, from its JOIN or ACCOUNT events
+	// while it is in the channel (forgotten when it leaves).
 	account      string
 	accountKnown bool
 	retry        *time.Timer // the one pending "try again" poke
@@ -130,6 +131,9 @@ func (u *user) setIn(in bool) {
 		// A new join tries again, and is told again.
 		u.notRegistered, u.elsewhere, u.refused = false, false, false
 	}
+	if !in && u.in {
+		u.forgetAccountLocked()
+	}
 	u.in = in
 	u.mu.Unlock()
 	u.poke()
@@ -149,6 +153,7 @@ func (u *user) splitLeave(grace time.Duration) {
 		u.mu.Lock()
 		u.splitTimer = nil
 		u.in = false
+		u.forgetAccountLocked()
 		u.mu.Unlock()
 		u.poke()
 	})
@@ -163,6 +168,14 @@ func (u *user) setAccount(account string) {
 	u.account, u.accountKnown = account, true
 	u.mu.Unlock()
 	u.poke()
+}
+
+// forgetAccountLocked drops the account known from the nick's channel
+// events when it leaves the channel: the server tells the bot nothing more
+// about it (account-notify reaches only common channels), and whoever holds
+// the nick next may be someone else. u.mu is held.
+func (u *user) forgetAccountLocked() {
+	u.account, u.accountKnown = "", false
 }
 
 func (u *user) clearRefused() {
@@ -206,6 +219,9 @@ func (u *user) run(ctx context.Context) {
 		case <-u.kick:
 		case <-ctx.Done():
 			u.goOffline()
+			// Online or not, the client may hold a session (a command, a
+			// GoOnline that failed): nothing of the user outlives Run.
+			u.w.GoOffline()
 			return
 		}
 		if u.reconcile(ctx) {
@@ -251,6 +267,11 @@ func (u *user) accountAllows(ctx context.Context, nick string) bool {
 	b := u.b
 	ok, why, err := b.verify(ctx, u, nick)
 	switch {
+	case errors.Is(err, errAccountUnknown):
+		// Not known is not "not logged in": neither refused nor admitted.
+		b.log.Warn("account check: the server did not say; retrying", "id", u.id, "err", err)
+		u.later(5 * time.Second)
+		return false
 	case err != nil:
 		b.log.Error("account check failed", "id", u.id, "err", err)
 		u.later(5 * time.Second)
