@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/lrstanley/girc"
 
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/internal/ratelog"
 	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
 	"github.com/zkchat/zkchat/zookeeper"
@@ -34,6 +36,15 @@ type Config struct {
 	// Format of a delivered message, with the sender's nick and the text:
 	// "": "<%s> %s".
 	Format string
+	// KeyDir holds the users' signing keys (<id>.key, made when missing;
+	// client.LoadOrCreateKey): the bridge signs what its users send. "":
+	// its users send unsigned.
+	KeyDir string
+	// UnverifiedMark follows the sender's name on a delivered message whose
+	// sender nothing vouches for (protocol.Trust other than Verified:
+	// unsigned, no registered key, bad signature), as in "<bob?> hi". "":
+	// no mark.
+	UnverifiedMark string
 	// Rate is the most lines a second the bot writes, Burst how many may
 	// go at once; 0: 20 and 40. Negative Rate: no pacing, for a server that
 	// exempts the bot from flood limits.
@@ -73,6 +84,7 @@ type Config struct {
 // the deliveries' counters.
 type Bridge struct {
 	cfg       Config
+	warn      *ratelog.Logger // lines that bad input can make repeat
 	log       *slog.Logger
 	irc       *girc.Client
 	out       *outbox
@@ -115,11 +127,21 @@ func New(cfg Config) (*Bridge, error) {
 // clientWorker is a user's client.Worker: a session of its own with small
 // buffers, and the process's Kafka clients.
 func (b *Bridge) clientWorker(id string) worker {
+	var key ed25519.PrivateKey
+	if b.cfg.KeyDir != "" {
+		k, err := client.LoadOrCreateKey(b.cfg.KeyDir, id)
+		if err != nil {
+			// The user still chats; receivers see the messages unsigned.
+			b.warn.Error("signing key: this user's messages go unsigned", "id", id, "err", err)
+		}
+		key = k
+	}
 	w, err := client.New(id, client.Config{
 		ZooKeeper: b.cfg.ZooKeeper, SessionTimeout: b.cfg.SessionTimeout,
 		RequestTimeout: b.cfg.RequestTimeout, Kafka: b.cfg.Kafka,
 		ZKBufferSize: zookeeper.SmallZKBuffer, Logger: b.cfg.Logger, Auth: b.cfg.ZKAuth,
-		Metadata: map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
+		Metadata:   map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
+		SigningKey: key,
 	})
 	if err != nil { // id came from NickToID, so valid
 		panic(fmt.Sprintf("bridge: worker for %q: %v", id, err))
@@ -205,7 +227,7 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 		gc.SASL = &girc.SASLPlain{User: cfg.SASLUser, Pass: cfg.SASLPass}
 	}
 	irc := girc.New(gc)
-	b := &Bridge{registered: registered, cfg: cfg, log: log, irc: irc,
+	b := &Bridge{registered: registered, cfg: cfg, log: log, warn: ratelog.New(log, 10*time.Second), irc: irc,
 		out: newOutbox(irc, cfg.Rate, cfg.Burst), dir: dir, newWorker: newWorker,
 		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
 	}

@@ -119,7 +119,11 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 		// Key and value are what any producer may have written: the
 		// sender is shown so that it cannot pass for another, the text
 		// escaped and cut after protocol.MaxMessageBytes, with a marker.
-		text := fmt.Sprintf(b.cfg.Format, b.showSender(m.From), protocol.ShowText(m.Text, ircFormatting))
+		from := b.showSender(m.From)
+		if m.Trust != protocol.Verified {
+			from += b.cfg.UnverifiedMark
+		}
+		text := fmt.Sprintf(b.cfg.Format, from, protocol.ShowText(m.Text, ircFormatting))
 		for _, line := range Split(text, lineRoom(nick)) {
 			if !b.out.enqueue(ctx, &girc.Event{Command: girc.PRIVMSG, Params: []string{nick, line}}) {
 				return context.Cause(ctx)

@@ -35,6 +35,8 @@ func bridgeCommand() *cli.Command {
 			&cli.StringFlag{Name: "channel", EnvVars: []string{"ZKCHAT_IRC_CHANNEL"}, Value: "#chatroom", Usage: "the channel the bot serves"},
 			&cli.StringFlag{Name: "format", EnvVars: []string{"ZKCHAT_IRC_FORMAT"}, Value: "<%s> %s",
 				Usage: "delivered message format: sender nick, text"},
+			&cli.StringFlag{Name: "unverified-mark", EnvVars: []string{"ZKCHAT_IRC_UNVERIFIED_MARK"}, Value: "?",
+				Usage: "follows the sender's nick on a message whose signature does not check out (\"<bob?> hi\")"},
 			&cli.Float64Flag{Name: "rate", EnvVars: []string{"ZKCHAT_IRC_RATE"}, Value: 20,
 				Usage: "most lines a second the bot writes (-1: no pacing, for an exempt connect class)"},
 			&cli.IntFlag{Name: "burst", EnvVars: []string{"ZKCHAT_IRC_BURST"}, Value: 40, Usage: "lines the bot may write at once"},
@@ -77,6 +79,10 @@ func bridgeCommand() *cli.Command {
 				return err
 			}
 			defer k.Close()
+			keyDir, err := keyDirOf(c)
+			if err != nil {
+				return err
+			}
 			b, err := bridge.New(bridge.Config{
 				Server: c.String("irc-server"), TLS: c.Bool("irc-tls"), Password: c.String("irc-password"),
 				SASLUser: c.String("sasl-user"), SASLPass: c.String("sasl-password"),
@@ -85,6 +91,7 @@ func bridgeCommand() *cli.Command {
 				ZooKeeper: c.String("zookeeper"), Kafka: k,
 				SessionTimeout: c.Duration("session-timeout"), RequestTimeout: c.Duration("timeout"),
 				Logger: log, ZKAuth: za,
+				KeyDir: keyDir, UnverifiedMark: c.String("unverified-mark"),
 			})
 			if err != nil {
 				return usageError{err}

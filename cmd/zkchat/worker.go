@@ -414,16 +414,21 @@ func trustFlag(t protocol.Trust) string {
 // signingKey is id's key from --key-dir, made if missing (nil with
 // --key-dir none).
 func signingKey(c *cli.Context, id string) (ed25519.PrivateKey, error) {
-	dir := c.String("key-dir")
-	switch dir {
-	case "none":
-		return nil, nil
-	case "":
-		d, err := client.DefaultKeyDir()
-		if err != nil {
-			return nil, err
-		}
-		dir = d
+	dir, err := keyDirOf(c)
+	if err != nil || dir == "" {
+		return nil, err
 	}
 	return client.LoadOrCreateKey(dir, id)
+}
+
+// keyDirOf is --key-dir: "" for none.
+func keyDirOf(c *cli.Context) (string, error) {
+	switch dir := c.String("key-dir"); dir {
+	case "none":
+		return "", nil
+	case "":
+		return client.DefaultKeyDir()
+	default:
+		return dir, nil
+	}
 }
