@@ -274,6 +274,14 @@ func textOnlineElsewhere(id string) string {
 
 func textOnlineFailed(err error) string { return "Sorry, going online failed: " + err.Error() }
 
+func textUnregisteredElsewhere(id, bot string) string {
+	return fmt.Sprintf("%s was unregistered (by a quit from another zkchat client), so you are offline here; send me `register` (/msg %s register) to chat again.", id, bot)
+}
+
+func textPresenceLost(err error) string {
+	return "You are offline: zkchat could not keep your presence (" + err.Error() + "). Trying again in 30 s."
+}
+
 // textAccountUnknown: err wraps errAccountUnknown; the user reads its reason.
 func textAccountUnknown(err error) string {
 	why := strings.TrimPrefix(err.Error(), errAccountUnknown.Error()+": ")

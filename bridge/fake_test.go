@@ -28,13 +28,14 @@ type fakeNet struct {
 	bindings   map[string]string
 	topics     map[string][]protocol.Message
 	committed  map[string]int
+	workers    map[string]*fakeWorker // the last made for each id
 	changed    chan struct{} // closed and replaced at every change
 }
 
 func newFakeNet() *fakeNet {
 	return &fakeNet{registered: map[string]bool{}, online: map[string]onlineMeta{},
 		bindings: map[string]string{}, topics: map[string][]protocol.Message{},
-		committed: map[string]int{}, changed: make(chan struct{})}
+		committed: map[string]int{}, workers: map[string]*fakeWorker{}, changed: make(chan struct{})}
 }
 
 // changedLocked wakes the readers; n.mu is held.
@@ -70,8 +71,36 @@ type fakeWorker struct {
 	id   string
 	meta onlineMeta
 
-	mu     sync.Mutex
-	online bool
+	mu      sync.Mutex
+	online  bool
+	lost    chan struct{} // closed by lose
+	lostErr error
+}
+
+func (w *fakeWorker) Lost() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lost
+}
+
+func (w *fakeWorker) LostErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lostErr
+}
+
+// lose ends the presence by itself, as client.Worker does when it cannot
+// keep it.
+func (w *fakeWorker) lose(why error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.online {
+		w.n.mu.Lock()
+		delete(w.n.online, w.id)
+		w.n.mu.Unlock()
+		w.online, w.lostErr = false, why
+		close(w.lost)
+	}
 }
 
 func (w *fakeWorker) Register(context.Context) (protocol.Status, error) {
@@ -111,7 +140,7 @@ func (w *fakeWorker) GoOnline(context.Context) error {
 		return protocol.ErrAlreadyOnline
 	}
 	w.n.online[w.id] = w.meta
-	w.online = true
+	w.online, w.lost, w.lostErr = true, make(chan struct{}), nil
 	return nil
 }
 
@@ -264,7 +293,11 @@ func startFakeOn(t *testing.T, srv *irctest.Server, mod func(*Config), members .
 		t.Fatal(err)
 	}
 	b.newWorker = func(id string) worker {
-		return &fakeWorker{n: n, id: id, meta: onlineMeta{Via: "irc", Bridge: b.cfg.Nick, Channel: b.cfg.Channel}}
+		w := &fakeWorker{n: n, id: id, meta: onlineMeta{Via: "irc", Bridge: b.cfg.Nick, Channel: b.cfg.Channel}}
+		n.mu.Lock()
+		n.workers[id] = w
+		n.mu.Unlock()
+		return w
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -750,4 +783,45 @@ func (r *recorder) all() []*struct{ Params []string } {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.events)
+}
+
+func (n *fakeNet) worker(id string) *fakeWorker {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.workers[id]
+}
+
+// TestFakePresenceLost: a user whose presence the worker could not keep
+// (unregistered by a quit from another client; online in another session
+// now) is offline in the bridge too and is told why, once; the bridge does
+// not put them back online in a loop. Before, the bridge kept them
+// "online", and their delivery failed and restarted every 2 s for good.
+func TestFakePresenceLost(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		why  error
+		told string
+	}{
+		{protocol.ErrNotRegistered, "alice was unregistered (by a quit from another zkchat client)"},
+		{protocol.ErrAlreadyOnline, "alice is online elsewhere"},
+	} {
+		s := startFake(t, nil, "alice")
+		waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
+		if c.why == protocol.ErrNotRegistered {
+			s.net.mu.Lock()
+			delete(s.net.registered, "alice")
+			s.net.mu.Unlock()
+		}
+		s.net.worker("alice").lose(c.why)
+		s.notice(t, "alice", c.told)
+		time.Sleep(300 * time.Millisecond)
+		if s.net.isOnline("alice") {
+			t.Fatalf("%v: alice back online in the bridge", c.why)
+		}
+		for _, l := range s.srv.Lines() { // the lines after the one seen
+			if irctest.Command("NOTICE", c.told)(l) {
+				t.Fatalf("%v: told again: %q", c.why, l)
+			}
+		}
+	}
 }

@@ -20,6 +20,11 @@ type worker interface {
 	GoOffline()
 	SendMessage(ctx context.Context, to, text string) error
 	FollowMessagesWith(ctx context.Context, opts client.ReadOptions, fn func(protocol.Message) error) error
+	// Lost is closed when the presence begun by GoOnline ends by itself
+	// (unregistered elsewhere, online in another session, refused);
+	// LostErr says why.
+	Lost() <-chan struct{}
+	LostErr() error
 }
 
 var _ worker = (*client.Worker)(nil)
@@ -213,10 +218,16 @@ func (u *user) run(ctx context.Context) {
 		u.mu.Unlock()
 	}()
 	for {
+		var lost <-chan struct{}
+		if u.online {
+			lost = u.w.Lost()
+		}
 		select {
 		case op := <-u.ops:
 			op(ctx)
 		case <-u.kick:
+		case <-lost:
+			u.presenceLost()
 		case <-ctx.Done():
 			u.goOffline()
 			// Online or not, the client may hold a session (a command, a
@@ -340,6 +351,34 @@ func (b *Bridge) staleOwn(ctx context.Context, id string) bool {
 		return true // gone meanwhile: try again
 	}
 	return meta.Via == "irc" && meta.Bridge == b.cfg.Nick && meta.Channel == b.cfg.Channel
+}
+
+// presenceLost handles a presence that ended by itself (client.Worker
+// keeps it while it can): the user is offline, is told why, and is not put
+// back online in a loop: unregistered, they register again; online
+// elsewhere, they rejoin; anything else is retried later.
+func (u *user) presenceLost() {
+	why := u.w.LostErr()
+	u.goOffline()
+	nick := u.currentNick()
+	u.b.warn.Warn("user's presence lost", "id", u.id, "err", why)
+	u.mu.Lock()
+	switch {
+	case errors.Is(why, protocol.ErrNotRegistered):
+		u.notRegistered = true
+	case errors.Is(why, protocol.ErrAlreadyOnline):
+		u.elsewhere = true
+	}
+	u.mu.Unlock()
+	switch {
+	case errors.Is(why, protocol.ErrNotRegistered):
+		u.b.out.notice(nick, textUnregisteredElsewhere(u.id, u.b.irc.GetNick()))
+	case errors.Is(why, protocol.ErrAlreadyOnline):
+		u.b.out.notice(nick, textOnlineElsewhere(u.id))
+	default:
+		u.b.out.notice(nick, textPresenceLost(why))
+		u.later(30 * time.Second)
+	}
 }
 
 func (u *user) goOffline() {
