@@ -52,7 +52,7 @@ devenv: deps-go
 ## bench: the core benchmarks against real servers (about 2 minutes); tables in doc/benchmarks.md, raw output in .data/bench-core.txt
 bench: devenv
 	@mkdir -p .data
-	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./internal/benchmarks/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./internal/benchmarks/" 2>&1 | tee .data/bench-core.txt
+	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench 'Floor|Register|Send' -benchtime 2000x ./internal/benchmarks/ && go test -run '^$$' -bench FirstMessage -benchtime 200x -timeout 30m ./internal/benchmarks/ && go test -run '^$$' -bench 'Sign' -benchtime 20000x ./protocol/" 2>&1 | tee .data/bench-core.txt
 	go run ./internal/benchtab -title 'Benchmarks: core' -cmd 'make bench' -note 'What each benchmark measures and what limits it: [scaling.md](scaling.md).' -o doc/benchmarks.md .data/bench-core.txt
 
 ## bench-bridge: the IRC bridge benchmarks (about 5 minutes); tables in doc/benchmarks-bridge.md, raw output in .data/bench-bridge.txt

@@ -19,6 +19,8 @@ package benchmarks_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,14 +117,18 @@ func benchNewKafka(b *testing.B, env *testenv.Env) *kafka.Clients {
 	return k
 }
 
-func benchNewWorker(b *testing.B, env *testenv.Env, id string, k *kafka.Clients) *client.Worker {
+func benchNewWorker(b *testing.B, env *testenv.Env, id string, k *kafka.Clients, key ...ed25519.PrivateKey) *client.Worker {
 	b.Helper()
-	w, err := client.New(id, client.Config{
+	cfg := client.Config{
 		ZooKeeper:      env.ZooKeeper,
 		RequestTimeout: benchOpTimeout,
 		Kafka:          k,
 		Logger:         benchLogger(),
-	})
+	}
+	if len(key) > 0 {
+		cfg.SigningKey = key[0]
+	}
+	w, err := client.New(id, cfg)
 	if err != nil {
 		b.Fatalf("NewWorker %s: %v", id, err)
 	}
@@ -131,9 +137,9 @@ func benchNewWorker(b *testing.B, env *testenv.Env, id string, k *kafka.Clients)
 
 // benchOnlineWorker registers id and takes it online; offline when the benchmark
 // ends.
-func benchOnlineWorker(b *testing.B, env *testenv.Env, id string, k *kafka.Clients) *client.Worker {
+func benchOnlineWorker(b *testing.B, env *testenv.Env, id string, k *kafka.Clients, key ...ed25519.PrivateKey) *client.Worker {
 	b.Helper()
-	w := benchNewWorker(b, env, id, k)
+	w := benchNewWorker(b, env, id, k, key...)
 	b.Cleanup(w.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), benchOpTimeout)
 	defer cancel()
@@ -633,13 +639,18 @@ func benchAwaitText(arrived <-chan string, text string) error {
 
 // benchFollow runs w.FollowMessages until the benchmark ends, handing every
 // message's text to the returned channel.
-func benchFollow(b *testing.B, w *client.Worker) <-chan string {
+func benchFollow(b *testing.B, w *client.Worker, want ...protocol.Trust) <-chan string {
 	b.Helper()
 	arrived := make(chan string, 1<<16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- w.FollowMessages(ctx, func(m protocol.Message) error {
+			if len(want) > 0 && m.Trust != want[0] {
+				// Never the text awaited: the benchmark fails on it.
+				arrived <- m.Text + " (" + m.Trust.String() + ")"
+				return nil
+			}
 			arrived <- m.Text
 			return nil
 		})
@@ -661,14 +672,22 @@ func benchFollow(b *testing.B, w *client.Worker) <-chan string {
 // benchSendReadSetup is a manager, one shared kafka.Clients, alice online and
 // bob online and following his messages. A few warm-up messages have gone
 // through.
-func benchSendReadSetup(b *testing.B) (alice *client.Worker, arrived <-chan string) {
+func benchSendReadSetup(b *testing.B, signed ...bool) (alice *client.Worker, arrived <-chan string) {
 	b.Helper()
 	env := testenv.New(b)
 	benchStartManager(b, env)
 	k := benchNewKafka(b, env)
-	alice = benchOnlineWorker(b, env, "alice", k)
-	bob := benchOnlineWorker(b, env, "bob", k)
-	arrived = benchFollow(b, bob)
+	if len(signed) > 0 && signed[0] {
+		_, ka, _ := ed25519.GenerateKey(rand.Reader)
+		_, kb, _ := ed25519.GenerateKey(rand.Reader)
+		alice = benchOnlineWorker(b, env, "alice", k, ka)
+		bob := benchOnlineWorker(b, env, "bob", k, kb)
+		arrived = benchFollow(b, bob, protocol.Verified)
+	} else {
+		alice = benchOnlineWorker(b, env, "alice", k)
+		bob := benchOnlineWorker(b, env, "bob", k)
+		arrived = benchFollow(b, bob)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), benchOpTimeout)
 	defer cancel()
 	for i := range 5 {
@@ -689,6 +708,19 @@ func benchSendReadSetup(b *testing.B) (alice *client.Worker, arrived <-chan stri
 // reported: the SendMessage call alone (send-p50-ms ...).
 func BenchmarkSendRead(b *testing.B) {
 	alice, arrived := benchSendReadSetup(b)
+	benchSendRead(b, alice, arrived)
+}
+
+// BenchmarkSendReadSigned is BenchmarkSendRead with signing keys: each
+// message signed by the sender and checked by the receiver against the
+// sender's registered key (each must arrive verified). The difference to
+// BenchmarkSendRead in the same run is what signatures cost a message.
+func BenchmarkSendReadSigned(b *testing.B) {
+	alice, arrived := benchSendReadSetup(b, true)
+	benchSendRead(b, alice, arrived)
+}
+
+func benchSendRead(b *testing.B, alice *client.Worker, arrived <-chan string) {
 	ctx := context.Background()
 	lat := make([]time.Duration, 0, b.N)
 	sendLat := make([]time.Duration, 0, b.N)
