@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -258,7 +259,7 @@ func (l *leader) look(key nodeKey, st *nodeState) {
 	if key.k == kindOnline && g.stat.EphemeralOwner == 0 {
 		// Presence that outlives every session is no presence: remove it
 		// at once.
-		l.remove(key, st, path, g.stat.Version, "not ephemeral")
+		l.remove(key, st, path, g.stat.Version, slog.LevelWarn, "removed a node zkchat cannot use", "reason", "not ephemeral")
 		return
 	}
 	l.mu.Lock()
@@ -329,18 +330,19 @@ func (l *leader) unusable(key nodeKey, st *nodeState, path string, version int32
 		}
 		return
 	}
-	l.remove(key, st, path, version, why+", for "+grace.String())
+	l.remove(key, st, path, version, slog.LevelWarn, "removed a node zkchat cannot use", "reason", why+", for "+grace.String())
 }
 
-// remove deletes a node the leader refuses (fenced; at version, -1 any:
-// a node changed meanwhile is looked at again instead). The leader may
-// delete any child of the directories it owns, whatever the child's ACL.
-func (l *leader) remove(key nodeKey, st *nodeState, path string, version int32, why string) {
+// remove deletes a node (fenced; at version, -1 any: a node changed
+// meanwhile is looked at again instead), and logs msg with args (rate-
+// limited). The leader may delete any child of the directories it owns,
+// whatever the child's ACL.
+func (l *leader) remove(key nodeKey, st *nodeState, path string, version int32, level slog.Level, msg string, args ...any) {
 	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: version})
 	i, opErr := failedOp(resp, err)
 	switch {
 	case err == nil:
-		l.warn.Warn("removed a node zkchat cannot use", "path", path, "reason", why)
+		l.warn.Log(level, msg, msg, append([]any{"path", path}, args...)...)
 		l.forget(key, st)
 	case i >= 0 && i < len(l.fence):
 		l.cancel(errNotLeader)
@@ -378,21 +380,7 @@ func (l *leader) answeredGrace(key nodeKey, st *nodeState, path string, data []b
 	if left > 0 {
 		return
 	}
-	resp, err := multi(l.ctx, l.s, l.fence, &zk.DeleteRequest{Path: path, Version: stat.Version})
-	i, opErr := failedOp(resp, err)
-	switch {
-	case err == nil:
-		l.warn.Info("removed an answered request nobody deleted", "path", path, "grace", grace)
-		l.forget(key, st)
-	case i >= 0 && i < len(l.fence):
-		l.cancel(errNotLeader)
-	case errors.Is(err, errOutcomeUnknown):
-		l.cancel(err)
-	case errors.Is(opErr, zk.ErrBadVersion), errors.Is(opErr, zk.ErrNoNode):
-		// changed or gone meanwhile: its watch event says which
-	case l.ctx.Err() == nil:
-		l.retry(key, st, "remove answered request failed; retrying", "path", path, "err", err)
-	}
+	l.remove(key, st, path, stat.Version, slog.LevelInfo, "removed an answered request nobody deleted", "grace", grace)
 }
 
 // result is what handling a node came to.
