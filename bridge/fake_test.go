@@ -29,7 +29,7 @@ type fakeNet struct {
 	topics     map[string][]protocol.Message
 	committed  map[string]int
 	workers    map[string]*fakeWorker // the last made for each id
-	changed    chan struct{} // closed and replaced at every change
+	changed    chan struct{}          // closed and replaced at every change
 }
 
 func newFakeNet() *fakeNet {
