@@ -240,14 +240,107 @@ func (a *Admin) DeleteTopic(ctx context.Context, topic, group string) error {
 // GrantACLs creates ACLs(principal, t); a must be authenticated as a
 // principal allowed to alter ACLs (a super user).
 func (a *Admin) GrantACLs(ctx context.Context, principal string, t protocol.Topics) error {
-	res, err := a.a.CreateACLs(ctx, ACLs(principal, t))
+	return a.CreateACLs(ctx, principal, ACLs(principal, t))
+}
+
+// CreateACLs creates bindings, ACLs of principal (named in the error). An
+// ACL that exists already is success.
+func (a *Admin) CreateACLs(ctx context.Context, principal string, bindings ckafka.ACLBindings) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	err := Retry(ctx, func() error {
+		res, err := a.a.CreateACLs(ctx, bindings)
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.Error.Code() != ckafka.ErrNoError {
+				return r.Error
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("create Kafka ACLs for %s: %w", principal, err)
 	}
-	for _, r := range res {
-		if r.Error.Code() != ckafka.ErrNoError {
-			return fmt.Errorf("create Kafka ACLs for %s: %w", principal, r.Error)
+	return nil
+}
+
+// scramIterations is the iteration count of the credentials SetUserPrincipal
+// makes (Kafka accepts 4096 to 16384).
+const scramIterations = 8192
+
+// SetUserPrincipal creates or replaces the SCRAM credential of user
+// (mechanism: SCRAM-SHA-256 or -512) with password, then grants
+// "User:"+user the ACLs of id (UserACLs). Running it again is harmless: the credential gets a
+// new salt, the ACLs exist. a's principal needs ProvisionerACLs.
+func (a *Admin) SetUserPrincipal(ctx context.Context, id, user, password, mechanism string) error {
+	acls := UserACLs("User:"+user, id, a.cfg.Topics)
+	mech, err := ckafka.ScramMechanismFromString(mechanism)
+	if err != nil {
+		return fmt.Errorf("SCRAM credential of %s: mechanism %q: %w", user, mechanism, err)
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	err = Retry(ctx, func() error {
+		res, err := a.a.AlterUserScramCredentials(ctx, []ckafka.UserScramCredentialUpsertion{{User: user,
+			ScramCredentialInfo: ckafka.ScramCredentialInfo{Mechanism: mech, Iterations: scramIterations},
+			Password:            []byte(password)}}, nil)
+		if err != nil {
+			return err
 		}
+		if e, ok := res.Errors[user]; ok && e.Code() != ckafka.ErrNoError {
+			return e
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("SCRAM credential of %s: %w", user, err)
+	}
+	return a.CreateACLs(ctx, "User:"+user, acls)
+}
+
+// DeleteUserPrincipal deletes every ACL of "User:"+user, then user's SCRAM
+// credential of mechanism: once it returns, the credential no longer
+// authenticates (connections made before keep working until they close).
+// What is gone already is success.
+func (a *Admin) DeleteUserPrincipal(ctx context.Context, user, mechanism string) error {
+	mech, err := ckafka.ScramMechanismFromString(mechanism)
+	if err != nil {
+		return fmt.Errorf("SCRAM credential of %s: mechanism %q: %w", user, mechanism, err)
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	err = Retry(ctx, func() error {
+		res, err := a.a.DeleteACLs(ctx, ckafka.ACLBindingFilters{{Type: ckafka.ResourceAny,
+			ResourcePatternType: ckafka.ResourcePatternTypeAny, Principal: "User:" + user,
+			Operation: ckafka.ACLOperationAny, PermissionType: ckafka.ACLPermissionTypeAny}})
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.Error.Code() != ckafka.ErrNoError {
+				return r.Error
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete Kafka ACLs of User:%s: %w", user, err)
+	}
+	err = Retry(ctx, func() error {
+		res, err := a.a.AlterUserScramCredentials(ctx, nil,
+			[]ckafka.UserScramCredentialDeletion{{User: user, Mechanism: mech}})
+		if err != nil {
+			return err
+		}
+		if e, ok := res.Errors[user]; ok && e.Code() != ckafka.ErrNoError && e.Code() != ckafka.ErrResourceNotFound {
+			return e
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete SCRAM credential of %s: %w", user, err)
 	}
 	return nil
 }

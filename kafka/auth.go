@@ -5,9 +5,10 @@ package kafka
 // client of the process (producer, admin, consumer; the manager's admin too)
 // authenticates with SASL/SCRAM as one principal, zkchat's, which the
 // brokers allow, by PREFIXED ACLs, to use only the topics and consumer groups
-// that start with the installation's prefix (ACLs). Kafka knows no
-// per-user identities: it is the ZooKeeper side (acl.go) that keeps a
-// worker to its own id.
+// that start with the installation's prefix (ACLs). With the manager's
+// per-user principals on, a CLI worker authenticates instead as its user's
+// own principal (protocol/principal.go), which UserACLs keep to the user's
+// own topic and group; the manager then needs ProvisionerACLs too.
 
 import (
 	"fmt"
@@ -119,4 +120,53 @@ func ACLs(principal string, t protocol.Topics) ckafka.ACLBindings {
 		bind(ckafka.ResourceGroup, name, pt),
 		bind(ckafka.ResourceGroup, sharedReaderGroup, ckafka.ResourcePatternTypeLiteral),
 	}
+}
+
+// UserACLs are the ACL bindings of id's own principal (per-user
+// principals): READ on id's topic and on id's group, both LITERAL (a
+// PREFIXED one would also match the ids that extend id), and WRITE on the
+// user topics (PREFIXED on the topic prefix; every topic with an empty
+// prefix), which sending to anyone needs. READ and WRITE imply DESCRIBE
+// (metadata, offsets); WRITE on a topic also allows an idempotent producer
+// (Kafka 2.8 and later need no IDEMPOTENT_WRITE on the cluster). What they
+// leave open: the principal can see every user topic's metadata and
+// watermarks (how many records, not what they say), and write any key.
+func UserACLs(principal, id string, t protocol.Topics) ckafka.ACLBindings {
+	bind := func(rt ckafka.ResourceType, name string, pt ckafka.ResourcePatternType, op ckafka.ACLOperation) ckafka.ACLBinding {
+		return ckafka.ACLBinding{Type: rt, Name: name, ResourcePatternType: pt,
+			Principal: principal, Host: "*", Operation: op, PermissionType: ckafka.ACLPermissionTypeAllow}
+	}
+	all, pt := t.Prefix, ckafka.ResourcePatternTypePrefixed
+	if all == "" {
+		all, pt = "*", ckafka.ResourcePatternTypeLiteral
+	}
+	return ckafka.ACLBindings{
+		bind(ckafka.ResourceTopic, t.Topic(id), ckafka.ResourcePatternTypeLiteral, ckafka.ACLOperationRead),
+		bind(ckafka.ResourceGroup, t.Group(id), ckafka.ResourcePatternTypeLiteral, ckafka.ACLOperationRead),
+		bind(ckafka.ResourceTopic, all, pt, ckafka.ACLOperationWrite),
+	}
+}
+
+// ProvisionerACLs are what a manager with per-user principals needs on top
+// of ACLs: ALTER on the cluster, to create and delete SCRAM credentials and
+// ACLs. Kafka has nothing narrower: a principal that may create ACLs may
+// grant itself anything, so it is as strong as a super user. Give it only
+// to the managers' credential.
+func ProvisionerACLs(principal string) ckafka.ACLBindings {
+	return ckafka.ACLBindings{{Type: ckafka.ResourceBroker, Name: "kafka-cluster",
+		ResourcePatternType: ckafka.ResourcePatternTypeLiteral, Principal: principal, Host: "*",
+		Operation: ckafka.ACLOperationAlter, PermissionType: ckafka.ACLPermissionTypeAllow}}
+}
+
+// SCRAMMechanism is a's SASL mechanism when it is a SCRAM one (the
+// mechanism per-user credentials are made with), and an error otherwise.
+func (a *Auth) SCRAMMechanism() (string, error) {
+	mech := "SCRAM-SHA-256"
+	if a != nil && a.Mechanism != "" {
+		mech = strings.ToUpper(a.Mechanism)
+	}
+	if _, err := ckafka.ScramMechanismFromString(mech); err != nil {
+		return "", fmt.Errorf("Kafka SASL mechanism %q: per-user principals need SCRAM-SHA-256 or SCRAM-SHA-512", mech)
+	}
+	return mech, nil
 }

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,12 @@ type Config struct {
 	Extra map[string]string
 	// Auth, if set, makes every client authenticate with SASL (auth.go).
 	Auth *Auth
+	// ReaderGroup is the shared consumer's group.id ("": the shared
+	// sharedReaderGroup). The consumer never joins or commits to it, but
+	// librdkafka looks up its coordinator, which the brokers' ACLs check
+	// (DESCRIBE): a client authenticated as one user's principal, which
+	// may use only that user's group, names that group here.
+	ReaderGroup string
 }
 
 // sharedReaderGroup is the shared consumer's group.id.
@@ -154,7 +161,7 @@ func New(cfg Config) (*Clients, error) {
 	cc := clientConfig(cfg, ckafka.ConfigMap{
 		"client.id": "zkchat-reader",
 		// Needed by librdkafka for offsets APIs; never joined or committed to.
-		"group.id":                 sharedReaderGroup,
+		"group.id":                 cmp.Or(cfg.ReaderGroup, sharedReaderGroup),
 		"enable.auto.commit":       false,
 		"enable.auto.offset.store": false,
 		"auto.offset.reset":        "earliest",

@@ -27,7 +27,11 @@ type fakeAdmin struct {
 }
 
 func (a *fakeAdmin) CreateTopic(context.Context, string, kafka.TopicSpec) error { return nil }
-func (a *fakeAdmin) Close()                                                     {}
+func (a *fakeAdmin) SetUserPrincipal(context.Context, string, string, string, string) error {
+	return nil
+}
+func (a *fakeAdmin) DeleteUserPrincipal(context.Context, string, string) error { return nil }
+func (a *fakeAdmin) Close()                                                    {}
 func (a *fakeAdmin) DeleteTopic(_ context.Context, topic, _ string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()

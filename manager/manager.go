@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,13 @@ type Config struct {
 	// requests and online nodes not made by the id they name (see
 	// protocol/acl.go). nil: no credentials, open ACLs, as without security.
 	ZKAuth *protocol.Auth
+	// UserKafkaPrincipals gives every id registered by a digest identity a
+	// Kafka SCRAM principal of its own (protocol/principal.go), whose ACLs
+	// (kafka.UserACLs) let it read only the id's topic and group: the
+	// leader makes the credential at registration and deletes it at the
+	// quit. It needs ZKAuth and KafkaAuth (SCRAM), and KafkaAuth's
+	// principal needs kafka.ProvisionerACLs; New refuses it otherwise.
+	UserKafkaPrincipals bool
 }
 
 // Manager is the zkchat manager. toolMu (the session of the direct API
@@ -63,6 +71,14 @@ type Manager struct {
 	log   *slog.Logger
 	paths protocol.Paths
 	admin topicAdmin
+	// scram is the SCRAM mechanism of per-user credentials ("" without
+	// UserKafkaPrincipals).
+	scram string
+	// ids serializes, per id, the registering and removing of an id with
+	// per-user principals: both write Kafka and ZooKeeper in steps that
+	// must not interleave (an enroll and a quit of one id are two nodes,
+	// handled by two workers at once). A leaf lock.
+	ids keyedMutex
 
 	toolMu sync.Mutex
 	tool   *zookeeper.Session // for the API calls made outside Run
@@ -78,6 +94,10 @@ type Manager struct {
 type topicAdmin interface {
 	CreateTopic(ctx context.Context, topic string, spec kafka.TopicSpec) error
 	DeleteTopic(ctx context.Context, topic, group string) error
+	// SetUserPrincipal sets user's SCRAM credential and grants it id's
+	// ACLs (kafka.UserACLs).
+	SetUserPrincipal(ctx context.Context, id, user, password, mechanism string) error
+	DeleteUserPrincipal(ctx context.Context, user, mechanism string) error
 	Close()
 }
 
@@ -85,6 +105,7 @@ type topicAdmin interface {
 // ZooKeeper session: *zookeeper.Session, or internal/fakezk's in tests.
 type writer interface {
 	Multi(ctx context.Context, ops ...any) ([]zk.MultiResponse, error)
+	Exists(ctx context.Context, path string) (bool, *zk.Stat, error)
 }
 
 // Log keys and messages an operator greps for.
@@ -121,12 +142,24 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	var scram string
+	if cfg.UserKafkaPrincipals {
+		switch {
+		case cfg.ZKAuth == nil || cfg.KafkaAuth == nil:
+			return nil, errors.New("per-user Kafka principals need ZooKeeper ACLs and Kafka SASL both on (zkchat's ZooKeeper and Kafka credentials)")
+		case strings.HasPrefix(cfg.KafkaAuth.User, protocol.KafkaUserPrefix):
+			return nil, fmt.Errorf("per-user Kafka principals: zkchat's Kafka user may not start with %q, which is reserved for users' principals", protocol.KafkaUserPrefix)
+		}
+		if scram, err = cfg.KafkaAuth.SCRAMMechanism(); err != nil {
+			return nil, err
+		}
+	}
 	admin, err := kafka.NewAdmin(kafka.Config{Brokers: cfg.Kafka, Topics: cfg.Topics, Logger: cfg.Logger,
 		Extra: cfg.KafkaExtra, Auth: cfg.KafkaAuth}, "zkchat-manager")
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), paths: paths, admin: admin}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("manager", cfg.Name), paths: paths, admin: admin, scram: scram}
 	return m, nil
 }
 
@@ -295,6 +328,14 @@ func multi(ctx context.Context, s writer, fence []any, ops ...any) ([]zk.MultiRe
 // same transaction. ident is the requester's digest identity, bound to the
 // id in the registry node's ACL ("" for none).
 func (m *Manager) register(ctx context.Context, s writer, fence []any, id, ident string, req *zk.SetDataRequest) (protocol.Status, error) {
+	if m.cfg.UserKafkaPrincipals && ident != "" {
+		zs, ok := s.(*zookeeper.Session)
+		if !ok {
+			return protocol.StatusFailed, fmt.Errorf("register %s: per-user Kafka principals need a ZooKeeper session", id)
+		}
+		defer m.ids.lock(id)()
+		return m.registerWithPrincipal(ctx, zs, fence, id, ident, req)
+	}
 	meta := protocol.RegistryData{RegisteredAt: time.Now().UTC().Format(time.RFC3339)}.Marshal()
 	ops := []any{&zk.CreateRequest{Path: m.paths.Registered(id), Data: meta, Acl: m.registryACL(ident)}}
 	if req != nil {
@@ -324,16 +365,44 @@ func (m *Manager) register(ctx context.Context, s writer, fence []any, id, ident
 // that dies between the two leaves a registered user with no topic, which
 // the next going online re-creates, rather than a deleted user with a topic.
 func (m *Manager) remove(ctx context.Context, s writer, fence []any, id string, req *zk.SetDataRequest) (protocol.Status, error) {
+	if m.cfg.UserKafkaPrincipals {
+		defer m.ids.lock(id)()
+	}
 	if len(fence) > 0 {
 		// Topic deletion cannot be fenced: check leadership just before it.
 		if _, err := multi(ctx, s, fence); err != nil {
 			return protocol.StatusFailed, errNotLeader
 		}
 	}
+	// A credential node (per-user principals, now or before) must go
+	// before its parent, in the same transaction.
+	credPath := m.paths.KafkaCredential(id)
+	hasCred, _, err := s.Exists(ctx, credPath)
+	if err != nil {
+		return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, err)
+	}
+	// The Kafka credential goes first, like the topic: a manager that dies
+	// before the ZooKeeper write leaves a registered id whose credential
+	// is gone, which registering again repairs, rather than an unregistered
+	// id whose credential still works.
+	if hasCred || m.cfg.UserKafkaPrincipals {
+		if err := m.deleteKafkaPrincipal(ctx, id); err != nil {
+			if m.cfg.UserKafkaPrincipals {
+				return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, err)
+			}
+			m.log.Warn("remove: the Kafka credential of a user registered with per-user principals (now off) is left; delete it with kafka-configs and kafka-acls",
+				"id", id, "kafka_user", m.cfg.Topics.KafkaUser(id), "err", err)
+		}
+	}
 	if err := m.DeleteKafkaTopic(ctx, id); err != nil {
 		return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, err)
 	}
-	ops := []any{&zk.DeleteRequest{Path: m.paths.Registered(id), Version: -1}}
+	var ops []any
+	if hasCred {
+		ops = append(ops, &zk.DeleteRequest{Path: credPath, Version: -1})
+	}
+	regOp := len(fence) + len(ops) // the index of the registry delete in the multi
+	ops = append(ops, &zk.DeleteRequest{Path: m.paths.Registered(id), Version: -1})
 	if req != nil {
 		ops = append(ops, answer(req, protocol.StatusDone))
 	}
@@ -344,14 +413,14 @@ func (m *Manager) remove(ctx context.Context, s writer, fence []any, id string, 
 		switch {
 		case i >= 0 && i < len(fence):
 			return protocol.StatusFailed, errNotLeader
-		case i == len(fence) && errors.Is(opErr, zk.ErrNoNode):
+		case i == regOp && errors.Is(opErr, zk.ErrNoNode):
 			st = protocol.StatusAlready
 			if req != nil {
 				if st, err = m.settle(ctx, s, fence, req, st); err != nil {
 					return st, err
 				}
 			}
-		case i == len(fence)+1:
+		case i == regOp+1:
 			return protocol.StatusFailed, errAnswered
 		default:
 			return protocol.StatusFailed, fmt.Errorf("remove %s: %w", id, opErr)

@@ -6,7 +6,8 @@
 // the request status codes (paths.go), topic and consumer group names and
 // the record format (topic.go), the message size limit and how a reader
 // shows a record's key and text (text.go), the ACL rules of a locked-down
-// tree (acl.go), and the sentinel errors callers branch on (errors.go).
+// tree (acl.go), per-user Kafka principals' names and credential node
+// (principal.go), and the sentinel errors callers branch on (errors.go).
 //
 // It imports only the standard library and does no I/O: the zookeeper and
 // kafka packages apply it to the servers, the client package (a chat user)

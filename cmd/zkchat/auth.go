@@ -60,6 +60,9 @@ func kafkaACLsCommand() *cli.Command {
 			"a super user's, e.g. the admin.auth file of `ZKCHAT_KAFKA_SASL=1 go run ./cmd/devenv start kafka`.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "principal", Value: "User:zkchat", Usage: "zkchat's Kafka principal"},
+			&cli.BoolFlag{Name: "user-principals", Usage: "also ALTER on the cluster, which `zkchat manager " +
+				"--kafka-user-principals` needs to make users' SCRAM credentials and ACLs (as strong as a super user: " +
+				"grant it to the managers' principal only)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
@@ -86,6 +89,13 @@ func kafkaACLsCommand() *cli.Command {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "granted %s all operations on topics and groups %q*\n", c.String("principal"), t.Prefix)
+			if c.Bool("user-principals") {
+				p := c.String("principal")
+				if err := admin.CreateACLs(c.Context, p, kafka.ProvisionerACLs(p)); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "granted %s ALTER on the cluster (users' SCRAM credentials and ACLs)\n", p)
+			}
 			return nil
 		},
 	}

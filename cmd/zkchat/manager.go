@@ -33,6 +33,8 @@ func newManager(c *cli.Context) (*manager.Manager, *slog.Logger, error) {
 		Logger:            log,
 		ZKAuth:            za,
 		KafkaAuth:         ka,
+		// Only `zkchat manager` has the flag; elsewhere it reads false.
+		UserKafkaPrincipals: c.Bool("kafka-user-principals"),
 	})
 	if err != nil {
 		return nil, nil, usageError{err}
@@ -70,6 +72,10 @@ func managerCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Usage: "name in logs and in the election node (default host:pid)"},
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics"},
+			&cli.BoolFlag{Name: "kafka-user-principals", EnvVars: []string{"ZKCHAT_KAFKA_USER_PRINCIPALS"},
+				Usage: "give each user registered with ZooKeeper credentials a Kafka SCRAM principal of its own, " +
+					"which may read only the user's topic and group (needs ZooKeeper and Kafka credentials, and " +
+					"`zkchat kafka-acls --user-principals` for zkchat's Kafka principal)"},
 			debugFlag,
 		},
 		Action: func(c *cli.Context) error {

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/client"
@@ -51,15 +53,17 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 	}
 	env := &workerEnv{log: log}
 	if withKafka {
-		ka, err := kafkaAuth(c)
+		topics := protocol.Topics{Prefix: c.String("topic-prefix")}
+		ka, group, err := workerKafkaAuth(c, id, za, topics, log)
 		if err != nil {
 			return nil, err
 		}
 		env.kafka, err = kafka.New(kafka.Config{
-			Brokers: c.String("kafka"),
-			Topics:  protocol.Topics{Prefix: c.String("topic-prefix")},
-			Logger:  log,
-			Auth:    ka,
+			Brokers:     c.String("kafka"),
+			Topics:      topics,
+			Logger:      log,
+			Auth:        ka,
+			ReaderGroup: group,
 		})
 		if err != nil {
 			return nil, err
@@ -92,6 +96,42 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 		return nil, usageError{err}
 	}
 	return env, nil
+}
+
+// workerKafkaAuth is the Kafka credential of a CLI worker of id, and the
+// group its reader names ("": the shared one). ZKCHAT_KAFKA_AUTH or
+// --kafka-auth-file, when set, win: zkchat's own processes use them, and
+// they override. Else, with ZooKeeper credentials, the user's own
+// principal, from /registry/<id>/kafka, which the manager writes with
+// --kafka-user-principals and only the id's bound identity may read; its
+// ACLs allow only the id's own group, so the reader names that. Else none.
+func workerKafkaAuth(c *cli.Context, id string, za *protocol.Auth, topics protocol.Topics, log *slog.Logger) (*kafka.Auth, string, error) {
+	ka, err := kafkaAuth(c)
+	if err != nil || ka != nil || za == nil {
+		return ka, "", err
+	}
+	s, err := zookeeper.Dial(c.Context, zookeeper.SessionConfig{Connect: c.String("zookeeper"),
+		SessionTimeout: c.Duration("session-timeout"), Auth: za, Logger: log})
+	if err != nil {
+		return nil, "", err
+	}
+	defer s.Close()
+	data, _, err := s.Get(c.Context, s.Paths.KafkaCredential(id))
+	switch {
+	case errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrNoAuth):
+		// No per-user principal (not on, registered before, or not ours:
+		// the registration's identity is another): connect as before.
+		log.Debug("no Kafka credential of the user's own", "id", id, "err", err)
+		return nil, "", nil
+	case err != nil:
+		return nil, "", fmt.Errorf("Kafka credential of %s: %w", id, err)
+	}
+	cred, err := protocol.ParseKafkaCredential(data)
+	if err != nil {
+		return nil, "", fmt.Errorf("Kafka credential of %s: %w", id, err)
+	}
+	return &kafka.Auth{Auth: protocol.Auth{User: cred.User, Password: cred.Password}, Mechanism: cred.Mechanism,
+		SecurityProtocol: os.Getenv(kafka.EnvSecurityProtocol)}, topics.Group(id), nil
 }
 
 // onlineWorker is newWorker with Kafka, gone online; close ends both.
