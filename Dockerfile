@@ -19,8 +19,12 @@ FROM debian:bookworm-slim
 RUN apt-get update \
 	&& apt-get install -y --no-install-recommends ca-certificates \
 	&& rm -rf /var/lib/apt/lists/* \
-	&& useradd --system --uid 10001 --no-create-home zkchat
+	&& useradd --system --uid 10001 --no-create-home zkchat \
+	&& mkdir -p /var/lib/zkchat/keys && chown -R zkchat /var/lib/zkchat && chmod 700 /var/lib/zkchat/keys
 COPY --from=build /out/zkchat /usr/local/bin/zkchat
+# The users' signing keys (the bridge signs what its users send): a volume,
+# or every restart makes new keys and older messages no longer verify.
+ENV ZKCHAT_KEY_DIR=/var/lib/zkchat/keys
 USER zkchat
 # SIGTERM (docker stop) takes the bridge's users offline and quits IRC.
 STOPSIGNAL SIGTERM
