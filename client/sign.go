@@ -18,10 +18,15 @@ import (
 	"github.com/zkchat/zkchat/protocol"
 )
 
-// keyTTL is how long a sender's registered key is trusted from the cache;
-// a signature that does not verify with a cached key re-reads it at once
-// (the sender may have a new key).
-const keyTTL = time.Minute
+// keyTTL is how long a sender's registered key is trusted from the cache,
+// noKeyTTL how long "no key" is. A signature that does not verify re-reads
+// the key (the sender may have a new one), at most every keyReload per
+// sender: records anyone can write must not cost a ZooKeeper read each.
+const (
+	keyTTL    = time.Minute
+	noKeyTTL  = 5 * time.Second
+	keyReload = time.Second
+)
 
 // maxCachedKeys bounds the cache; past it, it starts over.
 const maxCachedKeys = 10000
@@ -67,30 +72,35 @@ func (w *Worker) checkSender(ctx context.Context, m protocol.Message) protocol.T
 	if protocol.ValidateID(m.From) != nil {
 		return protocol.CheckSignature(nil, m.From, w.id, sig, ms, m.Text)
 	}
-	pub, fresh := w.senderKey(ctx, m.From, false)
+	pub, age := w.senderKey(ctx, m.From, false)
 	t := protocol.CheckSignature(pub, m.From, w.id, sig, ms, m.Text)
-	if t != protocol.Verified && !fresh {
+	if t != protocol.Verified && age >= keyReload {
 		pub, _ = w.senderKey(ctx, m.From, true)
 		t = protocol.CheckSignature(pub, m.From, w.id, sig, ms, m.Text)
 	}
 	return t
 }
 
-// senderKey is id's registered key, from the cache unless reload; fresh
-// says it was read just now.
-func (w *Worker) senderKey(ctx context.Context, id string, reload bool) (pub ed25519.PublicKey, fresh bool) {
+// senderKey is id's registered key, from the cache unless reload (or
+// expired), and how old what it returns is (0: read just now). Without a
+// session, or when the read fails, it says it knows none.
+func (w *Worker) senderKey(ctx context.Context, id string, reload bool) (pub ed25519.PublicKey, age time.Duration) {
 	k := &w.keys
 	k.mu.Lock()
 	c, ok := k.keys[id]
 	k.mu.Unlock()
-	if ok && !reload && time.Since(c.at) < keyTTL {
-		return c.pub, false
+	ttl := keyTTL
+	if c.pub == nil {
+		ttl = noKeyTTL
+	}
+	if ok && !reload && time.Since(c.at) < ttl {
+		return c.pub, time.Since(c.at)
 	}
 	w.mu.Lock()
 	s := w.sess
 	w.mu.Unlock()
 	if s == nil {
-		return c.pub, false
+		return nil, 0
 	}
 	data, _, err := s.Get(ctx, w.paths.Registered(id))
 	switch {
@@ -98,7 +108,7 @@ func (w *Worker) senderKey(ctx context.Context, id string, reload bool) (pub ed2
 		pub = nil
 	case err != nil:
 		w.log.Warn("reading a sender's key", "id", id, "err", err)
-		return c.pub, false
+		return nil, 0
 	default:
 		r, _ := protocol.ParseRegistryData(data) // not JSON: no key
 		pub = r.Key()
@@ -109,7 +119,7 @@ func (w *Worker) senderKey(ctx context.Context, id string, reload bool) (pub ed2
 	}
 	k.keys[id] = cachedKey{pub, time.Now()}
 	k.mu.Unlock()
-	return pub, true
+	return pub, 0
 }
 
 // DefaultKeyDir is where the CLI keeps its users' signing keys:
@@ -130,6 +140,10 @@ func LoadOrCreateKey(dir, id string) (ed25519.PrivateKey, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, id+".key")
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		// Like every other secret of zkchat's (internal/secret).
+		return nil, fmt.Errorf("signing key %s: mode %04o lets others read it; chmod 600 it", path, st.Mode().Perm())
+	}
 	data, err := os.ReadFile(path)
 	if err == nil {
 		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))

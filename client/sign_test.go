@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,6 +80,9 @@ func TestSignaturesChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	send(bob2, "two")
+	// A key that does not match is read again at most every second per
+	// sender (records anyone can write must not cost a read each).
+	time.Sleep(1100 * time.Millisecond)
 	if got := read(); len(got) != 1 || got[0] != protocol.Verified {
 		t.Fatalf("after a new key: trust %v, want [verified]", got)
 	}
@@ -107,5 +112,69 @@ func TestLoadOrCreateKey(t *testing.T) {
 	}
 	if _, err := client.LoadOrCreateKey(dir, "../x"); err == nil {
 		t.Fatal("an invalid id made a key file")
+	}
+}
+
+// TestNoKeyReadsBounded: messages signed by a sender without a recorded
+// key (or with a bad signature) do not cost a ZooKeeper read each. Before,
+// 50 such messages made 50 reads of /registry/<sender>: anyone who may
+// write a topic could slow its reader down.
+func TestNoKeyReadsBounded(t *testing.T) {
+	e := newFakeEnv(t)
+	(&fakeManager{e: e}).start(t)
+	e.register(t, "alice", "bob")
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	bob, err := client.New("bob", client.Config{ZooKeeper: fakeConnect, Dial: e.dial, Kafka: e.kafka,
+		RequestTimeout: 5 * time.Second, Logger: quietLogger(), SigningKey: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bob.Close)
+	alice := e.worker(t, "alice", true)
+	if err := alice.GoOnline(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.GoOnline(ctxT(t)); err != nil { // the fake manager records no key
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if err := bob.SendMessage(ctxT(t), "alice", "hi"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gets atomic.Int64
+	reg := e.paths.Registered("bob")
+	e.zk.Fault(func(op, p string) error {
+		if p == reg && op == "Get" {
+			gets.Add(1)
+		}
+		return nil
+	})
+	n, err := alice.ReadMessages(ctxT(t), func(m protocol.Message) error {
+		if m.Trust != protocol.NoKey {
+			t.Errorf("trust %v, want no key", m.Trust)
+		}
+		return nil
+	})
+	if err != nil || n != 50 {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if g := gets.Load(); g > 2 {
+		t.Errorf("%d reads of bob's key for 50 messages", g)
+	}
+}
+
+// TestKeyFileReadableByOthers: a key file others may read is refused, as
+// zkchat refuses every other secret file.
+func TestKeyFileReadableByOthers(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := client.LoadOrCreateKey(dir, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "alice.key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.LoadOrCreateKey(dir, "alice"); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a world-readable key file: %v", err)
 	}
 }

@@ -2,6 +2,8 @@ package manager_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -164,5 +166,89 @@ func TestManyUnreadableRequests(t *testing.T) {
 	}
 	if l := strings.Count(logs.String(), "\n"); l > 200 {
 		t.Errorf("%d log lines for %d unreadable nodes: a flood", l, n)
+	}
+}
+
+// TestHiddenRequestReplaced: a request node hidden from zkchat's principal
+// does not hold up the real request that replaces it. Before, the leader
+// had no watch on a node it could not read, so the user's own request
+// (made after removing the hidden one) waited for the ConfirmGrace timer:
+// one anonymous write per grace blocked an id's registration for good.
+func TestHiddenRequestReplaced(t *testing.T) {
+	env, _, _ := aclEnv(t, func(cfg *manager.Config) { cfg.ConfirmGrace = 30 * time.Second })
+	mallory := authConn(t, env, "mallory:secret-"+testenv.Tag())
+	if _, err := mallory.Create(env.Path("/request/enroll/alice"), []byte("-1"), 0, zk.DigestACL(zk.PermAll, "nobody", "x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the leader has seen it, and cannot read it
+	w := authWorker(t, env, "alice", &protocol.Auth{User: "alice", Password: "pw-" + testenv.Tag()}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := w.Register(ctx); err != nil || st != protocol.StatusDone {
+		t.Fatalf("register after a hidden request node: %v, %v (want answered within 5 s, not after the 30 s grace)", st, err)
+	}
+}
+
+// TestUnanswerableRequestsRemoved: request nodes the leader can read but
+// not answer are removed after the grace too. Before, a request nobody may
+// touch (world READ only) stayed for good, and so did a refused one whose
+// ACL leaves zkchat's principal out (its "failed" answer was refused, and
+// logged again at every change): anonymous clients could fill /request.
+func TestUnanswerableRequestsRemoved(t *testing.T) {
+	const grace = 2 * time.Second
+	var logs testenv.Buffer
+	env, admin, _ := aclEnv(t, func(cfg *manager.Config) { cfg.ConfirmGrace = grace }, countingLog(t, &logs))
+	anon := authConn(t, env, "")
+	pw := "secret-" + testenv.Tag()
+	mallory := authConn(t, env, "mallory:"+pw)
+	zkchat := authConn(t, env, admin.User+":"+admin.Password)
+	untouched := env.Path("/request/enroll/carol")
+	if _, err := anon.Create(untouched, []byte("-1"), 0, zk.WorldACL(zk.PermRead)); err != nil {
+		t.Fatal(err)
+	}
+	// Refused (mallory may not register dave), touched, and zkchat may not
+	// write it.
+	refused := env.Path("/request/enroll/dave")
+	acl := append(zk.DigestACL(zk.PermAll, "mallory", pw), zk.WorldACL(zk.PermRead)...)
+	if _, err := mallory.Multi(&zk.CreateRequest{Path: refused, Data: []byte("-1"), Acl: acl},
+		&zk.SetDataRequest{Path: refused, Data: []byte("-1"), Version: 0}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*grace, "untouched request removed", gone(t, zkchat, untouched))
+	testenv.WaitFor(t, 5*grace, "unanswerable refused request removed", gone(t, zkchat, refused))
+	if n := linesWith(&logs, "enroll/dave"); n > 10 {
+		t.Errorf("%d log lines about the refused request", n)
+	}
+}
+
+// TestKeyOfUnboundID: with ACLs on, an id registered by zkchat's principal
+// (an IRC bridge's user) has no binding; a client calling itself
+// "alice:<any password>" that goes online as alice must not get its key
+// recorded for her (its forged messages would show verified).
+func TestKeyOfUnboundID(t *testing.T) {
+	env, admin, m := aclEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.RegisterUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	pw := "any-" + testenv.Tag()
+	fake := authConn(t, env, "alice:"+pw)
+	zkchat := authConn(t, env, admin.User+":"+admin.Password)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	path := env.Path("/online/alice")
+	data := []byte(`{"public_key":"` + protocol.EncodePublicKey(pub) + `"}`)
+	acl := append(zk.DigestACL(zk.PermAll, "alice", pw), zk.DigestACL(zk.PermAll, admin.User, admin.Password)...)
+	if _, err := fake.Multi(&zk.CreateRequest{Path: path, Data: data, Flags: zk.FlagEphemeral, Acl: append(acl, zk.WorldACL(zk.PermRead)...)},
+		&zk.SetDataRequest{Path: path, Data: data, Version: 0}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the leader has handled it
+	d, _, err := zkchat.Get(env.Path("/registry/alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := protocol.ParseRegistryData(d); r.Key() != nil {
+		t.Fatalf("a key published by an unbound identity was recorded for alice: %s", d)
 	}
 }

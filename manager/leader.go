@@ -86,10 +86,23 @@ type nodeState struct {
 	busy    bool  // a worker is looking at it
 	again   bool  // an event came while busy: look again after
 	timer   *time.Timer
-	// unusable is when the leader first could not use the node (it could
-	// not read it, or its creator had not confirmed it); zero: usable.
-	unusable time.Time
-	backoff  time.Duration // the next retry's delay after a failed look
+	// unusable is when the leader first could not use the node version
+	// unusableCzxid (it could not read it, or its creator had not
+	// confirmed it); zero: usable. A new node of the same name starts over.
+	unusable      time.Time
+	unusableCzxid int64
+	backoff       time.Duration // the next retry's delay after a failed look
+	// events counts the watch events for the node; armedAt is its value
+	// when the last successful GetW/ExistsW set the node's watch. While
+	// they are equal the watch is armed, and a timer's look reads without
+	// setting another (go-zookeeper keeps a channel per watch set until it
+	// fires).
+	events  int
+	armedAt int // -1: no watch armed
+	// lastLook is when a worker last took the node; timerAt when its
+	// planned look is due (zero: none).
+	lastLook time.Time
+	timerAt  time.Time
 	// answered: the request version seen answered and since when (local
 	// clock: ZooKeeper's mtime is another machine's).
 	answeredCzxid   int64
@@ -100,6 +113,9 @@ type nodeState struct {
 const (
 	retryMin = 100 * time.Millisecond
 	retryMax = 10 * time.Second
+	// relistLook is the least time between two looks at a node without a
+	// watch that a directory listing asks for.
+	relistLook = 2 * time.Second
 )
 
 // add starts tracking a listed node: a new one is looked at.
@@ -107,10 +123,30 @@ func (l *leader) add(k kind, name string) {
 	key := nodeKey{k, name}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.nodes[key]; ok || l.ctx.Err() != nil {
+	if l.ctx.Err() != nil {
 		return
 	}
-	l.nodes[key] = &nodeState{}
+	if st, ok := l.nodes[key]; ok {
+		switch {
+		case st.busy:
+			// Listed again while a worker looks at it: the look may have
+			// just seen it gone (and forget it) although this listing
+			// shows a new node of the same name, which has no watch yet.
+			st.again = true
+		case st.armedAt != st.events:
+			// No watch on it (ZooKeeper sends none for a node zkchat's
+			// principal may not read): a listing is the only sign it may
+			// have been replaced. Looked at again, at most every
+			// relistLook, so thousands of hidden nodes cost little.
+			if wait := relistLook - time.Since(st.lastLook); wait <= 0 {
+				l.enqueueLocked(key)
+			} else if st.timerAt.IsZero() || st.timerAt.After(time.Now().Add(wait)) {
+				l.laterLocked(key, wait)
+			}
+		}
+		return
+	}
+	l.nodes[key] = &nodeState{armedAt: -1}
 	l.enqueueLocked(key)
 }
 
@@ -123,7 +159,8 @@ func (l *leader) event(ev zk.Event) {
 			continue
 		}
 		l.mu.Lock()
-		if _, tracked := l.nodes[nodeKey{k, name}]; tracked {
+		if st, tracked := l.nodes[nodeKey{k, name}]; tracked {
+			st.events++ // the watch fired: not armed any more
 			l.enqueueLocked(nodeKey{k, name})
 		}
 		l.mu.Unlock()
@@ -160,11 +197,12 @@ func (l *leader) laterLocked(key nodeKey, d time.Duration) {
 	if st.timer != nil {
 		st.timer.Stop()
 	}
+	st.timerAt = time.Now().Add(d)
 	st.timer = time.AfterFunc(d, func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if l.nodes[key] == st && l.ctx.Err() == nil {
-			st.timer = nil
+			st.timer, st.timerAt = nil, time.Time{}
 			l.enqueueLocked(key)
 		}
 	})
@@ -211,7 +249,7 @@ func (l *leader) work(class int) {
 			l.mu.Unlock()
 			continue
 		}
-		st.queued, st.busy = false, true
+		st.queued, st.busy, st.lastLook = false, true, time.Now()
 		l.mu.Unlock()
 
 		l.look(key, st)
@@ -237,10 +275,20 @@ func (l *leader) look(key nodeKey, st *nodeState) {
 		data []byte
 		stat *zk.Stat
 	}
+	l.mu.Lock()
+	events, armed := st.events, st.armedAt == st.events
+	l.mu.Unlock()
 	g, err := zookeeper.Do(l.ctx, func() (got, error) {
+		if armed {
+			d, st, err := l.s.Conn.Get(path)
+			return got{d, st}, err
+		}
 		d, st, _, err := l.s.Conn.GetW(path) // its event comes through l.event
 		return got{d, st}, err
 	})
+	if err == nil && !armed {
+		l.armed(st, events)
+	}
 	switch {
 	case l.ctx.Err() != nil:
 		return
@@ -249,8 +297,10 @@ func (l *leader) look(key nodeKey, st *nodeState) {
 		return
 	case errors.Is(err, zk.ErrNoAuth):
 		// Hidden from zkchat's principal: it can never be answered or
-		// checked. Its data watch was not set either.
-		l.unusable(key, st, path, -1, "zkchat's principal may not read it")
+		// checked, and ZooKeeper sends no watch event for it (a node that
+		// replaces it shows in the next listing: see add). Exists (not
+		// ACL-checked) gives the version to remove.
+		l.hidden(key, st, path)
 		return
 	case err != nil:
 		l.retry(key, st, "read node failed; retrying", "path", path, "err", err)
@@ -270,7 +320,10 @@ func (l *leader) look(key nodeKey, st *nodeState) {
 		case r == resultStop:
 			return
 		case r == resultNotTouched:
-			l.unusable(key, st, path, g.stat.Version, "not confirmed by its creator (never touched)")
+			l.unusable(key, st, path, g.stat, "not confirmed by its creator (never touched)")
+			return
+		case r == resultUnusable:
+			l.unusable(key, st, path, g.stat, "zkchat's principal may not answer it")
 			return
 		case r == resultRetry:
 			l.retry(key, st, "handling node failed; retrying", "path", path)
@@ -278,15 +331,51 @@ func (l *leader) look(key nodeKey, st *nodeState) {
 		}
 	}
 	l.mu.Lock()
-	st.handled, st.unusable, st.backoff = g.stat.Czxid, time.Time{}, 0
+	st.handled, st.unusable, st.unusableCzxid, st.backoff = g.stat.Czxid, time.Time{}, 0, 0
 	l.mu.Unlock()
 	l.answeredGrace(key, st, path, g.data, g.stat)
 }
 
-// forget stops tracking a node that is gone.
+// armed records that a watch was set on the node while its event count
+// was events (a later event means it fired already).
+func (l *leader) armed(st *nodeState, events int) {
+	l.mu.Lock()
+	if st.events == events {
+		st.armedAt = events
+	}
+	l.mu.Unlock()
+}
+
+// hidden handles a node zkchat's principal may not read.
+func (l *leader) hidden(key nodeKey, st *nodeState, path string) {
+	type got struct {
+		ok   bool
+		stat *zk.Stat
+	}
+	stat, err := zookeeper.Do(l.ctx, func() (got, error) {
+		ok, stat, err := l.s.Conn.Exists(path)
+		return got{ok, stat}, err
+	})
+	switch {
+	case l.ctx.Err() != nil:
+	case err != nil:
+		l.retry(key, st, "read node failed; retrying", "path", path, "err", err)
+	case !stat.ok:
+		l.forget(key, st)
+	default:
+		l.unusable(key, st, path, stat.stat, "zkchat's principal may not read it")
+	}
+}
+
+// forget stops tracking a node that is gone. An event or a listing that
+// came during the look (again) keeps it: a node of the same name may have
+// been made since.
 func (l *leader) forget(key nodeKey, st *nodeState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if st.again {
+		return // the worker looks again at once
+	}
 	if l.nodes[key] == st {
 		if st.timer != nil {
 			st.timer.Stop()
@@ -309,14 +398,16 @@ func (l *leader) retry(key nodeKey, st *nodeState, msg string, args ...any) {
 // unusable handles a node the leader cannot use: the first time, it plans
 // a look at the end of ConfirmGrace (a touch is a data change and comes
 // earlier through the watch); once the grace is over it removes the node.
-// version is the data version read (-1: unread).
-func (l *leader) unusable(key nodeKey, st *nodeState, path string, version int32, why string) {
+// stat is the node version seen: the grace runs per node version
+// (czxid), and the removal is at that data version, so a node that
+// replaced it, or changed, is never removed by it.
+func (l *leader) unusable(key nodeKey, st *nodeState, path string, stat *zk.Stat, why string) {
 	grace := l.m.cfg.ConfirmGrace
 	l.mu.Lock()
 	now := time.Now()
-	first := st.unusable.IsZero()
+	first := st.unusable.IsZero() || st.unusableCzxid != stat.Czxid
 	if first {
-		st.unusable = now
+		st.unusable, st.unusableCzxid = now, stat.Czxid
 	}
 	left := grace - now.Sub(st.unusable)
 	if left > 0 {
@@ -330,7 +421,7 @@ func (l *leader) unusable(key nodeKey, st *nodeState, path string, version int32
 		}
 		return
 	}
-	l.remove(key, st, path, version, slog.LevelWarn, "removed a node zkchat cannot use", "reason", why+", for "+grace.String())
+	l.remove(key, st, path, stat.Version, slog.LevelWarn, "removed a node zkchat cannot use", "reason", why+", for "+grace.String())
 }
 
 // remove deletes a node (fenced; at version, -1 any: a node changed
@@ -390,6 +481,7 @@ const (
 	resultDone       result = iota // handled (or failed for good, logged)
 	resultNotTouched               // its creator has not confirmed it yet
 	resultRetry                    // a failure that may pass: look again later
+	resultUnusable                 // it cannot be answered (zkchat may not write it): removed after the grace
 	resultStop                     // the term ends
 )
 
@@ -496,11 +588,23 @@ func (l *leader) handle(k kind, name, path string, data []byte, stat *zk.Stat) r
 		return resultStop
 	case l.ctx.Err() != nil:
 		return resultStop
-	case errors.Is(err, errRetry):
+	case errors.Is(err, zk.ErrNoAuth):
+		// zkchat may not write it (answer, delete the refused node): its
+		// ACL leaves zkchat's principal out.
+		return resultUnusable
+	case errors.Is(err, errRetry), transient(err):
 		return resultRetry
 	}
-	l.m.log.Error("handling node failed", "kind", k.String(), "id", name, "path", path, "err", err)
+	l.warn.Error("handling node failed", "kind", k.String(), "id", name, "path", path, "err", err)
 	return resultDone
+}
+
+// transient reports whether err may pass by itself: ZooKeeper not answering
+// for a moment (zookeeper.ErrStalled, no server), or a call that timed out.
+// Such a request is looked at again with backoff, never answered "failed".
+func transient(err error) bool {
+	return errors.Is(err, zookeeper.ErrStalled) || errors.Is(err, zk.ErrNoServer) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 // request answers one register or quit request if it is pending.
@@ -526,7 +630,9 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 	ident, err := l.m.identity(l.ctx, l.s, path, id, stat.Version, k == kindQuit)
 	switch {
 	case protocol.ErrNotTouched(err):
-		return nil // its creator's touch is a data change: looked at again then
+		// Its creator's touch is a data change (looked at again then);
+		// a node nobody touches is removed after ConfirmGrace.
+		return err
 	case errors.Is(err, protocol.ErrIdentity):
 		log.Warn("request refused: answering failed", "err", err)
 		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
@@ -557,6 +663,8 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 		return err
 	case l.ctx.Err() != nil:
 		return err // the term ended before the answer was sent
+	case transient(err):
+		return fmt.Errorf("%w: %w", errRetry, err) // not "failed": it may pass
 	}
 	log.Error("request failed: answering failed", "err", err)
 	if _, serr := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed); serr != nil {
@@ -572,8 +680,10 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 func (l *leader) online(id, path string, data []byte, stat *zk.Stat) error {
 	log := l.m.log.With("kind", "online", "id", id)
 	valid, why := protocol.ValidateID(id) == nil, "invalid id"
+	var ident string
 	if valid {
-		_, err := l.m.identity(l.ctx, l.s, path, id, stat.Version, true)
+		var err error
+		ident, err = l.m.identity(l.ctx, l.s, path, id, stat.Version, true)
 		switch {
 		case protocol.ErrNotTouched(err):
 			return err
@@ -593,7 +703,7 @@ func (l *leader) online(id, path string, data []byte, stat *zk.Stat) error {
 		if ok {
 			// The key first: a worker that sees its topic ready finds its
 			// key recorded too.
-			if err := l.recordKey(id, path, data); err != nil {
+			if err := l.recordKey(id, path, data, ident); err != nil {
 				return err
 			}
 			return l.ensureTopic(id)
@@ -619,7 +729,12 @@ func (l *leader) online(id, path string, data []byte, stat *zk.Stat) error {
 // receivers check id's signatures with. The node was made by id (with ACLs
 // on, online has checked its identity against the registry's binding).
 // A malformed key is logged and not recorded; the node is still accepted.
-func (l *leader) recordKey(id, path string, data []byte) error {
+//
+// With ACLs on, a node made by a digest identity (ident) records its key
+// only when the id is bound to that identity: an id registered by zkchat's
+// principal (the bridge's users) has no binding, and any client calling
+// itself "<id>:<any password>" could otherwise publish a key for it.
+func (l *leader) recordKey(id, path string, data []byte, ident string) error {
 	pub, err := protocol.OnlinePublicKey(data)
 	if err != nil {
 		l.warn.Warn("online node with a malformed public key: not recorded", "path", path, "err", err)
@@ -642,6 +757,19 @@ func (l *leader) recordKey(id, path string, data []byte) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%w: read %s: %w", errRetry, reg, err)
+	}
+	if ident != "" {
+		acl, err := zookeeper.Do(l.ctx, func() ([]zk.ACL, error) {
+			a, _, err := l.s.Conn.GetACL(reg)
+			return a, err
+		})
+		if err != nil {
+			return fmt.Errorf("%w: ACL of %s: %w", errRetry, reg, err)
+		}
+		if protocol.Binding(zookeeper.FromZK(acl), id) != ident {
+			l.warn.Warn("online node of an id not bound to its creator: its key is not recorded", "path", path)
+			return nil
+		}
 	}
 	rd, perr := protocol.ParseRegistryData(g.data)
 	if perr != nil {
