@@ -52,6 +52,30 @@ func waitMs(ctx context.Context, most time.Duration) int {
 // topics (a new user's first message came up to 1 s late). A topic that
 // does not exist is protocol.ErrNoTopic.
 func (k *Clients) partitions(ctx context.Context, topic string) ([]int32, error) {
+	// A topic made a moment ago may be unknown to the broker asked (its
+	// metadata lags the controller's): "unknown" is believed only after
+	// topicSettle. Before, a reader opened right after a user's first time
+	// online could fail with ErrNoTopic (found by the fault suite).
+	settle := time.Now().Add(topicSettle)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		parts, err := k.partitionsOnce(ctx, topic)
+		if !errors.Is(err, protocol.ErrNoTopic) || time.Now().After(settle) {
+			return parts, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+	}
+}
+
+// topicSettle is how long a topic reported unknown is asked about again.
+const topicSettle = 5 * time.Second
+
+func (k *Clients) partitionsOnce(ctx context.Context, topic string) ([]int32, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	var t ckafka.TopicMetadata

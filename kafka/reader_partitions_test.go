@@ -153,3 +153,31 @@ func TestReaderNoTopic(t *testing.T) {
 		t.Fatalf("reader of a missing topic: %v, want ErrNoTopic", err)
 	}
 }
+
+// TestReaderTopicMadeMeanwhile: a reader opened while its topic is still
+// unknown to the broker asked (made a moment ago: the broker's metadata
+// lags) waits for it a little instead of failing. Before, `zkchat read
+// --follow` right after a user's first time online could exit with "topic
+// does not exist" (found by the fault suite, 1 run in 4).
+func TestReaderTopicMadeMeanwhile(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	k, ctx := clients(t, env)
+	topic := env.Prefix + "late"
+	type opened struct {
+		r   interface{ Close() }
+		err error
+	}
+	res := make(chan opened, 1)
+	go func() {
+		r, err := k.OpenReader(ctx, topic, topic)
+		res <- opened{r, err}
+	}()
+	time.Sleep(time.Second)
+	foreignTopic(t, ctx, env, topic, 1)
+	o := <-res
+	if o.err != nil {
+		t.Fatalf("reader of a topic made 1 s later: %v", o.err)
+	}
+	o.r.Close()
+}
