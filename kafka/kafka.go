@@ -57,8 +57,8 @@ type Clients struct {
 	pmu          sync.Mutex
 	producer     *ckafka.Producer
 	producerConf ckafka.ConfigMap
-	// adminProducer carries admin and never produces: see New.
-	adminProducer *ckafka.Producer
+	// adminConsumer carries admin and never reads: see New.
+	adminConsumer *ckafka.Consumer
 	consumer      *ckafka.Consumer
 
 	mu      sync.Mutex
@@ -181,35 +181,45 @@ func New(cfg Config) (*Clients, error) {
 	// The admin client gets connections of its own: Kafka answers one
 	// request per connection at a time, and an offset commit (5 ms of
 	// coordinator linger) would hold up the produce requests behind it.
-	// Made from a producer that never produces, so its logs can be routed.
-	ac := producerConfig(cfg, ckafka.ConfigMap{"client.id": "zkchat-admin"})
-	ap, err := ckafka.NewProducer(&ac)
+	// It is made from a consumer that never reads (its logs and errors are
+	// routed by adminLoop), not from a producer: librdkafka 2.11 answers a
+	// NOT_COORDINATOR in ListConsumerGroupOffsets by queueing a coordinator
+	// query on the client's consumer group, which a producer has not, and
+	// crashes (librdkafka issue #5040; seen here 1 run in 15 of
+	// TestCLIUserKafkaPrincipals, right after a fresh broker's start).
+	acc := clientConfig(cfg, ckafka.ConfigMap{
+		"client.id":              "zkchat-admin",
+		"group.id":               cmp.Or(cfg.ReaderGroup, sharedReaderGroup),
+		"enable.auto.commit":     false,
+		"go.logs.channel.enable": true,
+	})
+	ac, err := ckafka.NewConsumer(&acc)
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
-	a, err := ckafka.NewAdminClientFromProducer(ap)
+	a, err := ckafka.NewAdminClientFromConsumer(ac)
 	if err != nil {
-		ap.Close()
+		_ = ac.Close()
 		p.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
 	c, err := ckafka.NewConsumer(&cc)
 	if err != nil {
 		a.Close()
-		ap.Close()
+		_ = ac.Close()
 		p.Close()
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	k := &Clients{cfg: cfg, log: cfg.Logger, producer: p, producerConf: pc, admin: a, adminProducer: ap, consumer: c,
+	k := &Clients{cfg: cfg, log: cfg.Logger, producer: p, producerConf: pc, admin: a, adminConsumer: ac, consumer: c,
 		readers: map[string]*Reader{}, partitionCheck: partitionCheck, cancel: cancel}
 	k.wg.Add(6)
 	go k.drainProducerEvents(p)
-	go k.drainProducerEvents(ap)
+	go k.adminLoop(ctx)
 	go k.pollLoop(ctx)
 	go k.logLoop(ctx, p.Logs())
-	go k.logLoop(ctx, ap.Logs())
+	go k.logLoop(ctx, ac.Logs())
 	go k.logLoop(ctx, c.Logs())
 	return k, nil
 }
@@ -311,9 +321,11 @@ func (k *Clients) Close() {
 		k.log.Warn("kafka close: messages not acknowledged", "count", n)
 	}
 	k.admin.Close()
-	k.adminProducer.Close()
 	p.Close() // closes Events() and Logs(), which ends their loops
 	k.wg.Wait()
+	if err := k.adminConsumer.Close(); err != nil {
+		k.log.Warn("kafka admin close", "err", err)
+	}
 	if err := k.consumer.Close(); err != nil {
 		k.log.Warn("kafka consumer close", "err", err)
 	}
@@ -330,12 +342,31 @@ func (k *Clients) drainProducerEvents(p *ckafka.Producer) {
 			if e.Code() != ckafka.ErrAllBrokersDown { // says less than the error before it
 				k.lastErr.Store(&clientError{e, time.Now()})
 			}
-			if e.IsFatal() && p != k.adminProducer {
+			if e.IsFatal() {
 				k.replaceProducer(p, e) // logs it, unless closing
 			}
 			k.noisy.log(k.log, "kafka producer", e)
 		case *ckafka.Message:
 			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
+		}
+	}
+}
+
+// adminLoop serves the admin client's consumer, which never reads: it
+// keeps client errors (a refused authentication) for explain, and keeps
+// its queue drained, until ctx ends.
+func (k *Clients) adminLoop(ctx context.Context) {
+	defer k.wg.Done()
+	for ctx.Err() == nil {
+		switch e := k.adminConsumer.Poll(100).(type) {
+		case ckafka.Error:
+			if e.Code() != ckafka.ErrAllBrokersDown {
+				k.lastErr.Store(&clientError{e, time.Now()})
+			}
+			k.noisy.log(k.log, "kafka admin", e)
+		case nil:
+		default:
+			k.log.Debug("kafka admin event", "event", e.String())
 		}
 	}
 }

@@ -217,9 +217,14 @@ func (k *Clients) Bounds(ctx context.Context, topic string) (low, high protocol.
 	low, high = protocol.Position{}, protocol.Position{}
 	for _, p := range parts {
 		var lo, hi int64
-		err := k.use(func() (err error) {
-			lo, hi, err = k.consumer.QueryWatermarkOffsets(topic, p, waitMs(ctx, 10*time.Second))
-			return err
+		// Retried while the partition has no leader yet (a topic made a
+		// moment ago: "Not leader for partition", seen 1 run in 30 of
+		// TestCLIUserKafkaPrincipals on a loaded machine).
+		err := Retry(ctx, func() error {
+			return k.use(func() (err error) {
+				lo, hi, err = k.consumer.QueryWatermarkOffsets(topic, p, waitMs(ctx, 10*time.Second))
+				return err
+			})
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("offsets of %s partition %d: %w", topic, p, err)
