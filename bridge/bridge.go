@@ -233,7 +233,8 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 	}
 	// A line girc may have dropped fails the proofs on its connection;
 	// a new connection starts them afresh (see outbox.lost).
-	b.out.log, b.out.onLost = log, func() { b.irc.Close() }
+	b.out.setLogger(log)
+	b.out.onLost = func() { b.irc.Close() }
 	b.m.init()
 	b.handlers()
 	b.accountHandlers()

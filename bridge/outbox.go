@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/lrstanley/girc"
+
+	"github.com/zkchat/zkchat/internal/ratelog"
 )
 
 // lineSender is what the outbox needs of the IRC connection: girc's
@@ -33,7 +35,8 @@ const (
 	repliesMax       = 1024
 )
 
-// dropLogEvery rate-limits the log of replies dropped for want of room.
+// dropLogEvery rate-limits the log of replies dropped for want of room
+// (through ratelog).
 const dropLogEvery = 10 * time.Second
 
 // outbox is the one way out for every line the bot writes, written by one
@@ -68,6 +71,7 @@ type outbox struct {
 	// lines; the bridge reconnects.
 	onLost func()
 	log    *slog.Logger
+	warn   *ratelog.Logger // lines a flood repeats
 
 	mu    sync.Mutex
 	queue []*girc.Event
@@ -84,14 +88,11 @@ type outbox struct {
 	replyRoom chan struct{}   // closed (and replaced) whenever a reply is written
 	replyTurn bool            // the writer takes a reply next, if one waits
 	stopping  <-chan struct{} // Run's context: notice stops waiting when it ends
-	// dropped counts the reply lines dropped for want of room; logged is
-	// the count last logged, at loggedAt.
-	dropped  uint64
-	logged   uint64
-	loggedAt time.Time
-	conn     context.Context // the connection proofs go out on; nil: none
-	last     *ping           // the latest PING queued
-	pong     map[string]*ping
+	// dropped counts the reply lines dropped for want of room.
+	dropped uint64
+	conn    context.Context // the connection proofs go out on; nil: none
+	last    *ping           // the latest PING queued
+	pong    map[string]*ping
 }
 
 // ping is a delivery proof in flight: the PONG for token proves that the
@@ -118,13 +119,19 @@ func (p *ping) failed() bool {
 
 func newOutbox(send lineSender, rate float64, burst int) *outbox {
 	o := &outbox{send: send, burst: max(burst, 1), capacity: outQueue(rate, burst),
-		lostAfter: lineLostAfter, log: slog.New(slog.DiscardHandler),
-		more: make(chan struct{}, 1), room: make(chan struct{}), pong: map[string]*ping{},
+		lostAfter: lineLostAfter,
+		more:      make(chan struct{}, 1), room: make(chan struct{}), pong: map[string]*ping{},
 		replies: map[string][]*girc.Event{}, replyRoom: make(chan struct{})}
 	if rate > 0 {
 		o.interval = time.Duration(float64(time.Second) / rate)
 	}
+	o.setLogger(slog.New(slog.DiscardHandler))
 	return o
+}
+
+// setLogger sets where the outbox logs (before it runs).
+func (o *outbox) setLogger(log *slog.Logger) {
+	o.log, o.warn = log, ratelog.New(log, dropLogEvery)
 }
 
 // outQueue is how many proof-path lines may wait in the outbox. Every
@@ -290,21 +297,17 @@ func (o *outbox) replyLocked(nick, line string) {
 	o.wakeLocked()
 }
 
-// droppedLocked counts n reply lines to nick dropped for want of room, and
-// returns what to log, if it is time to; o.mu is held.
-func (o *outbox) droppedLocked(n int) (total, since uint64, log bool) {
+// droppedLocked counts n reply lines to nick dropped for want of room;
+// o.mu is held. It returns the total, for logDropped.
+func (o *outbox) droppedLocked(n int) uint64 {
 	o.dropped += uint64(n)
-	if now := time.Now(); now.Sub(o.loggedAt) >= dropLogEvery {
-		since = o.dropped - o.logged
-		o.logged, o.loggedAt = o.dropped, now
-		return o.dropped, since, true
-	}
-	return 0, 0, false
+	return o.dropped
 }
 
-func (o *outbox) logDropped(nick string, total, since uint64) {
-	o.log.Warn("the bot's replies outrun its output: replies dropped", "last_target", nick,
-		"dropped", since, "dropped_total", total, "per_target", repliesPerTarget, "max", repliesMax)
+// logDropped logs dropped replies, rate-limited (o.mu not held).
+func (o *outbox) logDropped(nick string, total uint64) {
+	o.warn.Warn("the bot's replies outrun its output: replies dropped", "last_target", nick,
+		"dropped_total", total, "per_target", repliesPerTarget, "max", repliesMax)
 }
 
 // notice queues text to nick as NOTICEs, waiting for room in nick's replies
@@ -327,11 +330,9 @@ func (o *outbox) notice(nick, text string) {
 			case <-stopping:
 			}
 			o.mu.Lock()
-			total, since, log := o.droppedLocked(1)
+			total := o.droppedLocked(1)
 			o.mu.Unlock()
-			if log {
-				o.logDropped(nick, total, since)
-			}
+			o.logDropped(nick, total)
 			break
 		}
 	}
@@ -350,11 +351,9 @@ func (o *outbox) postNotice(nick, text string) {
 		o.mu.Unlock()
 		return
 	}
-	total, since, log := o.droppedLocked(len(lines))
+	total := o.droppedLocked(len(lines))
 	o.mu.Unlock()
-	if log {
-		o.logDropped(nick, total, since)
-	}
+	o.logDropped(nick, total)
 }
 
 // droppedReplies is how many reply lines were dropped for want of room.
