@@ -12,6 +12,7 @@ import (
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/zkchat/zkchat/internal/ratelog"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -74,7 +75,7 @@ type Clients struct {
 	// for them before it destroys the clients, which confluent-kafka-go
 	// does not (a call racing Close uses freed memory).
 	calls atomic.Int64
-	noisy errorLimiter
+	noisy *ratelog.Logger // client errors, once a minute per kind
 	// lastErr is the last client-level error librdkafka reported (an
 	// authentication failure, a listener that speaks another protocol):
 	// a failed call only says "transport failure", this says why.
@@ -108,30 +109,11 @@ func (k *Clients) explain(err error) error {
 	return fmt.Errorf("%w (client error: %v)", err, last.err)
 }
 
-// errorLimiter logs a client error at warning level once per code per
-// minute, and its repeats at debug level: librdkafka reports "all brokers
-// down" several times a second while Kafka is away.
-type errorLimiter struct {
-	mu   sync.Mutex
-	last map[ckafka.ErrorCode]time.Time
-}
-
-func (l *errorLimiter) log(log *slog.Logger, msg string, e ckafka.Error) {
-	l.mu.Lock()
-	if l.last == nil {
-		l.last = map[ckafka.ErrorCode]time.Time{}
-	}
-	now := time.Now()
-	loud := now.Sub(l.last[e.Code()]) > time.Minute
-	if loud {
-		l.last[e.Code()] = now
-	}
-	l.mu.Unlock()
-	level := slog.LevelDebug
-	if loud {
-		level = slog.LevelWarn
-	}
-	log.Log(context.Background(), level, msg, "err", e.Error(), "code", e.Code().String())
+// logClientError logs a librdkafka client error, once per message and
+// code a minute (ratelog): librdkafka reports "all brokers down" several
+// times a second while Kafka is away.
+func (k *Clients) logClientError(msg string, e ckafka.Error) {
+	k.noisy.Log(slog.LevelWarn, msg+"\x00"+e.Code().String(), msg, "err", e.Error(), "code", e.Code().String())
 }
 
 // GoChannelSizes are the Go channel buffers of a confluent-kafka-go
@@ -212,7 +194,8 @@ func New(cfg Config) (*Clients, error) {
 		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	k := &Clients{cfg: cfg, log: cfg.Logger, producer: p, producerConf: pc, admin: a, adminConsumer: ac, consumer: c,
+	k := &Clients{cfg: cfg, log: cfg.Logger, noisy: ratelog.New(cfg.Logger, time.Minute),
+		producer: p, producerConf: pc, admin: a, adminConsumer: ac, consumer: c,
 		readers: map[string]*Reader{}, partitionCheck: partitionCheck, cancel: cancel}
 	k.wg.Add(6)
 	go k.drainProducerEvents(p)
@@ -345,7 +328,7 @@ func (k *Clients) drainProducerEvents(p *ckafka.Producer) {
 			if e.IsFatal() {
 				k.replaceProducer(p, e) // logs it, unless closing
 			}
-			k.noisy.log(k.log, "kafka producer", e)
+			k.logClientError("kafka producer", e)
 		case *ckafka.Message:
 			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
 		}
@@ -363,7 +346,7 @@ func (k *Clients) adminLoop(ctx context.Context) {
 			if e.Code() != ckafka.ErrAllBrokersDown {
 				k.lastErr.Store(&clientError{e, time.Now()})
 			}
-			k.noisy.log(k.log, "kafka admin", e)
+			k.logClientError("kafka admin", e)
 		case nil:
 		default:
 			k.log.Debug("kafka admin event", "event", e.String())

@@ -473,7 +473,7 @@ func (k *Clients) pollLoop(ctx context.Context) {
 		case *ckafka.Message:
 			k.dispatch(e)
 		case ckafka.Error:
-			k.noisy.log(k.log, "kafka consumer", e)
+			k.logClientError("kafka consumer", e)
 		case nil:
 		default:
 			k.log.Debug("kafka consumer event", "event", e.String())
