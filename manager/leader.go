@@ -627,7 +627,7 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 	}
 	// With ACLs on: who made the request? Refused unless the id itself (a
 	// quit: with the password it registered with) or zkchat's principal.
-	ident, err := l.m.identity(l.ctx, l.s, path, id, stat.Version, k == kindQuit)
+	ident, _, err := l.m.identity(l.ctx, l.s, path, id, stat.Version, k == kindQuit)
 	switch {
 	case protocol.ErrNotTouched(err):
 		// Its creator's touch is a data change (looked at again then);
@@ -681,9 +681,10 @@ func (l *leader) online(id, path string, data []byte, stat *zk.Stat) error {
 	log := l.m.log.With("kind", "online", "id", id)
 	valid, why := protocol.ValidateID(id) == nil, "invalid id"
 	var ident string
+	var bound bool
 	if valid {
 		var err error
-		ident, err = l.m.identity(l.ctx, l.s, path, id, stat.Version, true)
+		ident, bound, err = l.m.identity(l.ctx, l.s, path, id, stat.Version, true)
 		switch {
 		case protocol.ErrNotTouched(err):
 			return err
@@ -696,17 +697,33 @@ func (l *leader) online(id, path string, data []byte, stat *zk.Stat) error {
 		}
 	}
 	if valid {
-		ok, _, err := l.s.Exists(l.ctx, l.s.Paths.Registered(id))
-		if err != nil {
-			return err
+		reg := l.s.Paths.Registered(id)
+		type got struct {
+			data []byte
+			stat *zk.Stat
 		}
-		if ok {
+		r, err := zookeeper.Do(l.ctx, func() (got, error) {
+			d, st, err := l.s.Conn.Get(reg)
+			return got{d, st}, err
+		})
+		switch {
+		case err == nil:
 			// The key first: a worker that sees its topic ready finds its
-			// key recorded too.
-			if err := l.recordKey(id, path, data, ident); err != nil {
-				return err
+			// key recorded too. With ACLs on, a node made by a digest
+			// identity records its key only when the id is bound to it:
+			// an id registered by zkchat's principal (a bridge's user) has
+			// no binding, and any client calling itself "<id>:<any
+			// password>" could otherwise publish a key for it.
+			if ident == "" || bound {
+				if err := l.recordKey(id, path, data, r.data, r.stat); err != nil {
+					return err
+				}
+			} else if pub, _ := protocol.OnlinePublicKey(data); pub != nil {
+				l.warn.Warn("online node of an id not bound to its creator: its key is not recorded", "path", path)
 			}
 			return l.ensureTopic(id)
+		case !errors.Is(err, zk.ErrNoNode):
+			return fmt.Errorf("read %s: %w", reg, err)
 		}
 		why = "not registered"
 	}
@@ -725,16 +742,10 @@ func (l *leader) online(id, path string, data []byte, stat *zk.Stat) error {
 }
 
 // recordKey copies the public key of id's online node into
-// /registry/<id> (fenced, at the version read) when it differs: the key
-// receivers check id's signatures with. The node was made by id (with ACLs
-// on, online has checked its identity against the registry's binding).
-// A malformed key is logged and not recorded; the node is still accepted.
-//
-// With ACLs on, a node made by a digest identity (ident) records its key
-// only when the id is bound to that identity: an id registered by zkchat's
-// principal (the bridge's users) has no binding, and any client calling
-// itself "<id>:<any password>" could otherwise publish a key for it.
-func (l *leader) recordKey(id, path string, data []byte, ident string) error {
+// /registry/<id> (reg, read at regStat; fenced, at that version) when it
+// differs: the key receivers check id's signatures with. A malformed key
+// is logged and not recorded; the node is still accepted.
+func (l *leader) recordKey(id, path string, data, reg []byte, regStat *zk.Stat) error {
 	pub, err := protocol.OnlinePublicKey(data)
 	if err != nil {
 		l.warn.Warn("online node with a malformed public key: not recorded", "path", path, "err", err)
@@ -743,43 +754,15 @@ func (l *leader) recordKey(id, path string, data []byte, ident string) error {
 	if pub == nil {
 		return nil // unsigned: another implementation, or no key configured
 	}
-	reg := l.s.Paths.Registered(id)
-	type got struct {
-		data []byte
-		stat *zk.Stat
-	}
-	g, err := zookeeper.Do(l.ctx, func() (got, error) {
-		d, st, err := l.s.Conn.Get(reg)
-		return got{d, st}, err
-	})
-	if errors.Is(err, zk.ErrNoNode) {
-		return nil // unregistered meanwhile: its quit deletes the online node
-	}
-	if err != nil {
-		return fmt.Errorf("%w: read %s: %w", errRetry, reg, err)
-	}
-	if ident != "" {
-		acl, err := zookeeper.Do(l.ctx, func() ([]zk.ACL, error) {
-			a, _, err := l.s.Conn.GetACL(reg)
-			return a, err
-		})
-		if err != nil {
-			return fmt.Errorf("%w: ACL of %s: %w", errRetry, reg, err)
-		}
-		if protocol.Binding(zookeeper.FromZK(acl), id) != ident {
-			l.warn.Warn("online node of an id not bound to its creator: its key is not recorded", "path", path)
-			return nil
-		}
-	}
-	rd, perr := protocol.ParseRegistryData(g.data)
+	rd, perr := protocol.ParseRegistryData(reg)
 	if perr != nil {
-		l.warn.Warn("registry node is not zkchat's JSON: rewriting it with the key", "path", reg, "err", perr)
+		l.warn.Warn("registry node is not zkchat's JSON: rewriting it with the key", "id", id, "err", perr)
 	}
 	if rd.Key().Equal(pub) {
 		return nil
 	}
 	rd.PublicKey = protocol.EncodePublicKey(pub)
-	resp, err := multi(l.ctx, l.s, l.fence, &zk.SetDataRequest{Path: reg, Data: rd.Marshal(), Version: g.stat.Version})
+	resp, err := multi(l.ctx, l.s, l.fence, &zk.SetDataRequest{Path: l.s.Paths.Registered(id), Data: rd.Marshal(), Version: regStat.Version})
 	if err != nil {
 		if i, _ := failedOp(resp, err); i >= 0 && i < len(l.fence) {
 			return errNotLeader

@@ -481,9 +481,12 @@ func (m *Manager) nodeACL() []zk.ACL {
 // a quit or an online node of a registered id must come from the identity
 // that registered it (or from zkchat's principal). version is the data
 // version the caller read. Without credentials it returns "", nil.
-func (m *Manager) identity(ctx context.Context, s *zookeeper.Session, path, id string, version int32, checkBinding bool) (string, error) {
+//
+// bound reports that the id's registry binding is that identity (checked
+// only with checkBinding): an id registered by zkchat's principal has none.
+func (m *Manager) identity(ctx context.Context, s *zookeeper.Session, path, id string, version int32, checkBinding bool) (ident string, bound bool, err error) {
 	if m.cfg.ZKAuth == nil {
-		return "", nil
+		return "", false, nil
 	}
 	type got struct {
 		acl  []zk.ACL
@@ -494,26 +497,27 @@ func (m *Manager) identity(ctx context.Context, s *zookeeper.Session, path, id s
 		return got{a, st}, err
 	})
 	if err != nil {
-		return "", fmt.Errorf("ACL of %s: %w", path, err)
+		return "", false, fmt.Errorf("ACL of %s: %w", path, err)
 	}
 	// The version read with the data: a touch after that read comes with a
 	// watch event, and the node is looked at again.
-	ident, err := protocol.RequestIdentity(zookeeper.FromZK(g.acl), version, g.stat.Aversion, id, []string{m.cfg.ZKAuth.ID()})
+	ident, err = protocol.RequestIdentity(zookeeper.FromZK(g.acl), version, g.stat.Aversion, id, []string{m.cfg.ZKAuth.ID()})
 	if err != nil || !checkBinding || ident == "" {
-		return ident, err
+		return ident, false, err
 	}
 	r, err := zookeeper.Do(ctx, func() (got, error) {
 		a, _, err := s.Conn.GetACL(s.Paths.Registered(id))
 		return got{a, nil}, err
 	})
 	if errors.Is(err, zk.ErrNoNode) {
-		return ident, nil
+		return ident, false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("ACL of %s: %w", s.Paths.Registered(id), err)
+		return "", false, fmt.Errorf("ACL of %s: %w", s.Paths.Registered(id), err)
 	}
-	if b := protocol.Binding(zookeeper.FromZK(r.acl), id); b != "" && b != ident {
-		return "", fmt.Errorf("%w: %s was registered with another password", protocol.ErrIdentity, id)
+	b := protocol.Binding(zookeeper.FromZK(r.acl), id)
+	if b != "" && b != ident {
+		return "", false, fmt.Errorf("%w: %s was registered with another password", protocol.ErrIdentity, id)
 	}
-	return ident, nil
+	return ident, b == ident, nil
 }
