@@ -68,12 +68,11 @@ type Worker struct {
 	log   *slog.Logger
 	paths protocol.Paths
 
-	mu      sync.Mutex
-	sess    Session // nil while no session is open
-	online  bool
-	ownerID int64 // session id that owns /online/<id>
-	stop    context.CancelFunc
-	done    chan struct{} // closed when the presence goroutine ends
+	mu     sync.Mutex
+	sess   Session // nil while no session is open
+	online bool
+	stop   context.CancelFunc
+	done   chan struct{} // closed when the presence goroutine ends
 
 	keys senderKeys // the registered keys of senders, for checking signatures
 
@@ -392,7 +391,6 @@ func (w *Worker) createOnline(ctx context.Context, s Session) error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	w.ownerID = s.SessionID()
 	if locked {
 		// The manager takes the node for this identity's only once touched.
 		if err := s.Touch(ctx, path, data); err != nil {
@@ -483,13 +481,14 @@ func (w *Worker) holdPresenceLocked(ctx context.Context, s Session, remade int) 
 	cctx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
 	defer cancel()
 	path := w.paths.OnlineNode(w.id)
+	elsewhere := fmt.Errorf("%w: %s is online in another session now", protocol.ErrAlreadyOnline, w.id)
 	for {
 		_, st, wch, err := s.GetW(cctx, path)
 		switch {
 		case err == nil && st.EphemeralOwner == s.SessionID():
 			return wch, made, nil, nil
 		case err == nil:
-			return nil, made, fmt.Errorf("%w: %s is online in another session now", protocol.ErrAlreadyOnline, w.id), nil
+			return nil, made, elsewhere, nil
 		case !errors.Is(err, zk.ErrNoNode):
 			return nil, made, nil, err
 		case made:
@@ -508,7 +507,7 @@ func (w *Worker) holdPresenceLocked(ctx context.Context, s Session, remade int) 
 		w.log.Warn("online node gone while online; making it again", "path", path)
 		if err := w.createOnline(cctx, s); err != nil {
 			if errors.Is(err, protocol.ErrAlreadyOnline) {
-				return nil, made, fmt.Errorf("%w: %s is online in another session now", protocol.ErrAlreadyOnline, w.id), nil
+				return nil, made, elsewhere, nil
 			}
 			return nil, made, nil, err
 		}
