@@ -85,12 +85,6 @@ func (b *Bridge) resolveAccount(ctx context.Context, u *user, nick string, msg a
 	return b.askAccount(ctx, nick)
 }
 
-// verify reports whether nick may act as u, when nothing came with the
-// message: see verifyAs.
-func (b *Bridge) verify(ctx context.Context, u *user, nick string) (bool, string, error) {
-	return b.verifyAs(ctx, u, nick, account{})
-}
-
 // verifyAs reports whether nick, whose message said msg of its account,
 // may act as u: true when u's id has no binding or nick is logged in to the
 // bound account. When not, it says why in the returned message. An error

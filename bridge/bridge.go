@@ -233,7 +233,7 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 	}
 	// A line girc may have dropped fails the proofs on its connection;
 	// a new connection starts them afresh (see outbox.lost).
-	b.out.setLogger(log)
+	b.out.setLogger(log, b.warn)
 	b.out.onLost = func() { b.irc.Close() }
 	b.m.init()
 	b.handlers()

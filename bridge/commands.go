@@ -243,8 +243,6 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 		b.out.notice(nick, "Not sent: "+cmd.To+" is offline.")
 	case errors.Is(err, protocol.ErrNotRegistered):
 		b.out.notice(nick, "Not sent: "+cmd.To+" is not a registered user.")
-	case errors.Is(err, protocol.ErrMessageTooLong):
-		b.out.notice(nick, textTooLong(len(cmd.Text)))
 	default:
 		b.out.notice(nick, "Not sent: "+err.Error()+".")
 	}

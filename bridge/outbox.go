@@ -35,10 +35,6 @@ const (
 	repliesMax       = 1024
 )
 
-// dropLogEvery rate-limits the log of replies dropped for want of room
-// (through ratelog).
-const dropLogEvery = 10 * time.Second
-
 // outbox is the one way out for every line the bot writes, written by one
 // goroutine (run) at most rate lines a second with bursts of burst, from two
 // queues taken in turn, so that neither holds up the other:
@@ -125,13 +121,15 @@ func newOutbox(send lineSender, rate float64, burst int) *outbox {
 	if rate > 0 {
 		o.interval = time.Duration(float64(time.Second) / rate)
 	}
-	o.setLogger(slog.New(slog.DiscardHandler))
+	discard := slog.New(slog.DiscardHandler)
+	o.setLogger(discard, ratelog.New(discard, time.Second))
 	return o
 }
 
-// setLogger sets where the outbox logs (before it runs).
-func (o *outbox) setLogger(log *slog.Logger) {
-	o.log, o.warn = log, ratelog.New(log, dropLogEvery)
+// setLogger sets where the outbox logs (before it runs); warn is the
+// bridge's rate-limited logger, for the lines a flood repeats.
+func (o *outbox) setLogger(log *slog.Logger, warn *ratelog.Logger) {
+	o.log, o.warn = log, warn
 }
 
 // outQueue is how many proof-path lines may wait in the outbox. Every
@@ -297,15 +295,13 @@ func (o *outbox) replyLocked(nick, line string) {
 	o.wakeLocked()
 }
 
-// droppedLocked counts n reply lines to nick dropped for want of room;
-// o.mu is held. It returns the total, for logDropped.
-func (o *outbox) droppedLocked(n int) uint64 {
+// drop counts n reply lines to nick dropped for want of room, and logs it
+// (rate-limited); o.mu is not held.
+func (o *outbox) drop(nick string, n int) {
+	o.mu.Lock()
 	o.dropped += uint64(n)
-	return o.dropped
-}
-
-// logDropped logs dropped replies, rate-limited (o.mu not held).
-func (o *outbox) logDropped(nick string, total uint64) {
+	total := o.dropped
+	o.mu.Unlock()
 	o.warn.Warn("the bot's replies outrun its output: replies dropped", "last_target", nick,
 		"dropped_total", total, "per_target", repliesPerTarget, "max", repliesMax)
 }
@@ -329,10 +325,7 @@ func (o *outbox) notice(nick, text string) {
 				continue
 			case <-stopping:
 			}
-			o.mu.Lock()
-			total := o.droppedLocked(1)
-			o.mu.Unlock()
-			o.logDropped(nick, total)
+			o.drop(nick, 1)
 			break
 		}
 	}
@@ -351,9 +344,8 @@ func (o *outbox) postNotice(nick, text string) {
 		o.mu.Unlock()
 		return
 	}
-	total := o.droppedLocked(len(lines))
 	o.mu.Unlock()
-	o.logDropped(nick, total)
+	o.drop(nick, len(lines))
 }
 
 // droppedReplies is how many reply lines were dropped for want of room.

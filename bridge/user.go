@@ -273,10 +273,10 @@ func (u *user) reconcile(ctx context.Context) bool {
 }
 
 // accountAllows reports whether nick may be online as the user now (see
-// verify); when not, it says why (once) or retries later.
+// verifyAs); when not, it says why (once) or retries later.
 func (u *user) accountAllows(ctx context.Context, nick string) bool {
 	b := u.b
-	ok, why, err := b.verify(ctx, u, nick)
+	ok, why, err := b.verifyAs(ctx, u, nick, account{})
 	switch {
 	case errors.Is(err, errAccountUnknown):
 		// Not known is not "not logged in": neither refused nor admitted.
@@ -362,18 +362,16 @@ func (u *user) presenceLost() {
 	u.goOffline()
 	nick := u.currentNick()
 	u.b.warn.Warn("user's presence lost", "id", u.id, "err", why)
-	u.mu.Lock()
 	switch {
 	case errors.Is(why, protocol.ErrNotRegistered):
+		u.mu.Lock()
 		u.notRegistered = true
-	case errors.Is(why, protocol.ErrAlreadyOnline):
-		u.elsewhere = true
-	}
-	u.mu.Unlock()
-	switch {
-	case errors.Is(why, protocol.ErrNotRegistered):
+		u.mu.Unlock()
 		u.b.out.notice(nick, textUnregisteredElsewhere(u.id, u.b.irc.GetNick()))
 	case errors.Is(why, protocol.ErrAlreadyOnline):
+		u.mu.Lock()
+		u.elsewhere = true
+		u.mu.Unlock()
 		u.b.out.notice(nick, textOnlineElsewhere(u.id))
 	default:
 		u.b.out.notice(nick, textPresenceLost(why))
