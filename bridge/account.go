@@ -82,7 +82,22 @@ func (b *Bridge) resolveAccount(ctx context.Context, u *user, nick string, msg a
 	if acct := b.accountOf(u, nick); acct.known {
 		return acct.name, nil
 	}
-	return b.askAccount(ctx, nick)
+	u.mu.Lock()
+	gen := u.accountGen
+	u.mu.Unlock()
+	acct, err := b.askAccount(ctx, nick)
+	if err != nil {
+		return "", err
+	}
+	// Kept like an account from the nick's JOIN, while the nick stays in
+	// the channel (forgotten when it leaves): every later command and
+	// reconcile would otherwise ask the server again and wait for it.
+	u.mu.Lock()
+	if u.in && u.accountGen == gen && !u.accountKnown && b.caseMapping().Fold(u.nick) == b.caseMapping().Fold(nick) {
+		u.account, u.accountKnown = acct, true
+	}
+	u.mu.Unlock()
+	return acct, nil
 }
 
 // verifyAs reports whether nick, whose message said msg of its account,

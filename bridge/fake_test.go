@@ -825,3 +825,32 @@ func TestFakePresenceLost(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeWhoisKept: the account a WHOIS told for a nick in the channel is
+// kept while the nick stays there. Before, it was thrown away: every
+// command of a bound user, and every reconcile after it, asked the server
+// again and waited (an unanswered one took the user offline).
+func TestFakeWhoisKept(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, nil)
+	s.net.mu.Lock()
+	s.net.registered["alice"] = true
+	s.net.bindings["alice"] = "alice-acct"
+	s.net.mu.Unlock()
+	s.from("alice", "JOIN #chatroom") // no extended-join, no account-tag here
+	s.whois(t, "alice", "alice-acct")
+	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
+	for i := 0; i < 3; i++ {
+		s.from("alice", "PRIVMSG zkchat :who")
+		s.notice(t, "alice", "")
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, l := range s.srv.Lines() {
+		if irctest.Command("WHOIS", "alice")(l) {
+			t.Fatalf("asked again: %q", l)
+		}
+	}
+	if !s.net.isOnline("alice") {
+		t.Fatal("alice went offline")
+	}
+}
