@@ -127,21 +127,19 @@ func New(cfg Config) (*Bridge, error) {
 // clientWorker is a user's client.Worker: a session of its own with small
 // buffers, and the process's Kafka clients.
 func (b *Bridge) clientWorker(id string) worker {
-	var key ed25519.PrivateKey
+	// The key is made or read only when the user goes online or sends
+	// (client.Config.LoadSigningKey): a nick that only talks to the bot
+	// makes no file.
+	var load func() (ed25519.PrivateKey, error)
 	if b.cfg.KeyDir != "" {
-		k, err := client.LoadOrCreateKey(b.cfg.KeyDir, id)
-		if err != nil {
-			// The user still chats; receivers see the messages unsigned.
-			b.warn.Error("signing key: this user's messages go unsigned", "id", id, "err", err)
-		}
-		key = k
+		load = func() (ed25519.PrivateKey, error) { return client.LoadOrCreateKey(b.cfg.KeyDir, id) }
 	}
 	w, err := client.New(id, client.Config{
 		ZooKeeper: b.cfg.ZooKeeper, SessionTimeout: b.cfg.SessionTimeout,
 		RequestTimeout: b.cfg.RequestTimeout, Kafka: b.cfg.Kafka,
 		ZKBufferSize: zookeeper.SmallZKBuffer, Logger: b.cfg.Logger, Auth: b.cfg.ZKAuth,
-		Metadata:   map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
-		SigningKey: key,
+		Metadata:       map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
+		LoadSigningKey: load,
 	})
 	if err != nil { // id came from NickToID, so valid
 		panic(fmt.Sprintf("bridge: worker for %q: %v", id, err))

@@ -42,21 +42,41 @@ type cachedKey struct {
 	at  time.Time
 }
 
+// signingKey is Config.SigningKey, or what Config.LoadSigningKey gives
+// the first time a key is needed (going online, sending): so a worker that
+// never gets that far (an IRC nick that only asks the bot for help) makes
+// no key. A load that fails is logged; the worker sends unsigned.
+func (w *Worker) signingKey() ed25519.PrivateKey {
+	if w.cfg.SigningKey != nil || w.cfg.LoadSigningKey == nil {
+		return w.cfg.SigningKey
+	}
+	w.keyOnce.Do(func() {
+		k, err := w.cfg.LoadSigningKey()
+		if err != nil {
+			w.log.Error("signing key: this worker's messages go unsigned", "id", w.id, "err", err)
+		}
+		w.loadedKey = k
+	})
+	return w.loadedKey
+}
+
 // publicKey is the worker's public key (nil: it does not sign).
 func (w *Worker) publicKey() ed25519.PublicKey {
-	if w.cfg.SigningKey == nil {
+	key := w.signingKey()
+	if key == nil {
 		return nil
 	}
-	return w.cfg.SigningKey.Public().(ed25519.PublicKey)
+	return key.Public().(ed25519.PublicKey)
 }
 
 // sign returns the signature headers of a message to → text (none without
 // a key).
 func (w *Worker) sign(to, text string) []protocol.Header {
-	if w.cfg.SigningKey == nil {
+	key := w.signingKey()
+	if key == nil {
 		return nil
 	}
-	sig, ms := protocol.Sign(w.cfg.SigningKey, w.id, to, time.Now(), text)
+	sig, ms := protocol.Sign(key, w.id, to, time.Now(), text)
 	return []protocol.Header{{Key: protocol.HeaderSignature, Value: sig}, {Key: protocol.HeaderTime, Value: ms}}
 }
 

@@ -178,3 +178,43 @@ func TestKeyFileReadableByOthers(t *testing.T) {
 		t.Fatalf("a world-readable key file: %v", err)
 	}
 }
+
+// TestSigningKeyLoadedWhenNeeded: a worker given LoadSigningKey loads the
+// key once, when it first goes online, not before: an IRC nick that only
+// talks to the bot makes no key file.
+func TestSigningKeyLoadedWhenNeeded(t *testing.T) {
+	e := newFakeEnv(t)
+	(&fakeManager{e: e}).start(t)
+	e.register(t, "bob")
+	var loads atomic.Int64
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	w, err := client.New("alice", client.Config{ZooKeeper: fakeConnect, Dial: e.dial, Kafka: e.kafka,
+		RequestTimeout: 5 * time.Second, Logger: quietLogger(),
+		LoadSigningKey: func() (ed25519.PrivateKey, error) { loads.Add(1); return k, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	if _, err := w.GetOnlineUsers(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Register(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := loads.Load(); n != 0 {
+		t.Fatalf("key loaded %d times before going online", n)
+	}
+	bob := e.worker(t, "bob", true)
+	if err := bob.GoOnline(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.GoOnline(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SendMessage(ctxT(t), "bob", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	if n := loads.Load(); n != 1 {
+		t.Fatalf("key loaded %d times, want 1", n)
+	}
+}

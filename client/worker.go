@@ -51,6 +51,9 @@ type Config struct {
 	// /registry/<id>. nil: messages go unsigned (receivers show them as
 	// unverified). LoadOrCreateKey keeps one in a file.
 	SigningKey ed25519.PrivateKey
+	// LoadSigningKey, if set and SigningKey is not, gives the key the first
+	// time one is needed (see signingKey).
+	LoadSigningKey func() (ed25519.PrivateKey, error)
 }
 
 // Worker is one chat user. It owns one ZooKeeper session at a time: going
@@ -74,7 +77,9 @@ type Worker struct {
 	stop   context.CancelFunc
 	done   chan struct{} // closed when the presence goroutine ends
 
-	keys senderKeys // the registered keys of senders, for checking signatures
+	keys      senderKeys // the registered keys of senders, for checking signatures
+	keyOnce   sync.Once  // loads loadedKey (LoadSigningKey)
+	loadedKey ed25519.PrivateKey
 
 	presMu  sync.Mutex    // a leaf: lost, lostErr
 	lost    chan struct{} // closed when the presence ends without GoOffline
