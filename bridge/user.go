@@ -70,7 +70,7 @@ type user struct {
 	// while it is in the channel (forgotten when it leaves).
 	account      string
 	accountKnown bool
-	accountGen   uint64 // counts forgetAccountLocked: a WHOIS answer from before is not kept
+	accountGen   uint64      // counts forgetAccountLocked: a WHOIS answer from before is not kept
 	retry        *time.Timer // the one pending "try again" poke
 	retryAt      time.Time
 	stopped      bool // run has ended: no more retries
