@@ -118,15 +118,17 @@ func New(cfg Config) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.newWorker = b.clientWorker
-	b.dir = &zkDirectory{cfg: zookeeper.SessionConfig{Connect: cfg.ZooKeeper,
-		BufferSize: zookeeper.LargeZKBuffer, Logger: b.log, Auth: cfg.ZKAuth}}
+	zd := newZKDirectory(zookeeper.SessionConfig{Connect: cfg.ZooKeeper, SessionTimeout: cfg.SessionTimeout,
+		BufferSize: zookeeper.LargeZKBuffer, Logger: b.log, Auth: cfg.ZKAuth})
+	b.dir = zd
+	b.newWorker = func(id string) worker { return b.clientWorker(id, zd) }
 	return b, nil
 }
 
-// clientWorker is a user's client.Worker: a session of its own with small
-// buffers, and the process's Kafka clients.
-func (b *Bridge) clientWorker(id string) worker {
+// clientWorker is a user's client.Worker: a share of the bridge's session
+// (zkDirectory.View), the cache for receivers' presence, and the process's
+// Kafka clients.
+func (b *Bridge) clientWorker(id string, zd *zkDirectory) worker {
 	// The key is made or read only when the user goes online or sends
 	// (client.Config.LoadSigningKey): a nick that only talks to the bot
 	// makes no file.
@@ -137,7 +139,8 @@ func (b *Bridge) clientWorker(id string) worker {
 	w, err := client.New(id, client.Config{
 		ZooKeeper: b.cfg.ZooKeeper, SessionTimeout: b.cfg.SessionTimeout,
 		RequestTimeout: b.cfg.RequestTimeout, Kafka: b.cfg.Kafka,
-		ZKBufferSize: zookeeper.SmallZKBuffer, Logger: b.cfg.Logger, Auth: b.cfg.ZKAuth,
+		Dial: zd.View, ReceiverOnline: zd.ReceiverOnline,
+		Logger: b.cfg.Logger, Auth: b.cfg.ZKAuth,
 		Metadata:       map[string]any{"via": "irc", "bridge": b.cfg.Nick, "channel": b.cfg.Channel},
 		LoadSigningKey: load,
 	})
@@ -306,7 +309,8 @@ func (b *Bridge) Run(ctx context.Context) error {
 		backoff = min(backoff*2, 2*time.Minute)
 	}
 	b.disconnected()
-	b.m.stop() // everyone offline with the bridge; waits for the users' goroutines
+	b.dir.Stopping() // the session's close below takes everyone's node at once
+	b.m.stop()       // everyone offline with the bridge; waits for the users' goroutines
 	stopOutbox()
 	<-outboxDone
 	b.dir.Close()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/zookeeper"
 )
 
@@ -28,6 +29,8 @@ type directory interface {
 	Bind(ctx context.Context, id, account string) error
 	// Unbind removes id's binding, if any.
 	Unbind(ctx context.Context, id string) error
+	// Stopping: the bridge is stopping, and Close comes next.
+	Stopping()
 	Close()
 }
 
@@ -35,17 +38,28 @@ type directory interface {
 // which front end made it.
 type onlineMeta struct{ Via, Bridge, Channel string }
 
-// zkDirectory is the directory over the bridge's own ZooKeeper session,
-// dialled at first use, with large buffers (listings), unlike the users'
-// sessions.
+// zkDirectory is the directory over the bridge's one ZooKeeper session,
+// dialled at first use, with large buffers (listings). Its users share it
+// too (View): each worker's session is a zookeeper.View of it, so 10,000
+// online users cost one connection, not 10,000 (doc/scaling.md). Nodes read
+// on every message or command (a receiver's /online node, an id's account
+// binding) come from a watched cache (zookeeper.Cache).
 //
-// Locks: mu guards s; it is held while dialling (so one session is made)
-// and taken under no other lock.
+// Locks: mu guards s and shared; it is held while dialling (so one session
+// is made) and taken under no other lock.
 type zkDirectory struct {
-	cfg zookeeper.SessionConfig
+	cfg   zookeeper.SessionConfig
+	cache *zookeeper.Cache
 
-	mu sync.Mutex
-	s  *zookeeper.Session
+	mu     sync.Mutex
+	s      *zookeeper.Session
+	shared *zookeeper.Shared
+}
+
+func newZKDirectory(cfg zookeeper.SessionConfig) *zkDirectory {
+	d := &zkDirectory{cfg: cfg, cache: zookeeper.NewCache(0)}
+	d.cfg.OnWatch = d.cache.Event
+	return d
 }
 
 func (d *zkDirectory) session(ctx context.Context) (*zookeeper.Session, error) {
@@ -58,14 +72,51 @@ func (d *zkDirectory) session(ctx context.Context) (*zookeeper.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.s = s
+	d.s, d.shared = s, zookeeper.NewShared(s)
 	return s, nil
+}
+
+// View is a user's share of the session: a client.DialFunc.
+func (d *zkDirectory) View(ctx context.Context, _ zookeeper.SessionConfig) (client.Session, error) {
+	if _, err := d.session(ctx); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.shared == nil {
+		return nil, zk.ErrClosing
+	}
+	return d.shared.View(), nil
+}
+
+// ReceiverOnline reports whether id's /online node exists, from the cache.
+func (d *zkDirectory) ReceiverOnline(ctx context.Context, id string) (bool, error) {
+	s, err := d.session(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, _, ok, err := d.cache.Get(ctx, s, s.Paths.OnlineNode(id))
+	return ok, err
+}
+
+// Stopping makes the users' going offline skip deleting their nodes: the
+// session's close, which comes next, removes them all at once.
+func (d *zkDirectory) Stopping() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.shared != nil {
+		d.shared.Close()
+	}
 }
 
 // Close closes the session; Run calls it last.
 func (d *zkDirectory) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.shared != nil {
+		d.shared.Close()
+		d.shared = nil
+	}
 	if d.s != nil {
 		d.s.Close()
 		d.s = nil
@@ -117,13 +168,18 @@ func (d *zkDirectory) OnlineMeta(ctx context.Context, id string) (onlineMeta, bo
 	return meta, true, nil
 }
 
+// Binding reads /accounts/<id> from the cache: every command checks it.
 func (d *zkDirectory) Binding(ctx context.Context, id string) (string, error) {
-	data, err := d.get(ctx, func(s *zookeeper.Session) string { return s.Paths.Account(id) })
-	if errors.Is(err, zk.ErrNoNode) {
-		return "", nil
-	}
+	s, err := d.session(ctx)
 	if err != nil {
 		return "", fmt.Errorf("account binding of %s: %w", id, err)
+	}
+	data, _, ok, err := d.cache.Get(ctx, s, s.Paths.Account(id))
+	if err != nil {
+		return "", fmt.Errorf("account binding of %s: %w", id, err)
+	}
+	if !ok {
+		return "", nil
 	}
 	return string(data), nil
 }

@@ -249,7 +249,8 @@ func (d fakeDir) Unbind(_ context.Context, id string) error {
 	delete(d.n.bindings, id)
 	return nil
 }
-func (d fakeDir) Close() {}
+func (d fakeDir) Stopping() {}
+func (d fakeDir) Close()    {}
 
 var (
 	_ worker    = (*fakeWorker)(nil)

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -54,6 +55,11 @@ type Config struct {
 	// LoadSigningKey, if set and SigningKey is not, gives the key the first
 	// time one is needed (see signingKey).
 	LoadSigningKey func() (ed25519.PrivateKey, error)
+	// ReceiverOnline, if set, tells SendMessage whether a receiver is
+	// online, from what the process already knows (the bridge's watched
+	// cache: doc/scaling.md); nil: SendMessage reads /online/<to> on every
+	// send.
+	ReceiverOnline func(ctx context.Context, id string) (bool, error)
 }
 
 // Worker is one chat user. It owns one ZooKeeper session at a time: going
@@ -84,6 +90,11 @@ type Worker struct {
 	presMu  sync.Mutex    // a leaf: lost, lostErr
 	lost    chan struct{} // closed when the presence ends without GoOffline
 	lostErr error         // why it did
+	// held: keepPresence has seen /online/<id> this session's, and its
+	// watch on the node has not fired since. While it is set (and the
+	// session connected) a send need not ask ZooKeeper whether the sender
+	// is online: the watch says when that changes.
+	held atomic.Bool
 }
 
 // New returns the worker of id. It validates id and calls no server.
@@ -446,6 +457,7 @@ func (w *Worker) keepPresence(ctx context.Context, s Session, done chan struct{}
 				w.mu.Unlock()
 				return
 			}
+			w.held.Store(err == nil)
 			w.mu.Unlock()
 			if made {
 				remade++
@@ -469,6 +481,7 @@ func (w *Worker) keepPresence(ctx context.Context, s Session, done chan struct{}
 		case <-fire:
 		case <-ctx.Done():
 		}
+		w.held.Store(false) // until the node is seen ours again
 		if retry != nil {
 			retry.Stop()
 		}
@@ -525,6 +538,7 @@ func (w *Worker) holdPresenceLocked(ctx context.Context, s Session, remade int) 
 // w.mu held.
 func (w *Worker) loseLocked(why error) {
 	w.online = false
+	w.held.Store(false)
 	w.log.Warn("no longer online", "err", why)
 	w.presMu.Lock()
 	defer w.presMu.Unlock()
@@ -572,6 +586,7 @@ func (w *Worker) GoOffline() {
 func (w *Worker) goOfflineLocked() {
 	stop, done, sess := w.stop, w.done, w.sess
 	w.stop, w.done, w.sess, w.online = nil, nil, nil, false
+	w.held.Store(false)
 	if stop != nil {
 		stop()
 	}
@@ -599,6 +614,9 @@ func (w *Worker) checkOnline(ctx context.Context) (Session, error) {
 			return nil, fmt.Errorf("%w: %w", protocol.ErrNotOnline, why)
 		}
 		return nil, protocol.ErrNotOnline
+	}
+	if w.held.Load() && s.State() == zk.StateHasSession {
+		return s, nil // known from keepPresence's watch
 	}
 	ok, st, err := s.Exists(ctx, w.paths.OnlineNode(w.id))
 	if err != nil {
@@ -632,23 +650,34 @@ func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
 	if sess == nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNotOnline)
 	}
-	// Both checks at once: go-zookeeper pipelines them on the connection,
-	// so a send waits one round trip for them, not two.
+	// The sender is known online from its presence watch, the receiver
+	// from ReceiverOnline's cache, if any: then a send reads nothing from
+	// ZooKeeper. Otherwise both checks at once: go-zookeeper pipelines them
+	// on the connection, so a send waits one round trip for them, not two.
 	type res struct {
 		ok  bool
 		err error
 	}
-	peer := make(chan res, 1)
-	go func() {
-		ok, _, err := sess.Exists(ctx, w.paths.OnlineNode(to))
-		peer <- res{ok, err}
-	}()
+	var r res
+	var peer chan res
+	if w.cfg.ReceiverOnline == nil {
+		peer = make(chan res, 1)
+		go func() {
+			ok, _, err := sess.Exists(ctx, w.paths.OnlineNode(to))
+			peer <- res{ok, err}
+		}()
+	}
 	s, err := w.checkOnline(ctx)
-	r := <-peer
+	if peer != nil {
+		r = <-peer
+	}
 	if err != nil {
 		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
-	if s != sess { // a new session meanwhile: ask again in it
+	switch {
+	case w.cfg.ReceiverOnline != nil:
+		r.ok, r.err = w.cfg.ReceiverOnline(ctx, to)
+	case s != sess: // a new session meanwhile: ask again in it
 		r.ok, _, r.err = s.Exists(ctx, w.paths.OnlineNode(to))
 	}
 	ok, err := r.ok, r.err
