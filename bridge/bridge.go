@@ -53,8 +53,9 @@ type Config struct {
 	// SplitGrace is how long a user who left in a netsplit stays online,
 	// waiting for the network to heal. 0: 60 s.
 	SplitGrace time.Duration
-	// SessionConcurrency bounds ZooKeeper sessions opened at once after a
-	// JOIN burst. 0: 32.
+	// SessionConcurrency bounds the users going online at once after a
+	// JOIN burst (each a few ZooKeeper calls and a wait for its topic).
+	// 0: 32.
 	SessionConcurrency int
 	SessionTimeout     time.Duration // of each user's session; 0: default
 	RequestTimeout     time.Duration // manager answers; 0: 15 s
@@ -90,8 +91,11 @@ type Bridge struct {
 	out       *outbox
 	dir       directory              // the bridge's own ZooKeeper session
 	newWorker func(id string) worker // a user's chat client
-	sem       chan struct{}          // ZooKeeper sessions being opened
-	host      string
+	sem       chan struct{}          // users going online at once
+	// commitSlots bounds the deliveries' offset commits in flight
+	// (client.ReadOptions.CommitSlots): each is one request to Kafka.
+	commitSlots chan struct{}
+	host        string
 
 	m          members
 	lookups    lookups // account lookups (WHOIS) in flight: account.go
@@ -101,6 +105,11 @@ type Bridge struct {
 	// then a failed reclaimNick, not a login's).
 	registered *atomic.Bool
 }
+
+// maxCommitsInFlight bounds the deliveries' offset commits in flight: with
+// thousands of users online, each committing at most once a second
+// (client.DefaultCommitInterval), Kafka gets at most this many at once.
+const maxCommitsInFlight = 32
 
 // Log messages an operator greps for.
 const (
@@ -230,7 +239,7 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 	irc := girc.New(gc)
 	b := &Bridge{registered: registered, cfg: cfg, log: log, warn: ratelog.New(log, 10*time.Second), irc: irc,
 		out: newOutbox(irc, cfg.Rate, cfg.Burst), dir: dir, newWorker: newWorker,
-		sem: make(chan struct{}, cfg.SessionConcurrency), host: cfg.Server,
+		sem: make(chan struct{}, cfg.SessionConcurrency), commitSlots: make(chan struct{}, maxCommitsInFlight), host: cfg.Server,
 	}
 	// A line girc may have dropped fails the proofs on its connection;
 	// a new connection starts them afresh (see outbox.lost).

@@ -113,7 +113,7 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 		}
 		return nil
 	}
-	opts := client.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.proofTimeout()}
+	opts := client.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.proofTimeout(), CommitSlots: b.commitSlots}
 	err := u.w.FollowMessagesWith(ctx, opts, func(m protocol.Message) error {
 		nick := u.currentNick()
 		// Key and value are what any producer may have written: the

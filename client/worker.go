@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -728,7 +729,21 @@ type ReadOptions struct {
 	// BeforeCommitTimeout bounds BeforeCommit; 0: 10 s. A front end that
 	// paces its output waits longer for its proof.
 	BeforeCommitTimeout time.Duration
+	// CommitInterval is the least time between two commits of a follow
+	// (the first goes at once; the last, when the read ends, too); 0:
+	// DefaultCommitInterval. A reader that stops without committing (a
+	// crash) is handed again what it read in that time and the commit's
+	// own, at most.
+	CommitInterval time.Duration
+	// CommitSlots, if set, bounds the commits in flight of every read that
+	// shares it (a send takes a slot, a receive gives it back): a
+	// process that follows thousands of topics sends Kafka at most cap of
+	// them at once.
+	CommitSlots chan struct{}
 }
+
+// DefaultCommitInterval is ReadOptions.CommitInterval's default.
+const DefaultCommitInterval = time.Second
 
 // FollowMessagesWith is FollowMessages with options.
 // When ctx ends it returns nil, unless the last commit failed (its
@@ -753,7 +768,7 @@ func (w *Worker) read(ctx context.Context, follow bool, opts ReadOptions, fn fun
 	topic, group := k.Topics().Topic(w.id), k.Topics().Group(w.id)
 	commit := w.commitFunc(ctx, opts, group, topic)
 	if follow {
-		return w.follow(ctx, group, topic, commit, fn)
+		return w.follow(ctx, group, topic, cmp.Or(opts.CommitInterval, DefaultCommitInterval), commit, fn)
 	}
 	return w.readUnread(ctx, group, topic, commit, fn)
 }
@@ -777,6 +792,14 @@ func (w *Worker) commitFunc(ctx context.Context, opts ReadOptions, group, topic 
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
+		if opts.CommitSlots != nil {
+			select {
+			case opts.CommitSlots <- struct{}{}:
+				defer func() { <-opts.CommitSlots }()
+			case <-cctx.Done():
+				return kafkaCommitError{fmt.Errorf("commit %s: waiting for a commit slot: %w: %w", topic, protocol.ErrTransient, cctx.Err())}
+			}
+		}
 		if err := w.cfg.Kafka.Commit(cctx, group, topic, next); err != nil {
 			return kafkaCommitError{err}
 		}
@@ -846,7 +869,7 @@ func (w *Worker) readUnread(ctx context.Context, group, topic string, commit fun
 // ends, fn fails or the committer gives up. Commits go in the background,
 // coalesced: a commit takes a few milliseconds (the group coordinator
 // lingers), and the next message must not wait for it.
-func (w *Worker) follow(ctx context.Context, group, topic string, commit func(protocol.Position) error, fn func(protocol.Message) error) (n int, err error) {
+func (w *Worker) follow(ctx context.Context, group, topic string, every time.Duration, commit func(protocol.Position) error, fn func(protocol.Message) error) (n int, err error) {
 	r, err := w.cfg.Kafka.OpenReader(ctx, group, topic)
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", w.id, err)
@@ -855,7 +878,7 @@ func (w *Worker) follow(ctx context.Context, group, topic string, commit func(pr
 	// The reader's context ends when the committer gives up.
 	rctx, stopReading := context.WithCancelCause(ctx)
 	defer stopReading(nil)
-	c := newCommitter(commit, w.log.With("topic", topic), stopReading)
+	c := newCommitter(commit, every, w.log.With("topic", topic), stopReading)
 	defer func() {
 		if cerr := c.stop(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("read %s: %w: %w", w.id, protocol.ErrNotCommitted, cerr))
@@ -892,9 +915,12 @@ var commitRetryDelay = time.Second
 
 // committer commits a reader's position in the background: offer replaces
 // the offset to commit on a partition, so a burst of messages costs one
-// commit (of every partition offered since the last one).
+// commit (of every partition offered since the last one), and commits are
+// at least every apart: a busy reader commits once per interval, not once
+// per message.
 type committer struct {
 	commit func(protocol.Position) error
+	every  time.Duration
 	log    *slog.Logger
 	onFail func(error)   // called once the committer gave up
 	wake   chan struct{} // cap 1
@@ -906,8 +932,8 @@ type committer struct {
 	err  error
 }
 
-func newCommitter(commit func(protocol.Position) error, log *slog.Logger, onFail func(error)) *committer {
-	c := &committer{commit: commit, log: log, onFail: onFail, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+func newCommitter(commit func(protocol.Position) error, every time.Duration, log *slog.Logger, onFail func(error)) *committer {
+	c := &committer{commit: commit, every: every, log: log, onFail: onFail, wake: make(chan struct{}, 1), quit: make(chan struct{}),
 		done: make(chan struct{}), next: protocol.Position{}}
 	go c.loop()
 	return c
@@ -960,6 +986,7 @@ func transientCommit(err error) bool {
 func (c *committer) loop() {
 	defer close(c.done)
 	again := false
+	var last time.Time // when the last commit began
 	for {
 		if !again {
 			select {
@@ -969,10 +996,21 @@ func (c *committer) loop() {
 			}
 		}
 		again = false
+		if wait := time.Until(last.Add(c.every)); wait > 0 {
+			// stop commits what is offered by then, at once.
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-c.quit:
+				t.Stop()
+				return
+			}
+		}
 		n := c.take()
 		if len(n) == 0 {
 			continue
 		}
+		last = time.Now()
 		err := c.commit(n)
 		if err == nil {
 			continue
