@@ -25,7 +25,8 @@ import (
 // where closing a session needs nothing (Close waits for the server, see
 // there).
 //
-// Locks: mu guards held; a leaf, never held across a ZooKeeper call.
+// Locks: mu guards held; taken before a View's mu, never after it, and
+// never held across a ZooKeeper call.
 type Shared struct {
 	s *Session
 	// ctx ends with Close: a View's Close stops waiting for the server
@@ -58,8 +59,8 @@ func (sh *Shared) View() *View { return &View{sh: sh, Session: sh.s, made: map[s
 // ephemeral nodes it makes, and Close deletes them instead of closing the
 // session. After Close, its calls fail with zk.ErrClosing.
 //
-// Locks: mu guards made and closed; taken alone or after nothing, and
-// before Shared.mu (Create, Close); never held across a ZooKeeper call.
+// Locks: mu guards made and closed; taken alone or after Shared.mu
+// (Create, forget), never before it; never held across a ZooKeeper call.
 type View struct {
 	*Session
 	sh *Shared
