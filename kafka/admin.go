@@ -52,6 +52,8 @@ type Admin struct {
 	p   *ckafka.Producer
 	a   *ckafka.AdminClient
 	wg  sync.WaitGroup
+	// topics batches CreateTopics requests (topicbatch.go).
+	topics *topicBatcher
 
 	// warned is, for each topic found with another layout than zkchat's,
 	// the partition count last logged (foreignLayout): a user going online
@@ -75,7 +77,7 @@ func NewAdmin(cfg Config, clientID string) (*Admin, error) {
 		p.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
-	ad := &Admin{cfg: cfg, log: cfg.Logger, p: p, a: a}
+	ad := &Admin{cfg: cfg, log: cfg.Logger, p: p, a: a, topics: newTopicBatcher(a)}
 	ad.wg.Add(2)
 	go func() {
 		defer ad.wg.Done()
@@ -100,6 +102,7 @@ func (a *Admin) Client() *ckafka.AdminClient { return a.a }
 
 // Close closes the client and waits for its goroutines.
 func (a *Admin) Close() {
+	a.topics.close()
 	a.a.Close()
 	a.p.Close() // closes Events() and Logs(), which ends both goroutines
 	a.wg.Wait()
@@ -126,25 +129,15 @@ func (a *Admin) CreateTopic(ctx context.Context, topic string, spec TopicSpec) e
 	rf := max(spec.ReplicationFactor, 1)
 	existed := false
 	err := Retry(ctx, func() error {
-		res, err := a.a.CreateTopics(ctx, []ckafka.TopicSpecification{{
+		// Batched with the other topics asked for meanwhile (topicbatch.go).
+		err := a.topics.create(ctx, ckafka.TopicSpecification{
 			Topic: topic, NumPartitions: 1, ReplicationFactor: rf, Config: spec.Config,
-		}},
-			// Without an operation timeout the call returns before the topic
-			// has spread to the brokers, and a producer that comes at once fails.
-			ckafka.SetAdminOperationTimeout(topicTimeout))
-		if err != nil {
-			return err
+		})
+		if ke, ok := err.(ckafka.Error); ok && ke.Code() == ckafka.ErrTopicAlreadyExists {
+			existed = true
+			return nil
 		}
-		for _, r := range res {
-			switch r.Error.Code() {
-			case ckafka.ErrNoError:
-			case ckafka.ErrTopicAlreadyExists:
-				existed = true
-			default:
-				return r.Error
-			}
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create topic %s: %w", topic, err)

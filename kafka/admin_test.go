@@ -27,6 +27,17 @@ func TestCreateTopicForeignLayout(t *testing.T) {
 	if err != nil || res[0].Error.Code() != ckafka.ErrNoError {
 		t.Fatalf("create %s: %v %v", topic, err, res)
 	}
+	// Known to the broker first (its metadata lags the controller's answer
+	// on a busy machine), so that the topic exists as the test says.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		md, err := env.Admin(t).GetMetadata(&topic, false, 5000)
+		if err == nil && len(md.Topics[topic].Partitions) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not in the metadata: %v", topic, err)
+		}
+	}
 	var logs testenv.Buffer
 	a, err := kafka.NewAdmin(kafka.Config{Brokers: env.Kafka, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, "zkchat-test")
 	if err != nil {
