@@ -8,6 +8,12 @@ package bridge_test
 //	go test -run '^$' -bench BridgeThroughput -benchtime 10s -timeout 30m ./bridge/
 //	go test -run '^$' -bench BridgeMemory -benchtime 1x -timeout 30m ./bridge/
 //
+// and at community scale (make bench-scale; the variables are under
+// bbRates):
+//
+//	ZKCHAT_BENCH_RATES=1000 ZKCHAT_BENCH_ONLINE=10,1000,10000 go test -run '^$' -bench 'IRCDirectFloor|BridgeLatency' -benchtime 10s -timeout 60m ./bridge/
+//	ZKCHAT_BENCH_MEMORY_ONLINE=1000,10000 go test -run '^$' -bench BridgeMemory -benchtime 1x -timeout 60m ./bridge/
+//
 // Load: the users who send and the ones they send to are raw IRC clients
 // on the flood-exempt bot port (testenv.IRC's second address), in the
 // floor and through the bridge alike: 1,000 lines a second from the five
@@ -19,8 +25,12 @@ package bridge_test
 // to piggyback them, which locks the server's next line to it behind the
 // client's next write (a client in a ring at 1,000 lines a second saw
 // every line about 1 ms late). The idle users, who only fill the channel,
-// are on the users' port. Everything is set up once per benchmark
-// function; the timed loops (b.Loop) only send and receive.
+// are on the users' port, held by helper processes (bbUsersPerHelper
+// each), which log them in and then JOIN and register them at a steady
+// rate (ZKCHAT_BENCH_JOIN_RATE); the channel has mode +u (bbAuditorium),
+// so that they do not all receive each other's JOINs. Everything is set up
+// once per benchmark function; the timed loops (b.Loop) only send and
+// receive.
 //
 // The bridge runs in the benchmark's process with its own kafka.Clients
 // and Rate: -1, as the bridge tests run it. The manager and the idle users
@@ -45,6 +55,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,10 +77,15 @@ const (
 	// benchmarks: sender i sends to receiver i.
 	bbPairs = 5
 	// bbDialParallel is how many IRC logins run at once; InspIRCd
-	// registers new clients in a once-a-second pass.
-	bbDialParallel = 100
-	// bbOnlineTimeout bounds the wait for users to come online.
-	bbOnlineTimeout = 4 * time.Minute
+	// registers new clients in a once-a-second pass (measured: 5,000 logins
+	// 500 at a time took 10.4 s, 10,000 logins 1,000 at a time 10.8 s and
+	// 3,000 at a time 4.7 s), so this is also about the logins a second.
+	// bbIdleDialParallel is the same for each idle users' helper process.
+	bbDialParallel     = 100
+	bbIdleDialParallel = 250
+	// bbUsersPerHelper is the most idle users one helper process holds: a
+	// descriptor each, well below a default hard RLIMIT_NOFILE of 4096.
+	bbUsersPerHelper = 2500
 	// bbTPPairs and bbTPWindow: BenchmarkBridgeThroughput's senders (and
 	// receivers) and how many messages each sender keeps in flight: well
 	// below the bridge's queue of 64 commands a user, so no command is
@@ -78,12 +94,78 @@ const (
 	bbTPWindow = 16
 )
 
-// bbRates are the offered loads of the latency benchmarks, messages a second.
-var bbRates = []int{100, 1000}
+// The cells of the benchmarks, from the environment (comma-separated
+// numbers); make bench-bridge uses the defaults, make bench-scale the
+// community-scale cells:
+//
+//	ZKCHAT_BENCH_RATES          offered loads of IRCDirectFloor and BridgeLatency, msgs/s (100,1000)
+//	ZKCHAT_BENCH_ONLINE         channel sizes of BridgeLatency, online users with the 10 measuring ones (10,100,1000)
+//	ZKCHAT_BENCH_MEMORY_ONLINE  idle users online in BridgeMemory, one cell each (1000)
+//	ZKCHAT_BENCH_JOIN_RATE      idle users' JOINs (and registers) a second, over all helpers (500)
+//	ZKCHAT_BENCH_ONLINE_TIMEOUT the wait for idle users to come online after the last JOIN (4m + 20ms a user)
+//	ZKCHAT_BENCH_AUDITORIUM     0: leave channel mode +u off (see bbAuditorium)
+var (
+	bbRates         = bbEnvInts("ZKCHAT_BENCH_RATES", 100, 1000)
+	bbOnlineCounts  = bbEnvInts("ZKCHAT_BENCH_ONLINE", 10, 100, 1000)
+	bbMemoryCounts  = bbEnvInts("ZKCHAT_BENCH_MEMORY_ONLINE", 1000)
+	bbJoinRate      = bbEnvInts("ZKCHAT_BENCH_JOIN_RATE", 500)[0]
+	bbAuditoriumOff = os.Getenv("ZKCHAT_BENCH_AUDITORIUM") == "0"
+)
 
-// bbOnlineCounts are the channel sizes (online users, senders and receivers
-// included) of BenchmarkBridgeLatency.
-var bbOnlineCounts = []int{10, 100, 1000}
+// bbEnvInts is the comma-separated positive numbers in the environment
+// variable name, or def when it is unset. A bad value panics: a benchmark
+// run with cells nobody asked for wastes many minutes.
+func bbEnvInts(name string, def ...int) []int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			panic(fmt.Sprintf("%s=%q: want comma-separated positive numbers", name, v))
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// bbOnlineTimeout bounds the wait for n idle users to come online, from
+// their last JOIN: ZKCHAT_BENCH_ONLINE_TIMEOUT, else 4 minutes and 20 ms a
+// user (7.3 minutes for 10,000).
+func bbOnlineTimeout(n int) time.Duration {
+	if v := os.Getenv("ZKCHAT_BENCH_ONLINE_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			panic(fmt.Sprintf("ZKCHAT_BENCH_ONLINE_TIMEOUT=%q: want a duration such as 6m", v))
+		}
+		return d
+	}
+	return 4*time.Minute + time.Duration(n)*20*time.Millisecond
+}
+
+// bbRaiseNofile raises this process's open-files limit (RLIMIT_NOFILE) to
+// its hard limit and returns the limit in force. The bridge holds a
+// descriptor per IRC, ZooKeeper and Kafka connection (until the shared
+// session, a ZooKeeper session per online user: 10,000 online are 10,000
+// descriptors), a helper one per idle user. Go's os package raises the soft
+// limit at start on Linux already, but not everywhere, and a child gets the
+// limit its parent started with; hence this call in both.
+func bbRaiseNofile() uint64 {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return 0
+	}
+	if r.Cur < r.Max {
+		want := r
+		want.Cur = r.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+			r = want
+		}
+	}
+	return r.Cur
+}
 
 // bbLogger shows warnings and errors only: the bridge logs a line per user
 // going online.
@@ -141,11 +223,11 @@ func bbRegistered(bot string) func(string) bool {
 	}
 }
 
-// bbDialAll connects nicks, bbDialParallel at a time.
-func bbDialAll(addr string, nicks []string) ([]*bbConn, error) {
+// bbDialAllN connects nicks, parallel at a time.
+func bbDialAllN(addr string, nicks []string, parallel int) ([]*bbConn, error) {
 	conns := make([]*bbConn, len(nicks))
 	errs := make([]error, len(nicks))
-	sem := make(chan struct{}, bbDialParallel)
+	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	for i, nick := range nicks {
 		sem <- struct{}{}
@@ -239,29 +321,80 @@ func bbHelperManager(t *testing.T) {
 	m.Close()
 }
 
+// bbHelperUsers holds BB_COUNT idle users: it logs them in
+// (bbIdleDialParallel at a time) and prints BB-DIALED; on a line "join" on
+// its input it has them JOIN the channel and register with the bot, one
+// every 1/BB_JOIN_RATE s, prints BB-JOINED <unix ns of the last JOIN>,
+// waits up to BB_ANSWER_TIMEOUT for the bot's answers and prints BB-READY.
 func bbHelperUsers(t *testing.T) {
+	limit := bbRaiseNofile()
 	first, _ := strconv.Atoi(os.Getenv("BB_FIRST"))
 	n, _ := strconv.Atoi(os.Getenv("BB_COUNT"))
+	rate, _ := strconv.ParseFloat(os.Getenv("BB_JOIN_RATE"), 64)
+	answerTimeout, _ := time.ParseDuration(os.Getenv("BB_ANSWER_TIMEOUT"))
 	nicks := bbIdleNicks(os.Getenv("BB_NICK_PREFIX"), first, n)
 	bot, channel := os.Getenv("BB_BOT"), os.Getenv("BB_CHANNEL")
+	if uint64(n)+64 > limit {
+		fmt.Printf("BB-WARN %d users but RLIMIT_NOFILE is %d\n", n, limit)
+	}
 	t0 := time.Now()
-	conns, err := bbDialAll(os.Getenv("BB_IRC"), nicks)
+	conns, err := bbDialAllN(os.Getenv("BB_IRC"), nicks, bbIdleDialParallel)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() {
+		var wg sync.WaitGroup
+		for _, c := range conns {
+			wg.Go(c.Close)
+		}
+		wg.Wait()
+	}()
 	fmt.Printf("BB-LOG %d IRC logins in %.1f s\n", n, time.Since(t0).Seconds())
+	fmt.Println("BB-DIALED")
+	in := bufio.NewReader(os.Stdin)
+	if l, err := in.ReadString('\n'); err != nil || strings.TrimSpace(l) != "join" {
+		return // the benchmark ended
+	}
+	answers := make([]<-chan string, len(conns))
+	interval := time.Duration(float64(time.Second) / rate)
 	t1 := time.Now()
-	for _, nick := range bbJoinRegister(conns, bot, channel, 2*time.Minute) {
-		fmt.Printf("BB-WARN %s: no answer to register from %s\n", nick, bot)
+	for i, c := range conns {
+		if d := time.Until(t1.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		answers[i] = c.expect(bbRegistered(bot))
+		_ = c.Write("JOIN "+channel, "PRIVMSG "+bot+" :register")
 	}
-	fmt.Printf("BB-LOG %d users joined and registered in %.1f s\n", n, time.Since(t1).Seconds())
-	fmt.Println("BB-READY")
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	var wg sync.WaitGroup
+	last := time.Now()
+	fmt.Printf("BB-JOINED %d\n", last.UnixNano())
+	fmt.Printf("BB-LOG %d JOINs in %.1f s (%.0f a second)\n", n, last.Sub(t1).Seconds(), float64(n)/max(last.Sub(t1).Seconds(), 1e-3))
+	deadline := time.After(answerTimeout)
+	var failed []string
+	for i, ch := range answers {
+		select {
+		case <-ch:
+			continue
+		case <-deadline:
+		}
+		for k, c := range conns[i:] {
+			select {
+			case <-answers[i+k]:
+			default:
+				failed = append(failed, c.Nick)
+			}
+		}
+		break
+	}
 	for _, c := range conns {
-		wg.Go(c.Close)
+		c.Handle(nil)
 	}
-	wg.Wait()
+	if len(failed) > 0 {
+		fmt.Printf("BB-WARN %d users without an answer to register from %s after %s, e.g. %v\n",
+			len(failed), bot, answerTimeout, failed[:min(len(failed), 5)])
+	}
+	fmt.Printf("BB-LOG %d users registered %.1f s after their last JOIN\n", n-len(failed), time.Since(last).Seconds())
+	fmt.Println("BB-READY")
+	_, _ = io.Copy(io.Discard, in)
 }
 
 // bbIdleNicks are the nicks of the idle users first..first+n-1.
@@ -273,10 +406,26 @@ func bbIdleNicks(prefix string, first, n int) []string {
 	return nicks
 }
 
+// bbProc is a helper process: TestBridgeBenchHelper in the test binary.
+type bbProc struct {
+	mode   string
+	stdin  io.WriteCloser
+	marks  chan string // its BB-READY, BB-DIALED and BB-JOINED lines, in order
+	exited chan struct{}
+	state  *os.ProcessState // once exited is closed
+}
+
 // bbHelper runs the test binary as TestBridgeBenchHelper in mode with env,
-// until tb ends, and waits up to timeout for it to be ready; its output goes
-// to tb's log. Failures to start it fail cur, the running (sub-)benchmark.
+// until tb ends, and waits up to timeout for it to be ready (BB-READY).
+// Failures to start it fail cur, the running (sub-)benchmark.
 func bbHelper(tb, cur testing.TB, mode string, timeout time.Duration, env ...string) {
+	cur.Helper()
+	bbHelperStart(tb, cur, mode, env...).await(cur, "BB-READY", timeout)
+}
+
+// bbHelperStart starts a helper that runs until tb ends (its input closes);
+// its output other than marks goes to tb's log.
+func bbHelperStart(tb, cur testing.TB, mode string, env ...string) *bbProc {
 	cur.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBridgeBenchHelper$", "-test.count=1", "-test.timeout=0")
 	cmd.Env = append(append(os.Environ(), bbHelperEnv+"="+mode), env...)
@@ -292,38 +441,58 @@ func bbHelper(tb, cur testing.TB, mode string, timeout time.Duration, env ...str
 	if err := cmd.Start(); err != nil {
 		cur.Fatalf("helper %s: %v", mode, err)
 	}
-	ready, exited := make(chan struct{}), make(chan struct{})
+	p := &bbProc{mode: mode, stdin: stdin, marks: make(chan string, 16), exited: make(chan struct{})}
 	go func() {
-		defer close(exited)
+		defer close(p.exited)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			switch l := sc.Text(); {
-			case l == "BB-READY":
-				close(ready)
+			case l == "BB-READY", l == "BB-DIALED", strings.HasPrefix(l, "BB-JOINED "):
+				p.marks <- l
 			case l == "PASS":
 			default:
 				tb.Logf("helper %s: %s", mode, l)
 			}
 		}
 		_ = cmd.Wait()
+		p.state = cmd.ProcessState
 	}()
 	tb.Cleanup(func() {
 		stdin.Close()
 		select {
-		case <-exited:
+		case <-p.exited:
 		case <-time.After(time.Minute):
 			tb.Errorf("helper %s (pid %d) did not exit a minute after its input closed; killing it", mode, cmd.Process.Pid)
 			_ = cmd.Process.Kill()
-			<-exited
+			<-p.exited
 		}
 	})
+	return p
+}
+
+// await waits up to timeout for the helper's next mark, which must start
+// with want, and returns it; anything else fails cur.
+func (p *bbProc) await(cur testing.TB, want string, timeout time.Duration) string {
+	cur.Helper()
 	select {
-	case <-ready:
-	case <-exited:
-		cur.Fatalf("helper %s exited before it was ready (%v)", mode, cmd.ProcessState)
+	case m := <-p.marks:
+		if !strings.HasPrefix(m, want) {
+			cur.Fatalf("helper %s: %q, want %s", p.mode, m, want)
+		}
+		return m
+	case <-p.exited:
+		select {
+		case m := <-p.marks: // printed just before it exited
+			if strings.HasPrefix(m, want) {
+				return m
+			}
+		default:
+		}
+		cur.Fatalf("helper %s exited before %s (%v)", p.mode, want, p.state)
 	case <-time.After(timeout):
-		cur.Fatalf("helper %s not ready after %s", mode, timeout)
+		cur.Fatalf("helper %s: no %s after %s", p.mode, want, timeout)
 	}
+	return ""
 }
 
 // ---------------------------------------------------------------------------
@@ -344,6 +513,7 @@ type bbSetup struct {
 // port) on a new channel, and waits until the bridge has joined it.
 func bbStart(b *testing.B) *bbSetup {
 	b.Helper()
+	bbRaiseNofile()
 	env := testenv.New(b)
 	users, bots := testenv.IRC(b)
 	tag := testenv.Tag()
@@ -381,7 +551,45 @@ func bbStart(b *testing.B) *bbSetup {
 			b.Fatal("bridge did not join its channel")
 		}
 	}
+	if !bbAuditoriumOff {
+		if err := bbAuditorium(users, s.channel); err != nil {
+			b.Logf("BB-WARN channel mode +u not set, every member sees every JOIN (%v); restart InspIRCd to load deploy/inspircd's auditorium module", err)
+		}
+	}
 	return s
+}
+
+// bbAuditorium sets channel mode +u (InspIRCd's auditorium module) on
+// channel, as the test server's operator (oper override; the bridge, an op
+// of the channel it created, still sees every member): members who are not
+// ops no longer see each other join and quit. Without it, the idle users'
+// JOINs cost the IRC server n²/2 lines (50 million for 10,000 users, a core
+// for 40 s at 250 JOINs a second, as long again for the QUITs; see
+// deploy/inspircd/inspircd.conf.tmpl), and the benchmark would measure
+// that rather than the bridge.
+func bbAuditorium(addr, channel string) error {
+	c, err := bbDial(addr, "au"+testenv.Tag())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	got := c.expect(func(l string) bool {
+		f := strings.Fields(l)
+		return len(f) >= 2 && (f[1] == "MODE" && len(f) >= 4 && strings.EqualFold(f[2], channel) && strings.Contains(f[3], "+u") ||
+			f[1] == "472" || f[1] == "481" || f[1] == "482" || f[1] == "491" || f[1] == "464")
+	})
+	if err := c.Write("OPER zkadmin zkadmin", "MODE "+channel+" +u"); err != nil {
+		return err
+	}
+	select {
+	case l := <-got:
+		if f := strings.Fields(l); f[1] != "MODE" {
+			return fmt.Errorf("server: %s", l)
+		}
+		return nil
+	case <-time.After(bbOpTimeout):
+		return fmt.Errorf("no answer to MODE %s +u after %s", channel, bbOpTimeout)
+	}
 }
 
 // pairs connects n senders and n receivers to addr, has them join the
@@ -397,8 +605,8 @@ func (s *bbSetup) pairs(b *testing.B, addr string, n int) (senders, receivers []
 	for i, c := range conns {
 		ids[i] = c.id
 	}
-	if missing := s.waitOnline(b, ids); len(missing) > 0 {
-		b.Fatalf("%d senders and receivers not online after %s: %v", len(missing), bbOnlineTimeout, missing)
+	if missing := s.waitOnline(b, ids, time.Now().Add(bbOnlineTimeout(0))); len(missing) > 0 {
+		b.Fatalf("%d senders and receivers not online after %s: %v", len(missing), bbOnlineTimeout(0), missing)
 	}
 	return senders, receivers
 }
@@ -412,7 +620,7 @@ func bbDialPairs(b *testing.B, tb testing.TB, addr, prefix string, n int) (sende
 		nicks[i] = fmt.Sprintf("%ss%03d", prefix, i)
 		nicks[n+i] = fmt.Sprintf("%sr%03d", prefix, i)
 	}
-	conns, err := bbDialAll(addr, nicks)
+	conns, err := bbDialAllN(addr, nicks, bbDialParallel)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -424,34 +632,75 @@ func bbDialPairs(b *testing.B, tb testing.TB, addr, prefix string, n int) (sende
 	return conns[:n], conns[n:]
 }
 
-// idleUpTo starts idle users in a child process until there are n: they
-// join the channel and register; it waits until they are online. It
-// returns how long that took, and the users that did not come online.
-func (s *bbSetup) idleUpTo(b *testing.B, n int) (time.Duration, []string) {
+// bbIdle is how idle users came online.
+type bbIdle struct {
+	took      time.Duration // from the first login to all online
+	afterJoin time.Duration // from the last JOIN to all online
+	missing   []string      // not online after bbOnlineTimeout
+}
+
+// idleUpTo starts idle users in child processes (bbUsersPerHelper each)
+// until there are n: they log in, then JOIN the channel and register with
+// the bot at bbJoinRate a second in all; it waits until they are online.
+func (s *bbSetup) idleUpTo(b *testing.B, n int) bbIdle {
 	b.Helper()
 	if n <= s.idle {
-		return 0, nil
+		return bbIdle{}
 	}
 	prefix := "i" + s.tag + "n"
 	first, count := s.idle, n-s.idle
+	// The bridge's descriptors: one IRC connection, Kafka's, and, as long
+	// as each online user has a ZooKeeper session of its own, one per user.
+	if limit := bbRaiseNofile(); uint64(n)+1000 > limit {
+		b.Logf("BB-WARN RLIMIT_NOFILE of the benchmark process is %d: too few for a bridge with a ZooKeeper session per online user and %d online", limit, n)
+	}
+	timeout := bbOnlineTimeout(count)
+	helpers := (count + bbUsersPerHelper - 1) / bbUsersPerHelper
 	t0 := time.Now()
-	bbHelper(s.tb, b, "users", bbOnlineTimeout,
-		"BB_IRC="+s.users, "BB_BOT="+s.bot, "BB_CHANNEL="+s.channel, "BB_NICK_PREFIX="+prefix,
-		"BB_FIRST="+strconv.Itoa(first), "BB_COUNT="+strconv.Itoa(count))
+	var procs []*bbProc
+	for h := range helpers {
+		lo, hi := first+h*count/helpers, first+(h+1)*count/helpers
+		procs = append(procs, bbHelperStart(s.tb, b, "users",
+			"BB_IRC="+s.users, "BB_BOT="+s.bot, "BB_CHANNEL="+s.channel, "BB_NICK_PREFIX="+prefix,
+			"BB_FIRST="+strconv.Itoa(lo), "BB_COUNT="+strconv.Itoa(hi-lo),
+			"BB_JOIN_RATE="+strconv.FormatFloat(float64(bbJoinRate)/float64(helpers), 'g', -1, 64),
+			"BB_ANSWER_TIMEOUT="+timeout.String()))
+	}
+	for _, p := range procs {
+		p.await(b, "BB-DIALED", timeout)
+	}
+	b.Logf("%d idle users logged in to IRC in %.1f s (%d helper processes)", count, time.Since(t0).Seconds(), helpers)
+	for _, p := range procs {
+		if _, err := io.WriteString(p.stdin, "join\n"); err != nil {
+			b.Fatalf("helper users: %v", err)
+		}
+	}
+	var last int64
+	for _, p := range procs {
+		ns, err := strconv.ParseInt(strings.TrimPrefix(p.await(b, "BB-JOINED ", timeout), "BB-JOINED "), 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = max(last, ns)
+	}
 	s.idle = n
+	lastJoin := time.Unix(0, last)
 	ids := make([]string, count)
 	for i, nick := range bbIdleNicks(prefix, first, count) {
 		ids[i], _ = bridge.NickToID(nick, bridge.RFC1459)
 	}
-	missing := s.waitOnline(b, ids)
-	return time.Since(t0), missing
+	missing := s.waitOnline(b, ids, lastJoin.Add(timeout))
+	r := bbIdle{took: time.Since(t0), afterJoin: time.Since(lastJoin), missing: missing}
+	for _, p := range procs {
+		p.await(b, "BB-READY", time.Minute)
+	}
+	return r
 }
 
 // waitOnline waits until every id is in the chroot's /online, and returns
-// those that are not after bbOnlineTimeout.
-func (s *bbSetup) waitOnline(b *testing.B, ids []string) []string {
+// those that are not by deadline.
+func (s *bbSetup) waitOnline(b *testing.B, ids []string, deadline time.Time) []string {
 	b.Helper()
-	deadline := time.Now().Add(bbOnlineTimeout)
 	for {
 		kids, _, err := s.zk.Children(s.env.Path("/online"))
 		if err != nil && !errors.Is(err, zk.ErrNoNode) {
@@ -683,26 +932,32 @@ func BenchmarkIRCDirectFloor(b *testing.B) {
 // BenchmarkBridgeLatency: the same five senders and five receivers, all of
 // them zkchat users of one bridge; a sender writes "PRIVMSG <bot> :msg
 // <receiver> <text>", and the latency runs until "<sender> <text>" from the
-// bot arrives at the receiver. At 100 and 1,000 messages a second, with
-// 10, 100 and 1,000 users online in the channel (the ten and idle users,
-// who join, register and then do nothing).
+// bot arrives at the receiver. At 100 and 1,000 messages a second
+// (ZKCHAT_BENCH_RATES), with 10, 100 and 1,000 users online in the channel
+// (ZKCHAT_BENCH_ONLINE; make bench-scale: 10, 1,000 and 10,000): the ten
+// and idle users, who join, register and then do nothing. A cell that
+// added idle users also reports the time from their last JOIN until all
+// were online (online-after-join-s).
 func BenchmarkBridgeLatency(b *testing.B) {
 	s := bbStart(b)
 	senders, receivers := s.pairs(b, s.bots, bbPairs)
 	for _, online := range bbOnlineCounts {
 		b.Run(fmt.Sprintf("online=%d", online), func(b *testing.B) {
-			took, missing := s.idleUpTo(b, online-2*bbPairs)
-			if len(missing) > 0 {
-				b.Logf("BUG? %d idle users not online after %s: %v", len(missing), bbOnlineTimeout, missing[:min(len(missing), 20)])
+			idle := s.idleUpTo(b, online-2*bbPairs)
+			if len(idle.missing) > 0 {
+				b.Logf("BUG? %d idle users not online %s after the last JOIN: %v", len(idle.missing), idle.afterJoin.Round(time.Second), idle.missing[:min(len(idle.missing), 20)])
 			}
-			if took > 0 {
-				b.Logf("%d idle users online in %.1f s", online-2*bbPairs, took.Seconds())
+			if idle.took > 0 {
+				b.Logf("%d idle users online in %.1f s, %.1f s after the last JOIN", online-2*bbPairs, idle.took.Seconds(), idle.afterJoin.Seconds())
 			}
 			on := s.onlineCount(b)
 			for _, rate := range bbRates {
 				b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 					bbOffer(b, senders, receivers, s.bot, rate, s.viaBot)
 					b.ReportMetric(float64(on), "online")
+					if idle.took > 0 { // this cell's idle users: from their last JOIN until all were online
+						b.ReportMetric(idle.afterJoin.Seconds(), "online-after-join-s")
+					}
 				})
 			}
 		})
@@ -796,64 +1051,87 @@ func BenchmarkBridgeThroughput(b *testing.B) {
 	cpu1.report(b, cpu0)
 }
 
-// BenchmarkBridgeMemory is the bridge's memory with 1,000 users online: the
+// BenchmarkBridgeMemory is the bridge's memory and idle CPU with many users
+// online, one cell per count of ZKCHAT_BENCH_MEMORY_ONLINE (1,000; make
+// bench-scale: 1,000 and 10,000), each adding idle users to the last: the
 // benchmark process's Go heap in use (runtime.MemStats.HeapInuse, after
-// runtime.GC) and its resident set (VmRSS) with the bridge synced and no
-// users, and with 1,000 idle users (another process) joined, registered and
-// online: 5 s after the last came online (rss-MB), 30 s after
-// (rss-30s-MB), and after debug.FreeOSMemory (rss-freed-MB). The manager
-// and the users run in child processes, so the process holds only the
-// bridge, its Kafka clients (librdkafka: C memory, in the RSS but not the
-// Go heap) and the benchmark's bookkeeping. Run it with -benchtime 1x;
-// ZKCHAT_BENCH_HEAP_PROFILE=<file> writes a heap profile with the users
-// online.
+// runtime.GC) and its resident set (VmRSS) before the cell's users come
+// (heap0-MB, rss0-MB), and with them joined, registered and online: at the
+// peak (rss-peak-MB, VmHWM, reset when the cell starts), 5 s after the last
+// came online (rss-MB), 30 s after (rss-30s-MB), and after
+// debug.FreeOSMemory (rss-freed-MB); the time from the first login
+// (online-s) and from the last JOIN (online-after-join-s) until all are
+// online; the process's descriptors (fds); and the CPU of the idle users
+// over 25 s (idle-cpu-*: this process, InspIRCd, Kafka, ZooKeeper). The
+// manager and the users run in child processes, so the process holds only
+// the bridge, its Kafka clients (librdkafka: C memory, in the RSS but not
+// the Go heap) and the benchmark's bookkeeping. Run it with -benchtime 1x;
+// ZKCHAT_BENCH_HEAP_PROFILE=<file> writes a heap profile with the users of
+// the last cell online.
 func BenchmarkBridgeMemory(b *testing.B) {
-	const users = 1000
 	s := bbStart(b)
-	done := false
-	for b.Loop() {
-		if done {
-			continue
-		}
-		done = true
-		before := bbReadMem()
-		took, missing := s.idleUpTo(b, users)
-		if len(missing) > 0 {
-			b.Logf("BUG? %d users not online after %s: %v", len(missing), bbOnlineTimeout, missing[:min(len(missing), 20)])
-		}
-		on := s.onlineCount(b)
-		time.Sleep(5 * time.Second) // sessions settle: pings, the bot's notices
-		after := bbReadMem()
-		if f := os.Getenv("ZKCHAT_BENCH_HEAP_PROFILE"); f != "" {
-			bbWriteHeapProfile(b, f)
-		}
-		// Go gives freed memory back to the OS gradually (the background
-		// scavenger); what a long-running bridge keeps is between these.
-		// Meanwhile: the CPU that 1,000 idle online users cost.
-		cpu0 := bbCPUNow()
-		time.Sleep(25 * time.Second)
-		cpu1 := bbCPUNow()
-		rssSettled := bbRSS()
-		debug.FreeOSMemory()
-		rssFreed := bbRSS()
-		b.ReportMetric(0, "ns/op")
-		b.ReportMetric(float64(on), "online")
-		b.ReportMetric(took.Seconds(), "online-s")
-		b.ReportMetric(bbMB(before.HeapInuse), "heap0-MB")
-		b.ReportMetric(bbMB(after.HeapInuse), "heap-MB")
-		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/1024/float64(max(on, 1)), "heap-KB/user")
-		b.ReportMetric(bbMB(before.StackInuse), "stack0-MB")
-		b.ReportMetric(bbMB(after.StackInuse), "stack-MB")
-		b.ReportMetric(bbMB(before.Sys), "gosys0-MB")
-		b.ReportMetric(bbMB(after.Sys), "gosys-MB")
-		b.ReportMetric(bbMB(before.rss), "rss0-MB")
-		b.ReportMetric(bbMB(after.rss), "rss-MB")
-		b.ReportMetric(bbMB(rssSettled), "rss-30s-MB")
-		b.ReportMetric(bbMB(rssFreed), "rss-freed-MB")
-		b.ReportMetric(float64(before.goroutines), "goroutines0")
-		b.ReportMetric(float64(after.goroutines), "goroutines")
-		cpu1.reportAs(b, "idle-", cpu0)
+	for _, users := range bbMemoryCounts {
+		b.Run(fmt.Sprintf("online=%d", users), func(b *testing.B) {
+			done := false
+			for b.Loop() {
+				if done {
+					continue
+				}
+				done = true
+				bbMemoryCell(b, s, users)
+			}
+		})
 	}
+}
+
+func bbMemoryCell(b *testing.B, s *bbSetup, users int) {
+	on0 := s.onlineCount(b)
+	before := bbReadMem()
+	peakReset := bbResetPeakRSS()
+	idle := s.idleUpTo(b, users)
+	if len(idle.missing) > 0 {
+		b.Logf("BUG? %d users not online %s after the last JOIN: %v", len(idle.missing), idle.afterJoin.Round(time.Second), idle.missing[:min(len(idle.missing), 20)])
+	}
+	on := s.onlineCount(b)
+	time.Sleep(5 * time.Second) // sessions settle: pings, the bot's notices
+	after := bbReadMem()
+	fds := bbFDs()
+	if f := os.Getenv("ZKCHAT_BENCH_HEAP_PROFILE"); f != "" {
+		bbWriteHeapProfile(b, f)
+	}
+	// Go gives freed memory back to the OS gradually (the background
+	// scavenger); what a long-running bridge keeps is between these.
+	// Meanwhile: the CPU that the idle online users cost.
+	cpu0 := bbCPUNow()
+	time.Sleep(25 * time.Second)
+	cpu1 := bbCPUNow()
+	rssSettled := bbRSS()
+	peak := bbStatusKB("VmHWM")
+	debug.FreeOSMemory()
+	rssFreed := bbRSS()
+	if !peakReset {
+		b.Logf("BB-WARN the peak RSS could not be reset (/proc/self/clear_refs): rss-peak-MB is since the process started")
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(on), "online")
+	b.ReportMetric(idle.took.Seconds(), "online-s")
+	b.ReportMetric(idle.afterJoin.Seconds(), "online-after-join-s")
+	b.ReportMetric(bbMB(before.HeapInuse), "heap0-MB")
+	b.ReportMetric(bbMB(after.HeapInuse), "heap-MB")
+	b.ReportMetric((float64(after.HeapInuse)-float64(before.HeapInuse))/1024/float64(max(on-on0, 1)), "heap-KB/user")
+	b.ReportMetric(bbMB(before.StackInuse), "stack0-MB")
+	b.ReportMetric(bbMB(after.StackInuse), "stack-MB")
+	b.ReportMetric(bbMB(before.Sys), "gosys0-MB")
+	b.ReportMetric(bbMB(after.Sys), "gosys-MB")
+	b.ReportMetric(bbMB(before.rss), "rss0-MB")
+	b.ReportMetric(bbMB(peak), "rss-peak-MB")
+	b.ReportMetric(bbMB(after.rss), "rss-MB")
+	b.ReportMetric(bbMB(rssSettled), "rss-30s-MB")
+	b.ReportMetric(bbMB(rssFreed), "rss-freed-MB")
+	b.ReportMetric(float64(before.goroutines), "goroutines0")
+	b.ReportMetric(float64(after.goroutines), "goroutines")
+	b.ReportMetric(float64(fds), "fds")
+	cpu1.reportAs(b, "idle-", cpu0)
 }
 
 // ---------------------------------------------------------------------------
@@ -886,13 +1164,28 @@ func bbReadMem() bbMem {
 }
 
 // bbRSS is VmRSS of this process, in bytes.
-func bbRSS() uint64 {
+func bbRSS() uint64 { return bbStatusKB("VmRSS") }
+
+// bbResetPeakRSS resets VmHWM, the peak resident set, to the current one
+// (Linux 4.0 and later).
+func bbResetPeakRSS() bool {
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+}
+
+// bbFDs is the number of open descriptors of this process.
+func bbFDs() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
+
+// bbStatusKB is the field (VmRSS, VmHWM, ...) of /proc/self/status, in bytes.
+func bbStatusKB(field string) uint64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
 			f := strings.Fields(v)
 			if len(f) > 0 {
 				kb, _ := strconv.ParseUint(f[0], 10, 64)
@@ -907,7 +1200,8 @@ func bbMB(n uint64) float64 { return float64(n) / (1 << 20) }
 
 // bbCPU is CPU time used so far (clock ticks, 100 a second on Linux): by
 // the machine, this process, the server processes and the benchmark's
-// helper processes, found by their command lines. A process that exits
+// helper processes, found by their command lines (the servers by their
+// config files under $ZKCHAT_DATA_DIR, default .data). A process that exits
 // between two readings makes its group's figure wrong; the servers do not.
 type bbCPU struct {
 	at                                    time.Time
@@ -938,6 +1232,10 @@ func bbCPUNow() bbCPU {
 			c.librdkafka += bbProcTicks("self/task/" + t.Name())
 		}
 	}
+	dataDir := strings.TrimSuffix(os.Getenv("ZKCHAT_DATA_DIR"), "/")
+	if dataDir == "" {
+		dataDir = ".data"
+	}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
@@ -947,12 +1245,14 @@ func bbCPUNow() bbCPU {
 		if err != nil {
 			continue
 		}
+		// The servers of $ZKCHAT_DATA_DIR (default .data), not other
+		// runs' private ones (the fault suite's clusters, a test's own Kafka).
 		switch cl := string(cmd); {
-		case strings.Contains(cl, "inspircd") && strings.Contains(cl, ".data/inspircd/inspircd.conf"):
+		case strings.Contains(cl, "inspircd") && strings.Contains(cl, dataDir+"/inspircd/inspircd.conf"):
 			c.inspircd += bbProcTicks(e.Name())
-		case strings.Contains(cl, "kafka.Kafka"):
+		case strings.Contains(cl, "kafka.Kafka") && strings.Contains(cl, dataDir+"/kafka/server.properties"):
 			c.kafka += bbProcTicks(e.Name())
-		case strings.Contains(cl, "QuorumPeerMain") || strings.Contains(cl, "ZooKeeperServerMain"):
+		case strings.Contains(cl, "QuorumPeerMain") && strings.Contains(cl, dataDir+"/zookeeper/conf/zoo.cfg"):
 			c.zooKp += bbProcTicks(e.Name())
 		case strings.Contains(cl, "-test.run=^TestBridgeBenchHelper$"):
 			c.helpers += bbProcTicks(e.Name()) // ours, and other runs' of this benchmark

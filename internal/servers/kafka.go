@@ -124,6 +124,12 @@ func (c *Config) kafkaClusterID(file, logs, log4j string) (string, error) {
 	return id, writeFileAtomic(file, []byte(id+"\n"), 0o644)
 }
 
+// kafkaHeap is the single broker's heap: Kafka's own default
+// (kafka-server-start.sh: -Xmx1G), against which the scaling targets
+// (doc/scaling.md) are stated. A smaller heap filled up under a consumer
+// assigned 1,000 idle topics.
+const kafkaHeap = "1g"
+
 func kafkaArgv(libs, logs, log4j, cfg, heap string) []string {
 	return []string{"java", "-Xms256m", "-Xmx" + heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
 		"-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
@@ -184,7 +190,7 @@ func (c *Config) Kafka() Server {
 			return distinct("ZKCHAT_KAFKA_PORT and ZKCHAT_KAFKA_CONTROLLER_PORT", c.KafkaPort, c.KafkaControllerPort)
 		},
 		prepare:  k.prepare,
-		argv:     func() []string { return kafkaArgv(c.KafkaLibs(), k.logs, k.log4j, k.cfg, "512m") },
+		argv:     func() []string { return kafkaArgv(c.KafkaLibs(), k.logs, k.log4j, k.cfg, kafkaHeap) },
 		answers:  k.answers,
 		ready:    func() bool { return k.startedLogged() && k.answers() },
 		failLogs: []string{k.serverLog, filepath.Join(k.logs, "kafka.out")},
