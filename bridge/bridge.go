@@ -60,6 +60,17 @@ type Config struct {
 	SessionTimeout     time.Duration // of each user's session; 0: default
 	RequestTimeout     time.Duration // manager answers; 0: 15 s
 	Logger             *slog.Logger
+	// SharedChannel: several bridges (each with its own nick, on the same
+	// IRC network) serve Channel together and share its users by
+	// rendezvous hashing over the live bridges (ring.go): each user is
+	// served by one of them, and the users of a bridge that stops or dies
+	// move to the others. false: this bridge serves every member, as the
+	// only bridge of the channel.
+	SharedChannel bool
+	// BridgeID names the bridge among those sharing the channel: its node
+	// /bridges/<id> and its rendezvous hashes. An id (protocol.ValidateID),
+	// unique among them; "": the id of Nick (NickToID).
+	BridgeID string
 	// ZKAuth is zkchat's own principal (ZooKeeper digest). The bridge's
 	// sessions, its users' included, authenticate with it: with ACLs on,
 	// the manager lets that principal act for any id. nil: no credentials.
@@ -104,6 +115,13 @@ type Bridge struct {
 	// registered: the connection is past its welcome (a nick collision is
 	// then a failed reclaimNick, not a login's).
 	registered *atomic.Bool
+
+	// SharedChannel: the bridges sharing the channel (ring.go), the ring
+	// goroutine's wake-up, and whether the bot has been in the channel
+	// (the bridge's node is made only then).
+	ring       ring
+	ringKick   chan struct{}
+	joinedOnce atomic.Bool
 }
 
 // maxCommitsInFlight bounds the deliveries' offset commits in flight: with
@@ -192,6 +210,18 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.SharedChannel && cfg.BridgeID == "" {
+		id, err := NickToID(cfg.Nick, RFC1459)
+		if err != nil {
+			return nil, fmt.Errorf("bridge id from nick %q: %w (set a bridge id)", cfg.Nick, err)
+		}
+		cfg.BridgeID = id
+	}
+	if cfg.SharedChannel {
+		if err := protocol.ValidateID(cfg.BridgeID); err != nil {
+			return nil, fmt.Errorf("bridge id: %w", err)
+		}
+	}
 	if _, _, err := protocol.SplitConnect(cfg.ZooKeeper); err != nil {
 		return nil, err
 	}
@@ -240,6 +270,7 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 	b := &Bridge{registered: registered, cfg: cfg, log: log, warn: ratelog.New(log, 10*time.Second), irc: irc,
 		out: newOutbox(irc, cfg.Rate, cfg.Burst), dir: dir, newWorker: newWorker,
 		sem: make(chan struct{}, cfg.SessionConcurrency), commitSlots: make(chan struct{}, maxCommitsInFlight), host: cfg.Server,
+		ring: ring{self: cfg.BridgeID}, ringKick: make(chan struct{}, 1),
 	}
 	// A line girc may have dropped fails the proofs on its connection;
 	// a new connection starts them afresh (see outbox.lost).
@@ -285,6 +316,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 			<-quitDone
 		}
 	}()
+	ringDone := make(chan struct{})
+	if b.cfg.SharedChannel {
+		go func() { defer close(ringDone); b.runRing(ctx) }()
+	} else {
+		close(ringDone)
+	}
 
 	b.log.Warn("nick ownership is verified only for nicks registered while logged in to a services account; " +
 		"on a server without accounts, whoever holds a registered nick in the channel acts as that user")
@@ -318,6 +355,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		backoff = min(backoff*2, 2*time.Minute)
 	}
 	b.disconnected()
+	<-ringDone       // it ends with ctx; it uses the session closed below
 	b.dir.Stopping() // the session's close below takes everyone's node at once
 	b.m.stop()       // everyone offline with the bridge; waits for the users' goroutines
 	stopOutbox()

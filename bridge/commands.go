@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -73,6 +74,14 @@ func (b *Bridge) command(nick, line string, acct account) {
 		return
 	}
 	cmd := ParseCommand(line)
+	// A shared channel's user is served by its owner bridge (ring.go):
+	// another one only says which, in one notice; help (and what it does
+	// not understand) it answers itself.
+	owner := b.ownerElsewhere(id)
+	if owner != "" && cmd.Name != "help" && cmd.Name != "" {
+		b.out.postNotice(nick, textYourBridge(owner, cmd))
+		return
+	}
 	b.m.mu.Lock()
 	u := b.userLocked(id)
 	u.mu.Lock()
@@ -111,6 +120,9 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command, acct
 				l = fmt.Sprintf(l, b.cfg.Channel)
 			}
 			b.out.notice(nick, l)
+		}
+		if owner := b.ownerElsewhere(u.id); owner != "" {
+			b.out.notice(nick, fmt.Sprintf("Your bridge is %s: send it your commands (/msg %s <command>).", owner, owner))
 		}
 	}
 }
@@ -246,6 +258,25 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 	default:
 		b.out.notice(nick, "Not sent: "+err.Error()+".")
 	}
+}
+
+// textYourBridge is a shared channel's answer to a command sent to a bot
+// that does not serve the nick: the command, to the bot that does (a long
+// text cut, so that the answer is one line).
+func textYourBridge(owner string, cmd Command) string {
+	line := cmd.Name
+	if cmd.Name == "msg" {
+		text := cmd.Text
+		if len(text) > 120 {
+			cut := 120
+			for cut > 0 && !utf8.RuneStart(text[cut]) {
+				cut--
+			}
+			text = text[:cut] + "…"
+		}
+		line = "msg " + cmd.To + " " + text
+	}
+	return fmt.Sprintf("Your bridge is %s: /msg %s %s", owner, owner, line)
 }
 
 func textTooLong(n int) string {

@@ -29,6 +29,14 @@ type directory interface {
 	Bind(ctx context.Context, id, account string) error
 	// Unbind removes id's binding, if any.
 	Unbind(ctx context.Context, id string) error
+	// Bridges (Config.SharedChannel) makes the bridge's node
+	// /bridges/<self>, ephemeral, with data, in the directory's session if
+	// it has none there (a node of another session, an earlier run's that
+	// was killed, is left to expire: the bridge is not present until then),
+	// writes data to it if it differs, and lists every node of /bridges
+	// (Own: made in this session). With watch, it also sets a child watch,
+	// whose one event (a change, or the session's end) the channel gets.
+	Bridges(ctx context.Context, self string, data []byte, watch bool) ([]bridgeNode, <-chan zk.Event, error)
 	// Stopping: the bridge is stopping, and Close comes next.
 	Stopping()
 	Close()
@@ -215,6 +223,90 @@ func (d *zkDirectory) Unbind(ctx context.Context, id string) error {
 	_, err = zookeeper.Do(ctx, func() (struct{}, error) { return struct{}{}, s.Conn.Delete(s.Paths.Account(id), -1) })
 	if err != nil && !errors.Is(err, zk.ErrNoNode) {
 		return fmt.Errorf("unbind %s: %w", id, err)
+	}
+	return nil
+}
+
+func (d *zkDirectory) Bridges(ctx context.Context, self string, data []byte, watch bool) ([]bridgeNode, <-chan zk.Event, error) {
+	s, err := d.session(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := d.ownBridgeNode(ctx, s, self, data); err != nil {
+		return nil, nil, err
+	}
+	dir := s.Paths.Bridges()
+	type listing struct {
+		names []string
+		ch    <-chan zk.Event
+	}
+	l, err := zookeeper.Do(ctx, func() (listing, error) {
+		if !watch {
+			names, _, err := s.Conn.Children(dir)
+			return listing{names: names}, err
+		}
+		names, _, ch, err := s.Conn.ChildrenW(dir)
+		return listing{names, ch}, err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	sid := s.SessionID()
+	nodes := make([]bridgeNode, 0, len(l.names))
+	for _, name := range l.names {
+		data, st, err := s.Get(ctx, s.Paths.Bridge(name))
+		if errors.Is(err, zk.ErrNoNode) {
+			continue // gone meanwhile: its event comes
+		}
+		if err != nil {
+			return nil, l.ch, fmt.Errorf("read %s: %w", s.Paths.Bridge(name), err)
+		}
+		nodes = append(nodes, bridgeNode{ID: name, Data: data, Own: st.EphemeralOwner == sid})
+	}
+	return nodes, l.ch, nil
+}
+
+// ownBridgeNode makes /bridges/<self> in s, or writes data to it if it is
+// s's and holds other data; a node of another session is left alone.
+func (d *zkDirectory) ownBridgeNode(ctx context.Context, s *zookeeper.Session, self string, data []byte) error {
+	path := s.Paths.Bridge(self)
+	old, st, err := s.Get(ctx, path)
+	switch {
+	case err == nil && st.EphemeralOwner != s.SessionID():
+		return nil // an earlier run's, until its session expires
+	case err == nil && string(old) == string(data):
+		return nil
+	case err == nil:
+		if _, err := zookeeper.Do(ctx, func() (*zk.Stat, error) { return s.Conn.Set(path, data, st.Version) }); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		return nil
+	case !errors.Is(err, zk.ErrNoNode):
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	// Open, or with ACLs on: the bridge's principal ALL, world READ.
+	acl, locked, err := s.NodeACL(ctx, s.Paths.Bridges())
+	if errors.Is(err, zk.ErrNoNode) {
+		// A tree made before /bridges, with no manager run since to
+		// complete it (zkchat bridge --no-manager): complete it here.
+		if err = s.CreateTree(ctx); err == nil {
+			acl, locked, err = s.NodeACL(ctx, s.Paths.Bridges())
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	_, err = s.Create(ctx, path, data, zk.FlagEphemeral, acl)
+	if errors.Is(err, zk.ErrNodeExists) {
+		return nil // made meanwhile (by another session: a twin, or a retried create of ours); the listing says
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if locked {
+		if err := s.Touch(ctx, path, data); err != nil {
+			return fmt.Errorf("create %s: %w", path, err)
+		}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/lrstanley/girc"
 
 	"github.com/zkchat/zkchat/client"
@@ -30,12 +31,72 @@ type fakeNet struct {
 	committed  map[string]int
 	workers    map[string]*fakeWorker // the last made for each id
 	changed    chan struct{}          // closed and replaced at every change
+	// The sessions: each bridge's directory and workers share one (sess;
+	// 0 for a bridge alone). onlineSess: the session an /online node is
+	// in; dead: sessions expired (kill), whose calls fail.
+	onlineSess map[string]int
+	dead       map[int]bool
+	// /bridges: the nodes, and the child watches set.
+	bridges     map[string]fakeBridgeNode
+	bridgeWatch []chan zk.Event
+}
+
+type fakeBridgeNode struct {
+	data []byte
+	sess int
 }
 
 func newFakeNet() *fakeNet {
 	return &fakeNet{registered: map[string]bool{}, online: map[string]onlineMeta{},
 		bindings: map[string]string{}, topics: map[string][]protocol.Message{},
-		committed: map[string]int{}, workers: map[string]*fakeWorker{}, changed: make(chan struct{})}
+		committed: map[string]int{}, workers: map[string]*fakeWorker{}, changed: make(chan struct{}),
+		onlineSess: map[string]int{}, dead: map[int]bool{}, bridges: map[string]fakeBridgeNode{}}
+}
+
+// bridgesChangedLocked fires the child watches of /bridges; n.mu is held.
+func (n *fakeNet) bridgesChangedLocked() {
+	for _, ch := range n.bridgeWatch {
+		ch <- zk.Event{Type: zk.EventNodeChildrenChanged, Path: "/bridges"}
+		close(ch)
+	}
+	n.bridgeWatch = nil
+}
+
+// freeze is a SIGKILL of the bridge in session sess: its calls fail and
+// it commits nothing from now on, but its nodes stay until expire.
+func (n *fakeNet) freeze(sess int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.dead[sess] = true
+}
+
+// expire ends session sess, as ZooKeeper does a session timeout after its
+// bridge was killed: its ephemeral nodes (its /bridges node, its users'
+// /online nodes) go, together.
+func (n *fakeNet) expire(sess int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.dead[sess] = true
+	for id, s := range n.onlineSess {
+		if s == sess {
+			delete(n.online, id)
+			delete(n.onlineSess, id)
+		}
+	}
+	for id, b := range n.bridges {
+		if b.sess == sess {
+			delete(n.bridges, id)
+		}
+	}
+	n.bridgesChangedLocked()
+	n.changedLocked()
+}
+
+func (n *fakeNet) onlineVia(id string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m, ok := n.online[id]
+	return m.Bridge, ok
 }
 
 // changedLocked wakes the readers; n.mu is held.
@@ -70,6 +131,7 @@ type fakeWorker struct {
 	n    *fakeNet
 	id   string
 	meta onlineMeta
+	sess int
 
 	mu      sync.Mutex
 	online  bool
@@ -96,10 +158,19 @@ func (w *fakeWorker) lose(why error) {
 	defer w.mu.Unlock()
 	if w.online {
 		w.n.mu.Lock()
-		delete(w.n.online, w.id)
+		w.n.dropOnlineLocked(w.id, w.sess)
 		w.n.mu.Unlock()
 		w.online, w.lostErr = false, why
 		close(w.lost)
+	}
+}
+
+// dropOnlineLocked deletes id's /online node if session sess made it;
+// n.mu is held.
+func (n *fakeNet) dropOnlineLocked(id string, sess int) {
+	if s, ok := n.onlineSess[id]; ok && s == sess && !n.dead[sess] {
+		delete(n.online, id)
+		delete(n.onlineSess, id)
 	}
 }
 
@@ -133,6 +204,9 @@ func (w *fakeWorker) GoOnline(context.Context) error {
 	}
 	w.n.mu.Lock()
 	defer w.n.mu.Unlock()
+	if w.n.dead[w.sess] {
+		return errors.New("fake: session expired")
+	}
 	if !w.n.registered[w.id] {
 		return protocol.ErrNotRegistered
 	}
@@ -140,6 +214,7 @@ func (w *fakeWorker) GoOnline(context.Context) error {
 		return protocol.ErrAlreadyOnline
 	}
 	w.n.online[w.id] = w.meta
+	w.n.onlineSess[w.id] = w.sess
 	w.online, w.lost, w.lostErr = true, make(chan struct{}), nil
 	return nil
 }
@@ -149,7 +224,7 @@ func (w *fakeWorker) GoOffline() {
 	defer w.mu.Unlock()
 	if w.online {
 		w.n.mu.Lock()
-		delete(w.n.online, w.id)
+		w.n.dropOnlineLocked(w.id, w.sess)
 		w.n.mu.Unlock()
 		w.online = false
 	}
@@ -191,6 +266,10 @@ func (w *fakeWorker) FollowMessagesWith(ctx context.Context, opts client.ReadOpt
 				return fmt.Errorf("%w: %w", protocol.ErrNotCommitted, err)
 			}
 			w.n.mu.Lock()
+			if w.n.dead[w.sess] { // a killed bridge commits nothing
+				w.n.mu.Unlock()
+				return errors.New("fake: session expired")
+			}
 			w.n.committed[w.id] = pos + len(msgs)
 			w.n.changedLocked()
 			w.n.mu.Unlock()
@@ -204,8 +283,11 @@ func (w *fakeWorker) FollowMessagesWith(ctx context.Context, opts client.ReadOpt
 	}
 }
 
-// fakeDir is the directory over a fakeNet.
-type fakeDir struct{ n *fakeNet }
+// fakeDir is the directory over a fakeNet, in session sess.
+type fakeDir struct {
+	n    *fakeNet
+	sess int
+}
 
 func (d fakeDir) list(online bool) []string {
 	d.n.mu.Lock()
@@ -249,8 +331,49 @@ func (d fakeDir) Unbind(_ context.Context, id string) error {
 	delete(d.n.bindings, id)
 	return nil
 }
+func (d fakeDir) Bridges(_ context.Context, self string, data []byte, watch bool) ([]bridgeNode, <-chan zk.Event, error) {
+	n := d.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dead[d.sess] {
+		return nil, nil, errors.New("fake: session expired")
+	}
+	if nd, ok := n.bridges[self]; !ok {
+		n.bridges[self] = fakeBridgeNode{data: slices.Clone(data), sess: d.sess}
+		n.bridgesChangedLocked()
+	} else if nd.sess == d.sess {
+		n.bridges[self] = fakeBridgeNode{data: slices.Clone(data), sess: d.sess}
+	}
+	var nodes []bridgeNode
+	for id, nd := range n.bridges {
+		nodes = append(nodes, bridgeNode{ID: id, Data: nd.data, Own: nd.sess == d.sess})
+	}
+	var ch chan zk.Event
+	if watch {
+		ch = make(chan zk.Event, 1)
+		n.bridgeWatch = append(n.bridgeWatch, ch)
+	}
+	return nodes, ch, nil
+}
+
 func (d fakeDir) Stopping() {}
-func (d fakeDir) Close()    {}
+
+// Close ends the session: its /bridges node goes (a stopped bridge's
+// users' nodes are gone already).
+func (d fakeDir) Close() {
+	n := d.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dead[d.sess] { // killed: the session ends by expiring
+		return
+	}
+	for id, b := range n.bridges {
+		if b.sess == d.sess {
+			delete(n.bridges, id)
+			n.bridgesChangedLocked()
+		}
+	}
+}
 
 var (
 	_ worker    = (*fakeWorker)(nil)
@@ -259,9 +382,10 @@ var (
 
 // fakeSetup is a bridge on a scripted IRC server, with zkchat in memory.
 type fakeSetup struct {
-	srv *irctest.Server
-	net *fakeNet
-	b   *Bridge
+	srv  *irctest.Server
+	net  *fakeNet
+	b    *Bridge
+	stop func() // ends Run and waits for it (again at cleanup: a no-op)
 }
 
 // startFake runs a bridge (nick zkchat, #chatroom, unpaced) against a
@@ -276,11 +400,19 @@ func startFake(t *testing.T, mod func(*Config), members ...string) *fakeSetup {
 // capabilities, say).
 func startFakeOn(t *testing.T, srv *irctest.Server, mod func(*Config), members ...string) *fakeSetup {
 	t.Helper()
+	return startFakeNet(t, srv, newFakeNet(), 0, mod, members...)
+}
+
+// startFakeNet is startFakeOn on zkchat n, in session sess (bridges
+// sharing a channel share n, each in a session of its own).
+func startFakeNet(t *testing.T, srv *irctest.Server, n *fakeNet, sess int, mod func(*Config), members ...string) *fakeSetup {
+	t.Helper()
 	srv.Members(members...)
-	n := newFakeNet()
+	n.mu.Lock()
 	for _, m := range members {
 		n.registered[m] = true
 	}
+	n.mu.Unlock()
 	cfg := Config{Server: srv.Addr, ZooKeeper: "127.0.0.1:1", Rate: -1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
@@ -289,12 +421,12 @@ func startFakeOn(t *testing.T, srv *irctest.Server, mod func(*Config), members .
 	if mod != nil {
 		mod(&cfg)
 	}
-	b, err := newBridge(cfg, nil, fakeDir{n})
+	b, err := newBridge(cfg, nil, fakeDir{n: n, sess: sess})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.newWorker = func(id string) worker {
-		w := &fakeWorker{n: n, id: id, meta: onlineMeta{Via: "irc", Bridge: b.cfg.Nick, Channel: b.cfg.Channel}}
+		w := &fakeWorker{n: n, id: id, meta: onlineMeta{Via: "irc", Bridge: b.cfg.Nick, Channel: b.cfg.Channel}, sess: sess}
 		n.mu.Lock()
 		n.workers[id] = w
 		n.mu.Unlock()
@@ -303,15 +435,16 @@ func startFakeOn(t *testing.T, srv *irctest.Server, mod func(*Config), members .
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = b.Run(ctx) }()
-	t.Cleanup(func() {
+	stop := func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(15 * time.Second):
 			t.Error("Run did not return 15 s after its context ended")
 		}
-	})
-	s := &fakeSetup{srv: srv, net: n, b: b}
+	}
+	t.Cleanup(stop)
+	s := &fakeSetup{srv: srv, net: n, b: b, stop: stop}
 	s.waitSynced(t)
 	return s
 }

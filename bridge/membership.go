@@ -127,9 +127,10 @@ func (b *Bridge) leave(u *user) bool {
 // presence records that nick is (or is not) in the channel; split: it left
 // in a netsplit.
 func (b *Bridge) presence(nick string, in, split bool) {
-	id, err := NickToID(nick, b.caseMapping())
+	cm := b.caseMapping()
+	id, err := NickToID(nick, cm)
 	if err != nil {
-		if in {
+		if in && b.owns(nickKey(nick, cm)) { // told by one bridge of a shared channel
 			b.out.postNotice(nick, textBadNickJoined(err, b.cfg.Nick))
 		}
 		return
@@ -210,6 +211,9 @@ func (b *Bridge) resync() {
 	close(b.m.syncedCh)
 	b.m.syncedCh = make(chan struct{})
 	b.m.mu.Unlock()
+	if b.cfg.SharedChannel {
+		b.kickRing() // in the channel: the bridge's node is made, or its nick written
+	}
 	for _, nick := range in {
 		b.presence(nick, true, false)
 	}

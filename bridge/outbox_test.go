@@ -228,7 +228,7 @@ func TestFakeRunLeavesNothingRunning(t *testing.T) {
 	n.online["alice"] = onlineMeta{Via: "cli"} // alice's GoOnline fails: online elsewhere
 	cfg := Config{Server: srv.Addr, ZooKeeper: "127.0.0.1:1", Rate: -1, SplitGrace: time.Minute,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	b, err := newBridge(cfg, nil, fakeDir{n})
+	b, err := newBridge(cfg, nil, fakeDir{n: n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,7 @@ func goroutineStacks() []string {
 func TestRejoinCallbackEndsWithStop(t *testing.T) {
 	t.Parallel()
 	b, err := newBridge(Config{Server: "127.0.0.1:1", ZooKeeper: "127.0.0.1:1",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil, fakeDir{newFakeNet()})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil, fakeDir{n: newFakeNet()})
 	if err != nil {
 		t.Fatal(err)
 	}

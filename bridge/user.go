@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,10 @@ type user struct {
 	notRegistered bool
 	elsewhere     bool
 	refused       bool
+	// greet: the nick joined and its owner has not tried to take it online
+	// since. With SharedChannel, "you are not registered" is said only
+	// then: not by a bridge that takes the user over from another.
+	greet bool
 	// account the nick is logged in to, from its JOIN or ACCOUNT events
 	// while it is in the channel (forgotten when it leaves).
 	account      string
@@ -136,6 +141,7 @@ func (u *user) setIn(in bool) {
 	if in && !u.in {
 		// A new join tries again, and is told again.
 		u.notRegistered, u.elsewhere, u.refused = false, false, false
+		u.greet = true
 	}
 	if !in && u.in {
 		u.forgetAccountLocked()
@@ -229,7 +235,7 @@ func (u *user) run(ctx context.Context) {
 			op(ctx)
 		case <-u.kick:
 		case <-lost:
-			u.presenceLost()
+			u.presenceLost(ctx)
 		case <-ctx.Done():
 			u.goOffline()
 			// Online or not, the client may hold a session (a command, a
@@ -247,9 +253,16 @@ func (u *user) run(ctx context.Context) {
 // channel; it reports true when the user is gone (offline, out of the
 // channel, nothing queued) and has left the table.
 func (u *user) reconcile(ctx context.Context) bool {
+	// With SharedChannel, only the user's owner serves it: another bridge
+	// leaves it offline here, silently (its owner says what there is to
+	// say), and takes it when the owners change (ring.go).
+	owned, elsewhere := u.b.owns(u.id), u.b.ownerElsewhere(u.id) != ""
 	u.mu.Lock()
-	want := u.in && !u.notRegistered && !u.elsewhere && !u.refused
+	want := u.in && !u.notRegistered && !u.elsewhere && !u.refused && owned
 	nick, away := u.nick, u.splitTimer != nil
+	if elsewhere {
+		u.greet = false // the owner greets
+	}
 	u.mu.Unlock()
 	// Checked at every reconcile, so an account change (ACCOUNT event, WHOX
 	// reply) takes an impostor offline too.
@@ -311,6 +324,10 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 	}
 	err := u.w.GoOnline(ctx)
 	<-b.sem
+	u.mu.Lock()
+	greet := u.greet || !b.cfg.SharedChannel
+	u.greet = false
+	u.mu.Unlock()
 	switch {
 	case err == nil:
 		u.online, u.staleTries = true, 0
@@ -319,7 +336,22 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 		u.mu.Lock()
 		u.notRegistered = true
 		u.mu.Unlock()
-		b.out.notice(nick, textNotRegistered(nick, b.irc.GetNick()))
+		if greet {
+			b.out.notice(nick, textNotRegistered(nick, b.irc.GetNick()))
+		}
+	case errors.Is(err, protocol.ErrAlreadyOnline) && b.cfg.SharedChannel && b.heldByChannel(ctx, u.id):
+		// Another bridge of the channel holds the node: the user's owner
+		// before, which lets go once it sees the bridges change, or a
+		// killed one, whose session (and the node) ends within the
+		// session timeout. Retried, silently: after 250 ms doubling to
+		// 2 s, every 10 s after about two minutes.
+		u.staleTries++
+		wait := min(250*time.Millisecond<<min(u.staleTries-1, 4), 2*time.Second)
+		if u.staleTries > 60 {
+			wait = 10 * time.Second
+		}
+		b.warn.Info("shared channel: user's presence still held by another bridge of the channel; retrying", "id", u.id)
+		u.later(wait)
 	case errors.Is(err, protocol.ErrAlreadyOnline) && u.staleTries < 60 && b.staleOwn(ctx, u.id):
 		// The node is this bridge's own, left by an earlier run that was
 		// killed: its session ends within the session timeout, and the node
@@ -355,16 +387,35 @@ func (b *Bridge) staleOwn(ctx context.Context, id string) bool {
 	return meta.Via == "irc" && meta.Bridge == b.cfg.Nick && meta.Channel == b.cfg.Channel
 }
 
+// heldByChannel reports whether id's /online node was made by a bridge of
+// this channel (SharedChannel: another owner's, or an earlier run's), or
+// is gone meanwhile: then going online is retried.
+func (b *Bridge) heldByChannel(ctx context.Context, id string) bool {
+	meta, found, err := b.dir.OnlineMeta(ctx, id)
+	if err != nil {
+		return false
+	}
+	if !found {
+		return true
+	}
+	return meta.Via == "irc" && strings.EqualFold(meta.Channel, b.cfg.Channel)
+}
+
 // presenceLost handles a presence that ended by itself (client.Worker
 // keeps it while it can): the user is offline, is told why, and is not put
 // back online in a loop: unregistered, they register again; online
 // elsewhere, they rejoin; anything else is retried later.
-func (u *user) presenceLost() {
+func (u *user) presenceLost(ctx context.Context) {
 	why := u.w.LostErr()
 	u.goOffline()
 	nick := u.currentNick()
 	u.b.warn.Warn("user's presence lost", "id", u.id, "err", why)
 	switch {
+	case errors.Is(why, protocol.ErrAlreadyOnline) && u.b.cfg.SharedChannel && u.b.heldByChannel(ctx, u.id):
+		// Another bridge of the channel took the user (this bridge's
+		// session expired meanwhile, say): whoever owns it now serves it;
+		// retried in case that is this bridge.
+		u.later(2 * time.Second)
 	case errors.Is(why, protocol.ErrNotRegistered):
 		u.mu.Lock()
 		u.notRegistered = true

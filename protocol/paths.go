@@ -21,6 +21,11 @@ const (
 	// account): data is the account name. Not in the spec's tree: front ends
 	// that verify identity read and write it.
 	accountsDir = "/accounts"
+	// bridgesDir holds the live IRC bridges that share a channel: one
+	// ephemeral node per bridge, /bridges/<bridge-id>, in the bridge's own
+	// session (data: JSON with its IRC nick and channel). Not in the spec's
+	// tree: only bridges read it.
+	bridgesDir = "/bridges"
 )
 
 // Paths names the nodes of the zkchat tree under one chroot ("" for none).
@@ -58,9 +63,14 @@ func (p Paths) Registry() string       { return p.root + registryDir }
 func (p Paths) Online() string         { return p.root + onlineDir }
 func (p Paths) Election() string       { return p.root + electionDir }
 func (p Paths) Accounts() string       { return p.root + accountsDir }
+func (p Paths) Bridges() string        { return p.root + bridgesDir }
 
 // Account is the node binding id to a front end's account.
 func (p Paths) Account(id string) string { return p.Accounts() + "/" + id }
+
+// Bridge is the ephemeral node of a live IRC bridge (bridge ids are ids:
+// ValidateID).
+func (p Paths) Bridge(bridgeID string) string { return p.Bridges() + "/" + bridgeID }
 
 // Enroll is the registration request node of id.
 func (p Paths) Enroll(id string) string { return p.EnrollRequests() + "/" + id }
@@ -77,7 +87,7 @@ func (p Paths) OnlineNode(id string) string { return p.Online() + "/" + id }
 // Persistent lists the persistent nodes of the tree, parents first, as
 // createZkTreeStructure creates them: the chroot's own path elements, then
 // /request, /request/enroll, /request/quit, /registry, /online, /election,
-// /accounts.
+// /accounts, /bridges.
 func (p Paths) Persistent() []string {
 	var out []string
 	if p.root != "" {
@@ -87,7 +97,7 @@ func (p Paths) Persistent() []string {
 			out = append(out, acc)
 		}
 	}
-	for _, d := range []string{requestDir, enrollDir, quitDir, registryDir, onlineDir, electionDir, accountsDir} {
+	for _, d := range []string{requestDir, enrollDir, quitDir, registryDir, onlineDir, electionDir, accountsDir, bridgesDir} {
 		out = append(out, p.root+d)
 	}
 	return out

@@ -18,11 +18,20 @@ func TestPaths(t *testing.T) {
 		t.Errorf("OnlineNode = %q", got)
 	}
 	want := []string{"/chat", "/chat/x", "/chat/x/request", "/chat/x/request/enroll", "/chat/x/request/quit",
-		"/chat/x/registry", "/chat/x/online", "/chat/x/election", "/chat/x/accounts"}
+		"/chat/x/registry", "/chat/x/online", "/chat/x/election", "/chat/x/accounts", "/chat/x/bridges"}
 	if got := p.Persistent(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Persistent = %q, want %q", got, want)
 	}
+	if got := p.Bridge("zkchat-a"); got != "/chat/x/bridges/zkchat-a" {
+		t.Errorf("Bridge = %q", got)
+	}
 	root, _ := NewPaths("")
+	if got := root.Bridges(); got != "/bridges" {
+		t.Errorf("Bridges without chroot = %q", got)
+	}
+	if got := root.PersistentACL(root.Bridges(), &Auth{User: "zkchat", Password: "x"}); len(got) != 2 || got[1] != (ACL{PermRead, "world", "anyone"}) {
+		t.Errorf("PersistentACL(/bridges) = %v, want the admin ALL and world READ only", got)
+	}
 	if got := root.Registered("a"); got != "/registry/a" {
 		t.Errorf("Registered without chroot = %q", got)
 	}

@@ -41,6 +41,11 @@ func bridgeCommand() *cli.Command {
 				Usage: "most lines a second the bot writes (-1: no pacing, for an exempt connect class)"},
 			&cli.IntFlag{Name: "burst", EnvVars: []string{"ZKCHAT_IRC_BURST"}, Value: 40, Usage: "lines the bot may write at once"},
 			&cli.DurationFlag{Name: "split-grace", Value: 0, Usage: "how long users who left in a netsplit stay online (default 1m)"},
+			&cli.BoolFlag{Name: "shared-channel", EnvVars: []string{"ZKCHAT_IRC_SHARED_CHANNEL"},
+				Usage: "share --channel with the other bridges that serve it with this flag (each its own --nick): " +
+					"each user is served by one of the live bridges, and a bridge's users move to the others when it stops or dies"},
+			&cli.StringFlag{Name: "bridge-id", EnvVars: []string{"ZKCHAT_BRIDGE_ID"},
+				Usage: "with --shared-channel: the bridge's `ID` among them, unique (default: the id of --nick)"},
 			&cli.BoolFlag{Name: "no-manager", Usage: "do not run the built-in manager"},
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics (built-in manager)"},
@@ -92,6 +97,7 @@ func bridgeCommand() *cli.Command {
 				SessionTimeout: c.Duration("session-timeout"), RequestTimeout: c.Duration("timeout"),
 				Logger: log, ZKAuth: za,
 				KeyDir: keyDir, UnverifiedMark: c.String("unverified-mark"),
+				SharedChannel: c.Bool("shared-channel"), BridgeID: c.String("bridge-id"),
 			})
 			if err != nil {
 				return usageError{err}
@@ -108,7 +114,7 @@ func bridgeCommand() *cli.Command {
 				go func() { defer wg.Done(); mErr = m.Run(c.Context) }()
 			}
 			log.Info("bridge starting", "irc", c.String("irc-server"), "channel", c.String("channel"),
-				"zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
+				"zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"), "shared_channel", c.Bool("shared-channel"))
 			bErr := b.Run(c.Context)
 			wg.Wait()
 			log.Info("bridge stopped")
