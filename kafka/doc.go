@@ -2,9 +2,11 @@
 // librdkafka clients (through confluent-kafka-go, cgo) are made and
 // configured:
 //
-//   - Clients, the clients one process shares between all its users: one
-//     idempotent producer, one admin client for offsets and metadata, one
-//     manually assigned consumer whose poll loop hands records to Readers;
+//   - Clients, the clients one process shares between all its users:
+//     several idempotent producer handles (a topic always on the same one),
+//     one admin client for offsets and metadata, and manually assigned
+//     consumers, each holding at most ReaderShardSize readers' topics, whose
+//     poll loops hand records to Readers;
 //   - Admin, a standalone admin client (topic creation and deletion for the
 //     manager, ACLs for the kafka-acls command);
 //   - Auth, the optional SASL credentials every client is configured with.

@@ -1,15 +1,41 @@
 package kafka
 
 import (
+	"slices"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// InjectFatalError makes librdkafka raise a fatal error in k's producer,
-// as an idempotence failure would (tests only).
-func (k *Clients) InjectFatalError() {
-	k.currentProducer().TestFatalError(ckafka.ErrOutOfOrderSequenceNumber, "injected by a test")
+// InjectFatalError makes librdkafka raise a fatal error in the producer
+// that sends to topic, as an idempotence failure would (tests only).
+func (k *Clients) InjectFatalError(topic string) {
+	k.producerFor(topic).current().TestFatalError(ckafka.ErrOutOfOrderSequenceNumber, "injected by a test")
+}
+
+// NewWithStats is New with librdkafka's statistics of every producer and
+// consumer handed to onStats, as JSON, every statsEvery (benchmarks).
+func NewWithStats(cfg Config, statsEvery time.Duration, onStats func(string)) (*Clients, error) {
+	return newClients(cfg, statsEvery, onStats)
+}
+
+// ReaderShards is the number of consumers k has made.
+func (k *Clients) ReaderShards() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.shards)
+}
+
+// ReaderShardOf is the index of the consumer r is assigned to.
+func (k *Clients) ReaderShardOf(r MessageReader) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Index(k.shards, r.(*Reader).shard)
+}
+
+// ProducerOf is the index of the producer handle that sends to topic.
+func (k *Clients) ProducerOf(topic string) int {
+	return slices.Index(k.producers, k.producerFor(topic))
 }
 
 // SetPartitionCheck sets how often an open reader looks for partitions

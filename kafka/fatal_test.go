@@ -54,7 +54,7 @@ func TestProducerReplacedAfterFatalError(t *testing.T) {
 			answers <- err
 		}()
 	}
-	k.InjectFatalError()
+	k.InjectFatalError(topic)
 	var acked, unknown int
 	for i := 0; i < inFlight; i++ {
 		select {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -25,49 +26,100 @@ type Config struct {
 	Extra map[string]string
 	// Auth, if set, makes every client authenticate with SASL (auth.go).
 	Auth *Auth
-	// ReaderGroup is the shared consumer's group.id ("": the shared
-	// sharedReaderGroup). The consumer never joins or commits to it, but
+	// ReaderGroup is the shared consumers' group.id ("": the shared
+	// sharedReaderGroup). The consumers never join or commit to it, but
 	// librdkafka looks up its coordinator, which the brokers' ACLs check
 	// (DESCRIBE): a client authenticated as one user's principal, which
 	// may use only that user's group, names that group here.
 	ReaderGroup string
+	// Producers is the number of producer handles sends are spread over
+	// (0: DefaultProducers). A topic always goes through the same one.
+	Producers int
+	// ReaderShardSize is the most topics one consumer handle reads
+	// (0: DefaultReaderShardSize); more open readers get more consumers.
+	ReaderShardSize int
+	// FetchWait is the consumers' fetch.wait.max.ms (0: DefaultFetchWait).
+	FetchWait time.Duration
 }
 
-// sharedReaderGroup is the shared consumer's group.id.
+// DefaultProducers is Config.Producers' default. Kafka answers the requests
+// of one connection one at a time, and librdkafka puts one partition in
+// each ProduceRequest: with a topic per receiver, one producer handle (one
+// connection) delivered about 6,000-10,000 records a second on the
+// development machine, whatever its requests in flight (doc/scaling.md).
+const DefaultProducers = 4
+
+// DefaultReaderShardSize is Config.ReaderShardSize's default. A consumer's
+// every fetch lists all of its partitions (librdkafka has no incremental
+// fetch sessions); the broker keeps a waiting fetch under each partition it
+// names until its purgatory is purged (every 1,000 completed operations), so
+// its heap grows with the partitions per fetch; librdkafka parses a fetch
+// reply in O(partitions²).
+const DefaultReaderShardSize = 500
+
+// DefaultFetchWait is Config.FetchWait's default: how long the broker holds
+// a fetch with nothing to return. A record written to a partition in a
+// waiting fetch completes it at once; the wait only delays a partition
+// assigned (a reader opened) or resumed while a fetch is outstanding, and
+// any other request on the consumer's connection (the metadata a reader
+// opens with). Each idle consumer sends a fetch per wait.
+const DefaultFetchWait = 500 * time.Millisecond
+
+// sharedReaderGroup is the shared consumers' group.id.
 const sharedReaderGroup = "zkchat-shared-reader"
 
 // Clients holds the Kafka clients one process shares between all its workers:
-// one idempotent producer, one admin client, and one consumer whose
-// assignment follows the readers that are open. A worker never has a client
-// of its own: each costs about four threads before it connects.
+// Config.Producers idempotent producer handles, one admin client, and
+// consumer handles (shards) whose assignments follow the readers that are
+// open. A worker never has a client of its own: each costs about four
+// threads before it connects.
 //
-// The shared consumer never joins a consumer group. It reads by manual
-// assignment and commits each worker's position under that worker's own group
-// with the admin API, so a group that has no live member is all it needs.
+// Producers: a topic's records always go through the same handle (a hash
+// of the topic), so each receiver's records keep the order they were sent
+// in; handles only multiply the requests in flight (one connection each).
+// Each handle is replaced on its own after a fatal error (replaceProducer).
 //
-// Locks: mu (the readers) may be held while a Reader's mu is taken
-// (Reader.Close), never the reverse; pmu (the producer) is taken alone. No
-// lock is held across a wait for the brokers, except that pmu is held while
-// a record is queued, so none is queued on a producer being replaced.
+// Consumers: each reader's topic is assigned to one consumer, which holds
+// at most Config.ReaderShardSize topics (readers and readers being opened).
+// A reader goes to the least loaded consumer with room; a consumer is made
+// when all are full, and kept until Close even if its readers all go (an
+// empty consumer sends no fetches; see doc/scaling.md). Each consumer has
+// its own poll loop, which hands records only to the readers of its own
+// consumer.
+//
+// The shared consumers never join a consumer group. They read by manual
+// assignment and each worker's position is committed under that worker's
+// own group with the admin API, so a group that has no live member is all
+// it needs.
+//
+// Locks, in the order they may be taken: mu (the readers by topic, the
+// consumers and their load) is a leaf: no lock is taken under it and no
+// librdkafka call made, except making a consumer when all are full. A
+// Reader's mu is held across the librdkafka calls that change its
+// assignment or pause state, and a shard's mu (its readers) is a leaf taken
+// alone; neither is ever held with Clients.mu. A producerSlot's mu is taken
+// alone and held while a record is queued, so that none is queued on a
+// producer being replaced. No lock is held across a wait for the brokers.
 type Clients struct {
-	cfg   Config
-	log   *slog.Logger
-	admin *ckafka.AdminClient
-	// producer is replaced after a fatal error (see replaceProducer);
-	// read it with currentProducer.
-	pmu          sync.Mutex
-	producer     *ckafka.Producer
+	cfg       Config
+	log       *slog.Logger
+	admin     *ckafka.AdminClient
+	producers []*producerSlot // fixed at New
+	// producerConf makes every producer, the replacements too.
 	producerConf ckafka.ConfigMap
+	// consumerConf makes every shard's consumer.
+	consumerConf ckafka.ConfigMap
 	// adminConsumer carries admin and never reads: see New.
 	adminConsumer *ckafka.Consumer
-	consumer      *ckafka.Consumer
 
 	mu      sync.Mutex
-	readers map[string]*Reader // by topic
+	readers map[string]*Reader // by topic, from OpenReader's start to Close's end
+	shards  []*shard
 	// partitionCheck is how often an open reader looks for partitions
 	// added to its topic (reader.go); set once, before any reader opens.
 	partitionCheck time.Duration
 
+	ctx    context.Context // ends at Close: the poll and log loops
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
@@ -80,6 +132,17 @@ type Clients struct {
 	// authentication failure, a listener that speaks another protocol):
 	// a failed call only says "transport failure", this says why.
 	lastErr atomic.Pointer[clientError]
+	// onStats, if set, gets librdkafka's statistics of every producer and
+	// consumer, as JSON (benchmarks).
+	onStats func(string)
+}
+
+// producerSlot is one producer handle. mu is held while a record is queued
+// on p and while replaceProducer swaps p, so no record is queued on a
+// producer after it was replaced.
+type producerSlot struct {
+	mu sync.Mutex
+	p  *ckafka.Producer
 }
 
 type clientError struct {
@@ -127,10 +190,25 @@ var GoChannelSizes = map[string]ckafka.ConfigValue{
 }
 
 // New creates the shared clients. It does not wait for the brokers: the
-// first operation that needs them reports an unreachable cluster.
-func New(cfg Config) (*Clients, error) {
+// first operation that needs them reports an unreachable cluster. The
+// producers and the admin client are made at once, the first consumer when
+// the first reader opens.
+func New(cfg Config) (*Clients, error) { return newClients(cfg, 0, nil) }
+
+// newClients is New; with onStats, librdkafka's statistics of every
+// producer and consumer go to it every statsEvery.
+func newClients(cfg Config, statsEvery time.Duration, onStats func(string)) (*Clients, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Producers <= 0 {
+		cfg.Producers = DefaultProducers
+	}
+	if cfg.ReaderShardSize <= 0 {
+		cfg.ReaderShardSize = DefaultReaderShardSize
+	}
+	if cfg.FetchWait <= 0 {
+		cfg.FetchWait = DefaultFetchWait
 	}
 	pc := producerConfig(cfg, ckafka.ConfigMap{
 		"client.id":          "zkchat",
@@ -147,18 +225,31 @@ func New(cfg Config) (*Clients, error) {
 		"enable.auto.commit":       false,
 		"enable.auto.offset.store": false,
 		"auto.offset.reset":        "earliest",
-		// A partition assigned while a fetch is outstanding waits for that
-		// fetch to return: keep the long poll short.
-		"fetch.wait.max.ms":                  50,
+		// See DefaultFetchWait.
+		"fetch.wait.max.ms":                  max(1, int(cfg.FetchWait/time.Millisecond)),
 		"enable.partition.eof":               false,
 		"topic.metadata.refresh.interval.ms": 10000,
 		// librdkafka logs to stderr unless its logs go to a channel;
 		// logLoop routes them to slog.
 		"go.logs.channel.enable": true,
 	})
-	p, err := ckafka.NewProducer(&pc)
-	if err != nil {
-		return nil, fmt.Errorf("kafka producer: %w", err)
+	if onStats != nil {
+		pc["statistics.interval.ms"] = int(statsEvery / time.Millisecond)
+		cc["statistics.interval.ms"] = int(statsEvery / time.Millisecond)
+	}
+	var ps []*ckafka.Producer
+	closeAll := func() {
+		for _, p := range ps {
+			p.Close()
+		}
+	}
+	for range cfg.Producers {
+		p, err := ckafka.NewProducer(&pc)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("kafka producer: %w", err)
+		}
+		ps = append(ps, p)
 	}
 	// The admin client gets connections of its own: Kafka answers one
 	// request per connection at a time, and an offset commit (5 ms of
@@ -177,33 +268,29 @@ func New(cfg Config) (*Clients, error) {
 	})
 	ac, err := ckafka.NewConsumer(&acc)
 	if err != nil {
-		p.Close()
+		closeAll()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
 	a, err := ckafka.NewAdminClientFromConsumer(ac)
 	if err != nil {
 		_ = ac.Close()
-		p.Close()
+		closeAll()
 		return nil, fmt.Errorf("kafka admin: %w", err)
-	}
-	c, err := ckafka.NewConsumer(&cc)
-	if err != nil {
-		a.Close()
-		_ = ac.Close()
-		p.Close()
-		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &Clients{cfg: cfg, log: cfg.Logger, noisy: ratelog.New(cfg.Logger, time.Minute),
-		producer: p, producerConf: pc, admin: a, adminConsumer: ac, consumer: c,
-		readers: map[string]*Reader{}, partitionCheck: partitionCheck, cancel: cancel}
-	k.wg.Add(6)
-	go k.drainProducerEvents(p)
+		producerConf: pc, consumerConf: cc, admin: a, adminConsumer: ac,
+		readers: map[string]*Reader{}, partitionCheck: partitionCheck, ctx: ctx, cancel: cancel, onStats: onStats}
+	k.wg.Add(2)
 	go k.adminLoop(ctx)
-	go k.pollLoop(ctx)
-	go k.logLoop(ctx, p.Logs())
 	go k.logLoop(ctx, ac.Logs())
-	go k.logLoop(ctx, c.Logs())
+	for _, p := range ps {
+		slot := &producerSlot{p: p}
+		k.producers = append(k.producers, slot)
+		k.wg.Add(2)
+		go k.drainProducerEvents(slot, p)
+		go k.logLoop(ctx, p.Logs())
+	}
 	return k, nil
 }
 
@@ -214,7 +301,7 @@ var closeWarnAfter = 20 * time.Second
 // errClosed: a call after Close.
 var errClosed = errors.New("kafka clients closed")
 
-// use runs f, a call into librdkafka's admin client or consumer, unless
+// use runs f, a call into librdkafka's admin client or a consumer, unless
 // Close has begun. (Close sets closed before it reads calls, and use
 // counts itself before it reads closed: a call either is waited for or
 // does not start.)
@@ -227,24 +314,34 @@ func (k *Clients) use(f func() error) error {
 	return f()
 }
 
-func (k *Clients) currentProducer() *ckafka.Producer {
-	k.pmu.Lock()
-	defer k.pmu.Unlock()
-	return k.producer
+// producerFor is the producer slot of topic: always the same one, so that
+// a topic's records are queued, sent and written in order.
+func (k *Clients) producerFor(topic string) *producerSlot {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(topic))
+	return k.producers[h.Sum32()%uint32(len(k.producers))]
 }
 
-// replaceProducer puts a new producer in place of old after old raised a
-// fatal error. A fatal error (an idempotence state librdkafka cannot
-// recover, such as an out-of-order sequence the broker reports) leaves a
-// producer refusing every record for good: without a new one, a bridge
-// could not send again until it was restarted. Records old still holds
-// fail (their senders are told the outcome is unknown): old is flushed,
-// which hands every record a delivery report, then closed, in the
-// background. A second call for the same old does nothing.
-func (k *Clients) replaceProducer(old *ckafka.Producer, why error) {
-	k.pmu.Lock()
-	defer k.pmu.Unlock()
-	if k.producer != old || k.closed.Load() {
+func (s *producerSlot) current() *ckafka.Producer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}
+
+// replaceProducer puts a new producer in slot in place of old after old
+// raised a fatal error. A fatal error (an idempotence state librdkafka
+// cannot recover, such as an out-of-order sequence the broker reports)
+// leaves a producer refusing every record for good: without a new one, a
+// bridge could not send again (to the topics of that slot) until it was
+// restarted. Records old still holds fail (their senders are told the
+// outcome is unknown): old is flushed, which hands every record a delivery
+// report, then closed, in the background. A second call for the same old
+// does nothing. The other slots are not touched: a topic's records still go
+// through one producer at a time, in order.
+func (k *Clients) replaceProducer(slot *producerSlot, old *ckafka.Producer, why error) {
+	slot.mu.Lock()
+	defer slot.mu.Unlock()
+	if slot.p != old || k.closed.Load() {
 		return
 	}
 	if f := old.GetFatalError(); f != nil {
@@ -256,9 +353,9 @@ func (k *Clients) replaceProducer(old *ckafka.Producer, why error) {
 		return
 	}
 	k.log.Error("kafka producer: fatal error; replaced by a new producer", "err", why)
-	k.producer = p
+	slot.p = p
 	k.wg.Add(3)
-	go k.drainProducerEvents(p)
+	go k.drainProducerEvents(slot, p)
 	go func() { defer k.wg.Done(); RouteLogs(context.Background(), p.Logs(), k.log) }()
 	go func() {
 		defer k.wg.Done()
@@ -280,8 +377,8 @@ const deliveryTimeout = 30 * time.Second
 // Topics returns the topic naming in use.
 func (k *Clients) Topics() protocol.Topics { return k.cfg.Topics }
 
-// Close stops the poll loop and closes the clients. Messages not yet
-// acknowledged are waited for up to 10 s.
+// Close stops the poll loops and closes the clients. Records not yet
+// acknowledged are waited for up to 10 s (every producer at once).
 func (k *Clients) Close() {
 	if !k.closed.CompareAndSwap(false, true) {
 		return
@@ -297,27 +394,42 @@ func (k *Clients) Close() {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	k.pmu.Lock() // no enqueue and no replaceProducer from here on (closed is set)
-	p := k.producer
-	k.pmu.Unlock()
-	if n := p.Flush(10000); n > 0 {
+	// No consumer is made from here on (OpenReader checks closed under mu).
+	k.mu.Lock()
+	shards := k.shards
+	k.mu.Unlock()
+	var ps []*ckafka.Producer
+	for _, slot := range k.producers {
+		ps = append(ps, slot.current()) // no enqueue and no replaceProducer from here on (closed is set)
+	}
+	var unacked atomic.Int64
+	var flushes sync.WaitGroup
+	for _, p := range ps {
+		flushes.Go(func() { unacked.Add(int64(p.Flush(10000))) })
+	}
+	flushes.Wait()
+	if n := unacked.Load(); n > 0 {
 		k.log.Warn("kafka close: messages not acknowledged", "count", n)
 	}
 	k.admin.Close()
-	p.Close() // closes Events() and Logs(), which ends their loops
-	k.wg.Wait()
+	for _, p := range ps {
+		p.Close() // closes Events() and Logs(), which ends their loops
+	}
+	k.wg.Wait() // the poll loops too: no consumer is polled any more
 	if err := k.adminConsumer.Close(); err != nil {
 		k.log.Warn("kafka admin close", "err", err)
 	}
-	if err := k.consumer.Close(); err != nil {
-		k.log.Warn("kafka consumer close", "err", err)
+	for _, s := range shards {
+		if err := s.c.Close(); err != nil {
+			k.log.Warn("kafka consumer close", "err", err)
+		}
 	}
 }
 
 // drainProducerEvents reads the producer's event channel: delivery reports go
 // to per-message channels, but errors land here, and an undrained channel
 // blocks librdkafka.
-func (k *Clients) drainProducerEvents(p *ckafka.Producer) {
+func (k *Clients) drainProducerEvents(slot *producerSlot, p *ckafka.Producer) {
 	defer k.wg.Done()
 	for ev := range p.Events() {
 		switch e := ev.(type) {
@@ -326,11 +438,15 @@ func (k *Clients) drainProducerEvents(p *ckafka.Producer) {
 				k.lastErr.Store(&clientError{e, time.Now()})
 			}
 			if e.IsFatal() {
-				k.replaceProducer(p, e) // logs it, unless closing
+				k.replaceProducer(slot, p, e) // logs it, unless closing
 			}
 			k.logClientError("kafka producer", e)
 		case *ckafka.Message:
 			k.log.Warn("kafka delivery report without a waiter", "topic", topicOf(e))
+		case *ckafka.Stats:
+			if k.onStats != nil {
+				k.onStats(e.String())
+			}
 		}
 	}
 }
@@ -399,11 +515,12 @@ func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte, 
 	for _, h := range headers {
 		hs = append(hs, ckafka.Header{Key: h.Key, Value: h.Value})
 	}
-	off, err, again := k.produceOnce(ctx, topic, key, value, hs)
+	slot := k.producerFor(topic)
+	off, err, again := k.produceOnce(ctx, slot, topic, key, value, hs)
 	if again {
 		// Certainly not sent, and the producer was replaced meanwhile:
 		// the new one may take it.
-		off, err, _ = k.produceOnce(ctx, topic, key, value, hs)
+		off, err, _ = k.produceOnce(ctx, slot, topic, key, value, hs)
 	}
 	return off, err
 }
@@ -411,13 +528,13 @@ func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte, 
 // produceOnce is one attempt of Produce. again: the record was certainly
 // not sent (refused, or purged from the queue before it left) by a
 // producer that has been replaced since.
-func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []byte, headers []ckafka.Header) (off int64, err error, again bool) {
+func (k *Clients) produceOnce(ctx context.Context, slot *producerSlot, topic string, key, value []byte, headers []ckafka.Header) (off int64, err error, again bool) {
 	done := make(chan ckafka.Event, 1)
-	// Queued under pmu: replaceProducer swaps under it too, so nothing is
-	// queued on a producer after it was replaced (its close in the
-	// background would race the call), nor after Close began.
-	k.pmu.Lock()
-	p := k.producer
+	// Queued under the slot's mu: replaceProducer swaps under it too, so
+	// nothing is queued on a producer after it was replaced (its close in
+	// the background would race the call), nor after Close began.
+	slot.mu.Lock()
+	p := slot.p
 	if k.closed.Load() {
 		err = errClosed
 	} else {
@@ -428,14 +545,14 @@ func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []by
 			Headers:        headers,
 		}, done)
 	}
-	k.pmu.Unlock()
+	slot.mu.Unlock()
 	if err != nil {
 		if isFatal(err) {
-			k.replaceProducer(p, err)
+			k.replaceProducer(slot, p, err)
 		}
 		// Refused by a failed producer, or by one closed as it was being
 		// replaced: nothing was queued.
-		return 0, produceError(topic, err), k.currentProducer() != p
+		return 0, produceError(topic, err), slot.current() != p
 	}
 	// Every queued record gets a delivery report within the delivery
 	// timeout; the timer guards a report lost all the same (a producer
@@ -456,14 +573,14 @@ func (k *Clients) produceOnce(ctx context.Context, topic string, key, value []by
 			// Failed with the producer: it may have been written before
 			// the fatal error (an idempotent producer's error is about
 			// sequence numbers of records it sent).
-			k.replaceProducer(p, err)
+			k.replaceProducer(slot, p, err)
 			return 0, fmt.Errorf("produce to %s: the Kafka producer failed for good (replaced by a new one; the cause is in the log): %w: %w", topic, protocol.ErrOutcomeUnknown, err), false
 		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeQueue:
 			// A producer that failed purges its queues (zkchat purges
 			// nothing itself): this record never left. The report may
 			// come before the fatal error's event: replace it from here.
-			k.replaceProducer(p, err)
-			return 0, produceError(topic, err), k.currentProducer() != p
+			k.replaceProducer(slot, p, err)
+			return 0, produceError(topic, err), slot.current() != p
 		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeInflight:
 			return 0, fmt.Errorf("produce to %s: dropped by the client in flight: %w: %w", topic, protocol.ErrOutcomeUnknown, err), false
 		case errors.As(err, &ke) && ke.Code() == ckafka.ErrMsgTimedOut:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -46,19 +47,24 @@ func waitMs(ctx context.Context, most time.Duration) int {
 }
 
 // partitions returns the partitions of topic, sorted, as the brokers list
-// them now (a metadata request, not librdkafka's cache). Asked through the
-// shared consumer, so that it also knows the topic at once: a topic it has
-// never seen would otherwise wait for its once-a-second scan of unknown
-// topics (a new user's first message came up to 1 s late). A topic that
-// does not exist is protocol.ErrNoTopic.
-func (k *Clients) partitions(ctx context.Context, topic string) ([]int32, error) {
+// them now (a metadata request, not librdkafka's cache), asked through c.
+// A reader asks through the consumer it is placed on, so that this
+// consumer also knows the topic at once: one assigned a topic it has never
+// seen waits for its once-a-second scan of unknown topics before it
+// fetches (a new user's first message came up to 1 s late; asking in the
+// background and assigning at once did no better, 0.5-1 s). The request
+// queues on that consumer's connection behind its waiting fetch, so it
+// takes up to FetchWait. Other callers ask through the admin client's
+// consumer, whose connection has no waiting fetch. A topic that does not
+// exist is protocol.ErrNoTopic.
+func (k *Clients) partitions(ctx context.Context, c *ckafka.Consumer, topic string) ([]int32, error) {
 	// A topic made a moment ago may be unknown to the broker asked (its
 	// metadata lags the controller's): "unknown" is believed only after
 	// topicSettle. Before, a reader opened right after a user's first time
 	// online could fail with ErrNoTopic (found by the fault suite).
 	settle := time.Now().Add(topicSettle)
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
-		parts, err := k.partitionsOnce(ctx, topic)
+		parts, err := k.partitionsOnce(ctx, c, topic)
 		if !errors.Is(err, protocol.ErrNoTopic) || time.Now().After(settle) {
 			return parts, err
 		}
@@ -75,14 +81,14 @@ func (k *Clients) partitions(ctx context.Context, topic string) ([]int32, error)
 // topicSettle is how long a topic reported unknown is asked about again.
 const topicSettle = 5 * time.Second
 
-func (k *Clients) partitionsOnce(ctx context.Context, topic string) ([]int32, error) {
+func (k *Clients) partitionsOnce(ctx context.Context, c *ckafka.Consumer, topic string) ([]int32, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	var t ckafka.TopicMetadata
 	err := Retry(ctx, func() error {
 		var md *ckafka.Metadata
 		if err := k.use(func() (err error) {
-			md, err = k.consumer.GetMetadata(&topic, false, waitMs(ctx, metadataWait))
+			md, err = c.GetMetadata(&topic, false, waitMs(ctx, metadataWait))
 			return err
 		}); err != nil {
 			return err
@@ -117,7 +123,7 @@ func (k *Clients) partitionsOnce(ctx context.Context, topic string) ([]int32, er
 func (k *Clients) Committed(ctx context.Context, group, topic string) (protocol.Position, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	parts, err := k.partitions(ctx, topic)
+	parts, err := k.partitions(ctx, k.adminConsumer, topic)
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
 	}
@@ -210,7 +216,7 @@ func (k *Clients) Commit(ctx context.Context, group, topic string, next protocol
 func (k *Clients) Bounds(ctx context.Context, topic string) (low, high protocol.Position, err error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	parts, err := k.partitions(ctx, topic)
+	parts, err := k.partitions(ctx, k.adminConsumer, topic)
 	if err != nil {
 		return nil, nil, fmt.Errorf("offsets of %s: %w", topic, err)
 	}
@@ -222,7 +228,7 @@ func (k *Clients) Bounds(ctx context.Context, topic string) (low, high protocol.
 		// TestCLIUserKafkaPrincipals on a loaded machine).
 		err := Retry(ctx, func() error {
 			return k.use(func() (err error) {
-				lo, hi, err = k.consumer.QueryWatermarkOffsets(topic, p, waitMs(ctx, 10*time.Second))
+				lo, hi, err = k.adminConsumer.QueryWatermarkOffsets(topic, p, waitMs(ctx, 10*time.Second))
 				return err
 			})
 		})
@@ -234,13 +240,86 @@ func (k *Clients) Bounds(ctx context.Context, topic string) (low, high protocol.
 	return low, high, nil
 }
 
-// Reader receives one topic's records, from every partition, from the poll
-// loop. Its mu guards the queue, the partitions and the flags; it is taken
-// after Clients.mu, or alone. librdkafka calls that change the reader's
-// assignment or pause state are made under it, so that the poll loop
-// (dispatch) never pauses a partition list that is being changed.
+// shard is one consumer handle and the readers assigned to it.
+type shard struct {
+	c *ckafka.Consumer
+	// load is the readers assigned here plus those being opened here
+	// (Clients.mu).
+	load int
+	// closedAt: topics whose reader was closed here, each with iter at
+	// its close, until the poll loop has gone past that iteration
+	// (Clients.mu). See OpenReader.
+	closedAt map[string]uint64
+	// iter counts the poll loop's finished iterations (a Poll and the
+	// dispatch of what it returned).
+	iter atomic.Uint64
+
+	mu      sync.Mutex         // a leaf
+	readers map[string]*Reader // by topic, the open readers assigned here: dispatch's
+}
+
+// newShard makes a consumer and starts its poll and log loops. The caller
+// holds Clients.mu, and has checked closed under it.
+func (k *Clients) newShard() (*shard, error) {
+	c, err := ckafka.NewConsumer(&k.consumerConf)
+	if err != nil {
+		return nil, fmt.Errorf("kafka consumer: %w", err)
+	}
+	s := &shard{c: c, closedAt: map[string]uint64{}, readers: map[string]*Reader{}}
+	k.shards = append(k.shards, s)
+	k.wg.Add(2)
+	go k.pollLoop(k.ctx, s)
+	go k.logLoop(k.ctx, c.Logs())
+	return s, nil
+}
+
+// place reserves r's topic and a place for it on the least loaded shard with
+// room, made if none has. unplace undoes it.
+func (k *Clients) place(r *Reader) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed.Load() {
+		return errClosed
+	}
+	if _, dup := k.readers[r.topic]; dup {
+		return fmt.Errorf("%s: %w", r.topic, ErrReaderOpen)
+	}
+	var s *shard
+	for _, c := range k.shards {
+		if c.load < k.cfg.ReaderShardSize && (s == nil || c.load < s.load) {
+			s = c
+		}
+	}
+	if s == nil {
+		var err error
+		if s, err = k.newShard(); err != nil {
+			return err
+		}
+	}
+	s.load++
+	r.shard = s
+	k.readers[r.topic] = r
+	return nil
+}
+
+func (k *Clients) unplace(r *Reader) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	r.shard.load--
+	if k.readers[r.topic] == r {
+		delete(k.readers, r.topic)
+	}
+}
+
+// Reader receives one topic's records, from every partition, from its
+// shard's poll loop. Its mu guards the queue, the partitions and the flags;
+// it is never held with Clients.mu or a shard's mu. librdkafka calls that
+// change the reader's assignment or pause state are made under it, so that
+// the poll loop (dispatch) never pauses a partition list that is being
+// changed.
 type Reader struct {
 	k     *Clients
+	shard *shard // set by place, then fixed
 	group string
 	topic string
 	wake  chan struct{} // cap 1: something was queued
@@ -268,36 +347,78 @@ var ErrReaderOpen = errors.New("topic already has a reader in this process")
 // OpenReader starts fetching every partition of topic from group's
 // committed position on it (its beginning if none). A topic that does not
 // exist is protocol.ErrNoTopic. Its result is a *Reader.
+//
+// The reader is placed on a consumer first (place: the least loaded with
+// room), so that the topic's metadata is asked through that consumer
+// (partitions).
 func (k *Clients) OpenReader(ctx context.Context, group, topic string) (MessageReader, error) {
-	parts, err := k.partitions(ctx, topic)
+	r := &Reader{k: k, group: group, topic: topic, wake: make(chan struct{}, 1), checked: time.Now()}
+	if err := k.place(r); err != nil {
+		return nil, err
+	}
+	s := r.shard
+	parts, err := k.partitions(ctx, s.c, topic)
 	if err != nil {
+		k.unplace(r)
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
 	start, err := k.committed(ctx, group, topic, parts)
+	if err == nil {
+		err = k.afterClose(ctx, s, topic)
+	}
 	if err != nil {
+		k.unplace(r)
 		return nil, err
 	}
-	r := &Reader{k: k, group: group, topic: topic, wake: make(chan struct{}, 1), checked: time.Now()}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed.Load() {
-		return nil, errClosed
-	}
-	if _, dup := k.readers[topic]; dup {
-		return nil, fmt.Errorf("%s: %w", topic, ErrReaderOpen)
-	}
+	// Known to dispatch before it is assigned: a record fetched at once
+	// (a consumer with no fetch waiting fetches a new partition at once)
+	// and dispatched before would be dropped, and never fetched again.
+	s.mu.Lock()
+	s.readers[topic] = r
+	s.mu.Unlock()
 	if err := r.assign(parts, start); err != nil {
+		s.mu.Lock()
+		delete(s.readers, topic)
+		s.mu.Unlock()
+		k.unplace(r)
 		return nil, err
 	}
-	k.readers[topic] = r
 	return r, nil
 }
 
+// afterClose waits, if a reader of topic was closed on s a moment ago,
+// until s's poll loop has finished the iteration that was running then. A
+// Poll that began before the unassign may have returned one of that
+// reader's records, which dispatch would otherwise hand to the new reader
+// (out of order, or before its start). Polls that begin after the unassign
+// return none: librdkafka drops the records of an assignment that ended.
+// It waits for at most one Poll (100 ms).
+func (k *Clients) afterClose(ctx context.Context, s *shard, topic string) error {
+	for {
+		k.mu.Lock()
+		at, ok := s.closedAt[topic]
+		if ok && s.iter.Load() > at {
+			delete(s.closedAt, topic)
+			ok = false
+		}
+		k.mu.Unlock()
+		if !ok {
+			return nil
+		}
+		t := time.NewTimer(5 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		}
+	}
+}
+
 // assign adds parts to the reader's assignment, each at its offset in
-// start (the beginning of the partition if absent). The caller holds
-// Clients.mu.
+// start (the beginning of the partition if absent).
 func (r *Reader) assign(parts []int32, start protocol.Position) error {
-	k := r.k
+	k, c := r.k, r.shard.c
 	tps := make([]ckafka.TopicPartition, len(parts))
 	for i, p := range parts {
 		off := ckafka.OffsetBeginning
@@ -311,7 +432,7 @@ func (r *Reader) assign(parts []int32, start protocol.Position) error {
 	if r.closed {
 		return nil
 	}
-	if err := k.use(func() error { return k.consumer.IncrementalAssign(tps) }); err != nil {
+	if err := k.use(func() error { return c.IncrementalAssign(tps) }); err != nil {
 		return fmt.Errorf("assign %s %v: %w", r.topic, parts, err)
 	}
 	r.parts = append(r.parts, parts...)
@@ -322,10 +443,10 @@ func (r *Reader) assign(parts []int32, start protocol.Position) error {
 	// offset.
 	added := topicPartitions(r.topic, parts)
 	if r.paused {
-		if err := k.use(func() error { return k.consumer.Pause(added) }); err != nil {
+		if err := k.use(func() error { return c.Pause(added) }); err != nil {
 			k.log.Warn("pause after assign", "topic", r.topic, "err", err)
 		}
-	} else if err := k.use(func() error { return k.consumer.Resume(added) }); err != nil {
+	} else if err := k.use(func() error { return c.Resume(added) }); err != nil {
 		k.log.Warn("resume after assign", "topic", r.topic, "err", err)
 	}
 	return nil
@@ -340,8 +461,9 @@ func topicPartitions(topic string, parts []int32) []ckafka.TopicPartition {
 }
 
 // lookForPartitions assigns partitions added to the topic since the reader
-// last looked, at most once per partitionCheck. Failures are logged and
-// tried again at the next check: the partitions it knows keep being read.
+// last looked, at most once per partitionCheck, on the reader's own
+// consumer. Failures are logged and tried again at the next check: the
+// partitions it knows keep being read.
 func (r *Reader) lookForPartitions(ctx context.Context) {
 	k := r.k
 	r.mu.Lock()
@@ -356,7 +478,9 @@ func (r *Reader) lookForPartitions(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, metadataWait)
 	defer cancel()
-	parts, err := k.partitions(ctx, r.topic)
+	// Asked through the admin client: through the reader's consumer it
+	// would wait behind its fetch (up to FetchWait), holding up this Next.
+	parts, err := k.partitions(ctx, k.adminConsumer, r.topic)
 	if err != nil {
 		k.log.Debug("look for new partitions", "topic", r.topic, "err", err)
 		return
@@ -375,10 +499,9 @@ func (r *Reader) lookForPartitions(ctx context.Context) {
 		k.log.Warn("new partitions of the topic: no position yet; trying again later", "topic", r.topic, "partitions", added, "err", err)
 		return
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed.Load() {
-		return
+	// The reader's consumer is told of them first (see partitions).
+	if _, err := k.partitions(ctx, r.shard.c, r.topic); err != nil {
+		k.log.Debug("new partitions of the topic: metadata; assigning all the same", "topic", r.topic, "err", err)
 	}
 	if err := r.assign(added, start); err != nil {
 		k.log.Warn("new partitions of the topic: not assigned; trying again later", "topic", r.topic, "err", err)
@@ -387,26 +510,40 @@ func (r *Reader) lookForPartitions(ctx context.Context) {
 	k.log.Info("reading partitions added to the topic", "topic", r.topic, "partitions", added)
 }
 
-// Close stops fetching the reader's topic.
+// Close stops fetching the reader's topic. Once it returns, a reader of
+// the topic may be opened again (on any consumer).
 func (r *Reader) Close() {
-	k := r.k
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k, s := r.k, r.shard
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return
 	}
+	// From here on nothing is queued, paused, resumed or assigned for r.
 	r.closed = true
 	r.queue = nil
-	delete(k.readers, r.topic)
-	if k.closed.Load() {
-		return
-	}
+	parts := r.parts
+	r.mu.Unlock()
+	s.mu.Lock()
+	delete(s.readers, r.topic)
+	s.mu.Unlock()
 	if err := k.use(func() error {
-		return k.consumer.IncrementalUnassign(topicPartitions(r.topic, r.parts))
+		return s.c.IncrementalUnassign(topicPartitions(r.topic, parts))
 	}); err != nil && !errors.Is(err, errClosed) {
 		k.log.Warn("unassign", "topic", r.topic, "err", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	it := s.iter.Load()
+	for t, at := range s.closedAt { // those the poll loop is past
+		if it > at {
+			delete(s.closedAt, t)
+		}
+	}
+	s.closedAt[r.topic] = it
+	s.load--
+	if k.readers[r.topic] == r {
+		delete(k.readers, r.topic)
 	}
 }
 
@@ -432,7 +569,7 @@ func (r *Reader) Next(ctx context.Context) (protocol.Message, error) {
 				// librdkafka resumes each partition after the last record
 				// it handed to the application, which is the last one
 				// queued here.
-				if err := r.k.use(func() error { return r.k.consumer.Resume(topicPartitions(r.topic, r.parts)) }); err != nil {
+				if err := r.k.use(func() error { return r.shard.c.Resume(topicPartitions(r.topic, r.parts)) }); err != nil {
 					r.k.log.Warn("resume", "topic", r.topic, "err", err)
 				} else {
 					r.paused = false
@@ -462,30 +599,35 @@ func (r *Reader) Next(ctx context.Context) (protocol.Message, error) {
 	}
 }
 
-// pollLoop is the one goroutine that polls the shared consumer and hands
-// records to their readers. A reader with readerBuffer records queued has its
+// pollLoop is the one goroutine that polls s's consumer and hands records
+// to s's readers. A reader with readerBuffer records queued has its
 // partitions paused, so one slow reader never blocks the others and its
 // backlog stays in Kafka.
-func (k *Clients) pollLoop(ctx context.Context) {
+func (k *Clients) pollLoop(ctx context.Context, s *shard) {
 	defer k.wg.Done()
 	for ctx.Err() == nil {
-		switch e := k.consumer.Poll(100).(type) {
+		switch e := s.c.Poll(100).(type) {
 		case *ckafka.Message:
-			k.dispatch(e)
+			s.dispatch(k, e)
 		case ckafka.Error:
 			k.logClientError("kafka consumer", e)
+		case *ckafka.Stats:
+			if k.onStats != nil {
+				k.onStats(e.String())
+			}
 		case nil:
 		default:
 			k.log.Debug("kafka consumer event", "event", e.String())
 		}
+		s.iter.Add(1)
 	}
 }
 
-func (k *Clients) dispatch(m *ckafka.Message) {
+func (s *shard) dispatch(k *Clients, m *ckafka.Message) {
 	topic := topicOf(m)
-	k.mu.Lock()
-	r := k.readers[topic]
-	k.mu.Unlock()
+	s.mu.Lock()
+	r := s.readers[topic]
+	s.mu.Unlock()
 	if r == nil {
 		return // unassigned since
 	}
@@ -499,7 +641,7 @@ func (k *Clients) dispatch(m *ckafka.Message) {
 	} else {
 		r.queue = append(r.queue, m)
 		if len(r.queue) >= readerBuffer && !r.paused {
-			if err := k.consumer.Pause(topicPartitions(topic, r.parts)); err != nil {
+			if err := s.c.Pause(topicPartitions(topic, r.parts)); err != nil {
 				k.log.Warn("pause", "topic", topic, "err", err)
 			} else {
 				r.paused = true
