@@ -42,27 +42,38 @@ type Config struct {
 	FetchWait time.Duration
 }
 
-// DefaultProducers is Config.Producers' default. Kafka answers the requests
-// of one connection one at a time, and librdkafka puts one partition in
-// each ProduceRequest: with a topic per receiver, one producer handle (one
-// connection) delivered about 6,000-10,000 records a second on the
-// development machine, whatever its requests in flight (doc/scaling.md).
-const DefaultProducers = 4
+// DefaultProducers is Config.Producers' default. librdkafka puts one
+// partition in each ProduceRequest and an idempotent producer keeps at most
+// 5 requests in flight per connection, so with a topic per receiver one
+// handle carries about 5 x 2 records per round trip, and its records wait in
+// its queue (40-120 ms at 1,000 senders). On the development machine (2
+// cores, broker on loopback) 1 handle sent 12,000-23,000 records a second
+// depending on the machine's load, 4 handles 21,000-30,000, 8 handles
+// 27,000-30,000, the last CPU-bound (scale_bench_test.go, doc/scaling.md);
+// with a broker a network round trip away one handle carries less. A handle
+// costs a few threads and a connection.
+const DefaultProducers = 8
 
 // DefaultReaderShardSize is Config.ReaderShardSize's default. A consumer's
 // every fetch lists all of its partitions (librdkafka has no incremental
-// fetch sessions); the broker keeps a waiting fetch under each partition it
-// names until its purgatory is purged (every 1,000 completed operations), so
-// its heap grows with the partitions per fetch; librdkafka parses a fetch
-// reply in O(partitions²).
-const DefaultReaderShardSize = 500
+// fetch sessions) and librdkafka matches each partition of a reply to its
+// topic by a linear scan; the broker keeps each waiting fetch under every
+// partition it names until its purgatory is purged (every 1,000 completed
+// operations), so its heap grows with the partitions per fetch. Measured
+// with 5,000 idle readers (500 ms wait, 1 GB broker heap): 250 topics a
+// consumer, broker heap at most 545 MB; 500, 645 MB; 1,000, 750 MB; one
+// consumer for all (50 ms), 990 MB, and 70 % of a core in this process.
+const DefaultReaderShardSize = 250
 
 // DefaultFetchWait is Config.FetchWait's default: how long the broker holds
 // a fetch with nothing to return. A record written to a partition in a
-// waiting fetch completes it at once; the wait only delays a partition
-// assigned (a reader opened) or resumed while a fetch is outstanding, and
-// any other request on the consumer's connection (the metadata a reader
-// opens with). Each idle consumer sends a fetch per wait.
+// waiting fetch completes it at once (an open reader gets it in a few ms
+// whatever the wait); the wait delays a partition assigned (a reader
+// opened: its first record comes after about one wait) or resumed (a
+// reader catching up on a backlog) while a fetch is outstanding, and any
+// other request on the consumer's connection. Idle, each consumer sends a
+// fetch per wait: with 5,000 idle readers the broker used 72 % of a core at
+// 50 ms, 11 % at 500 ms, 7 % at 1 s (2 % with none open).
 const DefaultFetchWait = 500 * time.Millisecond
 
 // sharedReaderGroup is the shared consumers' group.id.
@@ -82,19 +93,23 @@ const sharedReaderGroup = "zkchat-shared-reader"
 // Consumers: each reader's topic is assigned to one consumer, which holds
 // at most Config.ReaderShardSize topics (readers and readers being opened).
 // A reader goes to the least loaded consumer with room; a consumer is made
-// when all are full, and kept until Close even if its readers all go (an
-// empty consumer sends no fetches; see doc/scaling.md). Each consumer has
-// its own poll loop, which hands records only to the readers of its own
-// consumer.
+// when all are full, and kept until Close even if its readers all go: an
+// empty consumer sends no fetches (20 empty ones cost this process 2 % of a
+// core and the broker about 1 %), with least-loaded placement one rarely
+// empties, and keeping them means no consumer is ever closed under a call.
+// Each consumer has its own poll loop, which hands records only to the
+// readers of its own consumer; a reader of a topic closed on a consumer a
+// moment ago is not handed records there before that consumer's poll loop
+// is past the close (OpenReader, afterClose).
 //
 // The shared consumers never join a consumer group. They read by manual
 // assignment and each worker's position is committed under that worker's
 // own group with the admin API, so a group that has no live member is all
 // it needs.
 //
-// Locks, in the order they may be taken: mu (the readers by topic, the
-// consumers and their load) is a leaf: no lock is taken under it and no
-// librdkafka call made, except making a consumer when all are full. A
+// Locks: mu (the readers by topic, the consumers, their load and recent
+// closes) is a leaf: no lock is taken under it and no librdkafka call made,
+// except making a consumer when all are full. A
 // Reader's mu is held across the librdkafka calls that change its
 // assignment or pause state, and a shard's mu (its readers) is a leaf taken
 // alone; neither is ever held with Clients.mu. A producerSlot's mu is taken

@@ -10,15 +10,16 @@ package kafka_test
 // ZKCHAT_SCALE_SHARED=1 they use the shared test broker instead (its topics
 // are deleted at the end). Run them one at a time, each sub-benchmark once:
 //
-//	go test -run '^$' -bench 'ScaleProduce' -benchtime 40000x -timeout 30m ./kafka/
-//	go test -run '^$' -bench 'ScaleIdle' -benchtime 1x -timeout 60m ./kafka/
+//	go test -run '^$' -bench 'ScaleProduce' -benchtime 200000x -timeout 30m ./kafka/
+//	go test -run '^$' -bench 'ScaleIdle|ScaleEmpty' -benchtime 1x -timeout 120m ./kafka/
 //
 // ZKCHAT_SCALE_SENDERS (1000) is the number of goroutines that send, each
 // waiting for its record's acknowledgement before the next;
 // ZKCHAT_SCALE_PRODUCERS ("1,2,4,8") the Config.Producers values;
 // ZKCHAT_SCALE_IDLE_TOPICS ("1000,5000") the idle topic counts;
-// ZKCHAT_SCALE_IDLE ("all/50ms,500/50ms,250/50ms,500/250ms,500/500ms") the
-// idle configurations, ReaderShardSize/fetch wait ("all": one consumer);
+// ZKCHAT_SCALE_IDLE ("none,all/50ms,250/500ms,500/500ms") the idle
+// configurations, ReaderShardSize/fetch wait ("all/50ms": one consumer, as
+// before issue 10; "none": no reader, the broker's baseline);
 // ZKCHAT_SCALE_IDLE_SECONDS (30) how long the idle readers are measured.
 
 import (
@@ -602,7 +603,7 @@ func BenchmarkScaleIdle(b *testing.B) {
 	for _, ts := range envList("ZKCHAT_SCALE_IDLE_TOPICS", "1000,5000") {
 		n, _ := strconv.Atoi(ts)
 		b.Run("topics="+ts, func(b *testing.B) {
-			for _, c := range envList("ZKCHAT_SCALE_IDLE", "all/50ms,500/50ms,250/50ms,500/250ms,500/500ms") {
+			for _, c := range envList("ZKCHAT_SCALE_IDLE", "none,all/50ms,250/500ms,500/500ms") {
 				shard, wait, _ := strings.Cut(c, "/")
 				if c == "none" { // the broker with the topics and no reader: the baseline
 					shard, wait = "none", "0s"
@@ -803,4 +804,60 @@ func benchIdle(b *testing.B, se *scaleEnv, topics []string, kn scaleKnobs, secs 
 		}
 	}
 	b.ReportMetric(backlog/time.Since(t0).Seconds(), "catchup-msgs/s")
+}
+
+// BenchmarkScaleEmptyConsumers: what consumers left without readers cost
+// (Clients keeps them until Close): ZKCHAT_SCALE_EMPTY (20) consumers, made
+// by one reader each and emptied, for ZKCHAT_SCALE_IDLE_SECONDS; then the
+// same Clients with its readers open again, for comparison.
+func BenchmarkScaleEmptyConsumers(b *testing.B) {
+	se := newScaleEnv(b)
+	n := envInt("ZKCHAT_SCALE_EMPTY", 20)
+	topics := se.ensureTopics(b, n)
+	cfg := kafka.Config{Brokers: se.brokers, Topics: protocol.Topics{Prefix: se.prefix}, Logger: slog.New(slog.DiscardHandler)}
+	if !applyKnobs(&cfg, scaleKnobs{shard: 1}) {
+		b.Skip("not supported by this version")
+	}
+	k, err := kafka.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	open := func() []kafka.MessageReader {
+		var rs []kafka.MessageReader
+		for _, t := range topics {
+			r, err := k.OpenReader(ctx, t, t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs = append(rs, r)
+		}
+		return rs
+	}
+	secs := time.Duration(envInt("ZKCHAT_SCALE_IDLE_SECONDS", 30)) * time.Second
+	for _, r := range open() {
+		r.Close()
+	}
+	b.Run("empty", func(b *testing.B) {
+		time.Sleep(2 * time.Second)
+		cpu := startCPU(se.pid())
+		time.Sleep(secs)
+		cpu.report(b)
+		b.ReportMetric(float64(shardCount(k)), "consumers")
+	})
+	rs := open()
+	defer func() {
+		for _, r := range rs {
+			r.Close()
+		}
+	}()
+	b.Run("one-idle-reader-each", func(b *testing.B) {
+		time.Sleep(2 * time.Second)
+		cpu := startCPU(se.pid())
+		time.Sleep(secs)
+		cpu.report(b)
+		b.ReportMetric(float64(shardCount(k)), "consumers")
+	})
 }

@@ -94,7 +94,7 @@ func TestOrderPerTopicAcrossProducers(t *testing.T) {
 	if len(used) < 2 {
 		t.Fatalf("16 topics all on one of 4 producers: %v", used)
 	}
-	const n = 200
+	const n = 100
 	// Several senders per topic, each sending its own numbered sequence:
 	// the records of one sender must come in its order.
 	const senders = 3
