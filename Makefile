@@ -61,10 +61,10 @@ bench-bridge: devenv
 	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 30m ./bridge/ && go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 30m ./bridge/" 2>&1 | tee .data/bench-bridge.txt
 	go run ./internal/benchtab -title 'Benchmarks: IRC bridge' -cmd 'make bench-bridge' -split -note 'What each benchmark measures and what limits it: [scaling.md](scaling.md).' -o doc/benchmarks-bridge.md .data/bench-bridge.txt
 
-## bench-scale: the IRC bridge at community scale (10, 1,000 and 10,000 online at 1,000 msgs/s; memory and idle CPU at 1,000 and 10,000; 15 minutes or more); tables in doc/benchmarks-bridge-scale.md, raw output in .data/bench-scale.txt
+## bench-scale: the IRC bridge at community scale (10, 1,000 and 10,000 online at 1,000 msgs/s; throughput; memory and idle CPU at 1,000 and 10,000; about 15 minutes); tables in doc/benchmarks-bridge-scale.md, raw output in .data/bench-scale.txt
 bench-scale: devenv
 	@mkdir -p .data
-	$(DEVENV) exec -- sh -c "ZKCHAT_BENCH_RATES=1000 ZKCHAT_BENCH_ONLINE=10,1000,10000 go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency' -benchtime 10s -timeout 60m ./bridge/ && ZKCHAT_BENCH_MEMORY_ONLINE=1000,10000 go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 60m ./bridge/" 2>&1 | tee .data/bench-scale.txt
+	$(DEVENV) exec -- sh -c "ZKCHAT_BENCH_RATES=1000 ZKCHAT_BENCH_ONLINE=10,1000,10000 go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 60m ./bridge/ && ZKCHAT_BENCH_MEMORY_ONLINE=1000,10000 go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 60m ./bridge/" 2>&1 | tee .data/bench-scale.txt
 	go run ./internal/benchtab -title 'Benchmarks: IRC bridge at community scale' -cmd 'make bench-scale' -split -note 'Idle users JOIN at ZKCHAT_BENCH_JOIN_RATE (500) a second, in a channel with mode +u (auditorium); targets and what each benchmark measures: [scaling.md](scaling.md).' -o doc/benchmarks-bridge-scale.md .data/bench-scale.txt
 
 ## servers-start, servers-stop, servers-status: the local servers, whoever started them
