@@ -3,7 +3,7 @@
 # The servers are run by cmd/devenv (internal/servers); ports and folders
 # come from the environment (ZKCHAT_DATA_DIR, ZKCHAT_ZK_PORT, ...).
 # ARGS passes flags on: make test ARGS='-run TestSend -v'.
-.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge bench-scale clean deps-go devenv check graph stats doccheck
+.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge bench-scale bench-kafka clean deps-go devenv check graph stats doccheck
 
 # The official Go tarball's place, often not on PATH; confluent-kafka-go is cgo.
 export PATH := $(PATH):/usr/local/go/bin
@@ -66,6 +66,12 @@ bench-scale: devenv
 	@mkdir -p .data
 	$(DEVENV) exec -- sh -c "ZKCHAT_BENCH_RATES=1000 ZKCHAT_BENCH_ONLINE=10,1000,10000 go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 60m ./bridge/ && ZKCHAT_BENCH_MEMORY_ONLINE=1000,10000 go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 60m ./bridge/" 2>&1 | tee .data/bench-scale.txt
 	go run ./internal/benchtab -title 'Benchmarks: IRC bridge at community scale' -cmd 'make bench-scale' -split -note 'Idle users JOIN at ZKCHAT_BENCH_JOIN_RATE (500) a second, in a channel with mode +u (auditorium); targets and what each benchmark measures: [scaling.md](scaling.md).' -o doc/benchmarks-bridge-scale.md .data/bench-scale.txt
+
+## bench-kafka: topic creation, produce throughput per producer handle, idle readers per consumer shard (private broker, 1 GB heap; about 10 minutes); tables in doc/benchmarks-kafka.md
+bench-kafka: devenv
+	@mkdir -p .data
+	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench CreateTopic -benchtime 400x -timeout 20m ./kafka/ && ZKCHAT_SCALE_WARMUP=50000 go test -run '^$$' -bench ScaleProduce -benchtime 100000x -timeout 30m ./kafka/ && ZKCHAT_SCALE_IDLE_TOPICS=1000,5000 ZKCHAT_SCALE_IDLE=none,all/50ms,250/500ms go test -run '^$$' -bench ScaleIdle -benchtime 1x -timeout 60m ./kafka/" 2>&1 | tee .data/bench-kafka.txt
+	go run ./internal/benchtab -title 'Benchmarks: Kafka clients at scale' -cmd 'make bench-kafka' -split -note 'What each benchmark measures: [scaling.md](scaling.md#kafka-kafkatopicbatch_testgo-kafkascale_bench_testgo).' -o doc/benchmarks-kafka.md .data/bench-kafka.txt
 
 ## servers-start, servers-stop, servers-status: the local servers, whoever started them
 servers-start: devenv
