@@ -256,6 +256,20 @@ type shard struct {
 
 	mu      sync.Mutex         // a leaf
 	readers map[string]*Reader // by topic, the open readers assigned here: dispatch's
+
+	// assignMu serialises IncrementalAssign and IncrementalUnassign on c:
+	// confluent-kafka-go writes a field of the Consumer in both (a data
+	// race between two readers of one consumer closing at once, found by
+	// the race detector in CI). A leaf, held only across that one call.
+	assignMu sync.Mutex
+}
+
+// changeAssignment runs f, an IncrementalAssign or IncrementalUnassign on
+// s.c, under s.assignMu.
+func (s *shard) changeAssignment(f func() error) error {
+	s.assignMu.Lock()
+	defer s.assignMu.Unlock()
+	return f()
 }
 
 // newShard makes a consumer and starts its poll and log loops. The caller
@@ -432,7 +446,7 @@ func (r *Reader) assign(parts []int32, start protocol.Position) error {
 	if r.closed {
 		return nil
 	}
-	if err := k.use(func() error { return c.IncrementalAssign(tps) }); err != nil {
+	if err := k.use(func() error { return r.shard.changeAssignment(func() error { return c.IncrementalAssign(tps) }) }); err != nil {
 		return fmt.Errorf("assign %s %v: %w", r.topic, parts, err)
 	}
 	r.parts = append(r.parts, parts...)
@@ -528,7 +542,7 @@ func (r *Reader) Close() {
 	delete(s.readers, r.topic)
 	s.mu.Unlock()
 	if err := k.use(func() error {
-		return s.c.IncrementalUnassign(topicPartitions(r.topic, parts))
+		return s.changeAssignment(func() error { return s.c.IncrementalUnassign(topicPartitions(r.topic, parts)) })
 	}); err != nil && !errors.Is(err, errClosed) {
 		k.log.Warn("unassign", "topic", r.topic, "err", err)
 	}

@@ -359,3 +359,42 @@ func TestCloseWithRecordsInFlight(t *testing.T) {
 		t.Fatal("nothing acknowledged before Close")
 	}
 }
+
+// TestReadersOfOneConsumerCloseAtOnce: readers of one consumer opened and
+// closed from many goroutines at once. confluent-kafka-go writes a field of
+// the Consumer in IncrementalAssign and IncrementalUnassign; two deliveries
+// of the bridge stopping at once raced there (the race detector in CI,
+// TestASCIICaseMappingResync). Run under -race.
+func TestReadersOfOneConsumerCloseAtOnce(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	topics := names(env.Prefix, 24)
+	k, ctx := shardedClients(t, env, kafka.Config{}, topics...)
+	for round := range 2 {
+		readers := make([]kafka.MessageReader, len(topics))
+		var wg sync.WaitGroup
+		errs := make(chan error, len(topics))
+		for i, topic := range topics {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := k.OpenReader(ctx, "g-"+topic, topic)
+				if err != nil {
+					errs <- fmt.Errorf("round %d: open %s: %w", round, topic, err)
+					return
+				}
+				readers[i] = r
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for _, r := range readers {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.Close() }()
+		}
+		wg.Wait()
+	}
+}
