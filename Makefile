@@ -70,7 +70,7 @@ bench-scale: devenv
 ## bench-kafka: topic creation, produce throughput per producer handle, idle readers per consumer shard (private broker, 1 GB heap; about 10 minutes); tables in doc/benchmarks-kafka.md
 bench-kafka: devenv
 	@mkdir -p .data
-	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench CreateTopic -benchtime 400x -timeout 20m ./kafka/ && ZKCHAT_SCALE_WARMUP=50000 go test -run '^$$' -bench ScaleProduce -benchtime 100000x -timeout 30m ./kafka/ && ZKCHAT_SCALE_IDLE_TOPICS=1000,5000 ZKCHAT_SCALE_IDLE=none,all/50ms,250/500ms go test -run '^$$' -bench ScaleIdle -benchtime 1x -timeout 60m ./kafka/" 2>&1 | tee .data/bench-kafka.txt
+	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench CreateTopic -benchtime 400x -timeout 20m ./kafka/ && go test -run '^$$' -bench ScaleProduce -benchtime 100000x -timeout 30m ./kafka/ && ZKCHAT_SCALE_IDLE_TOPICS=1000,5000 ZKCHAT_SCALE_IDLE=none,all/50ms,250/500ms go test -run '^$$' -bench ScaleIdle -benchtime 1x -timeout 60m ./kafka/" 2>&1 | tee .data/bench-kafka.txt
 	go run ./internal/benchtab -title 'Benchmarks: Kafka clients at scale' -cmd 'make bench-kafka' -split -note 'What each benchmark measures: [scaling.md](scaling.md#kafka-kafkatopicbatch_testgo-kafkascale_bench_testgo).' -o doc/benchmarks-kafka.md .data/bench-kafka.txt
 
 ## servers-start, servers-stop, servers-status: the local servers, whoever started them
