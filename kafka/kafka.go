@@ -76,6 +76,21 @@ const DefaultReaderShardSize = 250
 // 50 ms, 11 % at 500 ms, 7 % at 1 s (2 % with none open).
 const DefaultFetchWait = 500 * time.Millisecond
 
+// readerQueueKiB is the consumers' queued.max.messages.kbytes: how much
+// one consumer fetches ahead of its poll loop. librdkafka's default, 64 MiB
+// per consumer, let one consumer hold a whole backlog in C memory (10,000
+// records of 1 KiB: the bridge's RSS grew 28-32 MiB delivering it, against
+// a bound of 32), and with a consumer per 250 readers it allowed 2.5 GiB at
+// 10,000 online. The poll loop hands records on to the readers' own
+// buffers at once, so the queue only smooths one fetch: 2 MiB holds
+// 20,000 records of 100 bytes.
+const readerQueueKiB = 2048
+
+// readerFetchMaxBytes is the consumers' fetch.max.bytes (librdkafka's
+// default is 50 MiB): one fetch reply is at most this much, on top of
+// readerQueueKiB. It must be at least message.max.bytes (1 MB).
+const readerFetchMaxBytes = 2 << 20
+
 // sharedReaderGroup is the shared consumers' group.id.
 const sharedReaderGroup = "zkchat-shared-reader"
 
@@ -241,8 +256,11 @@ func newClients(cfg Config, statsEvery time.Duration, onStats func(string)) (*Cl
 		"enable.auto.offset.store": false,
 		"auto.offset.reset":        "earliest",
 		// See DefaultFetchWait.
-		"fetch.wait.max.ms":                  max(1, int(cfg.FetchWait/time.Millisecond)),
-		"enable.partition.eof":               false,
+		"fetch.wait.max.ms":    max(1, int(cfg.FetchWait/time.Millisecond)),
+		"enable.partition.eof": false,
+		// See readerQueueKiB.
+		"queued.max.messages.kbytes":         readerQueueKiB,
+		"fetch.max.bytes":                    readerFetchMaxBytes,
 		"topic.metadata.refresh.interval.ms": 10000,
 		// librdkafka logs to stderr unless its logs go to a channel;
 		// logLoop routes them to slog.
