@@ -54,8 +54,9 @@ type Config struct {
 	// waiting for the network to heal. 0: 60 s.
 	SplitGrace time.Duration
 	// SessionConcurrency bounds the users going online at once after a
-	// JOIN burst (each a few ZooKeeper calls and a wait for its topic).
-	// 0: 32.
+	// JOIN burst (each a few ZooKeeper calls on the bridge's one session
+	// and a wait for its topic, shared with the others: about 350 ms,
+	// most of it the manager making the topic). 0: 256.
 	SessionConcurrency int
 	SessionTimeout     time.Duration // of each user's session; 0: default
 	RequestTimeout     time.Duration // manager answers; 0: 15 s
@@ -205,7 +206,7 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 		cfg.SplitGrace = 60 * time.Second
 	}
 	if cfg.SessionConcurrency <= 0 {
-		cfg.SessionConcurrency = 32
+		cfg.SessionConcurrency = 256
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -54,3 +54,6 @@ func SetCloseWarnAfter(d time.Duration) (restore func()) {
 	closeWarnAfter = d
 	return func() { closeWarnAfter = old }
 }
+
+// TopicWaitRequests is the number of metadata requests WaitTopic has made.
+func (k *Clients) TopicWaitRequests() int64 { return k.topicWait.requests.Load() }

@@ -343,12 +343,12 @@ type Reader struct {
 	topic string
 	wake  chan struct{} // cap 1: something was queued
 
-	mu      sync.Mutex
-	parts   []int32 // the partitions assigned to this reader
-	queue   []*ckafka.Message
-	err     error // a partition error (topic deleted, ...)
-	paused  bool
-	closed  bool
+	mu     sync.Mutex
+	parts  []int32 // the partitions assigned to this reader
+	queue  []*ckafka.Message
+	err    error // a partition error (topic deleted, ...)
+	paused bool
+	closed bool
 }
 
 // MessageReader is what OpenReader returns: an alias of an unnamed

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -397,4 +398,48 @@ func TestReadersOfOneConsumerCloseAtOnce(t *testing.T) {
 		}
 		wg.Wait()
 	}
+}
+
+// TestWaitTopicShared: many callers waiting for topics that appear later
+// all see them, sharing one metadata request per round (before, each
+// caller asked about its own topic, backing off to 200 ms: 300 waiters
+// made about 1,500 requests in the first second); a wait that ends first
+// says the topic does not exist.
+func TestWaitTopicShared(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	k, ctx := shardedClients(t, env, kafka.Config{})
+	topics := names(env.Prefix+"wait", 300)
+	start := time.Now()
+	errs := make(chan error, 2*len(topics))
+	for _, topic := range topics {
+		for range 2 { // two callers of one topic share its wait
+			go func() { errs <- k.WaitTopic(ctx, topic) }()
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := k.WaitTopic(short, env.Prefix+"nobody"); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("wait for a topic never made: %v", err)
+	}
+	specs := make([]ckafka.TopicSpecification, len(topics))
+	for i, topic := range topics {
+		specs[i] = ckafka.TopicSpecification{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}
+	}
+	if _, err := env.Admin(t).CreateTopics(ctx, specs, ckafka.SetAdminOperationTimeout(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 * len(topics) {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	// At most one request per round (and one per 1,000 topics), a round
+	// every 20 ms: rounds bound the requests, not waiters.
+	reqs := k.TopicWaitRequests()
+	if most := int64(took/(20*time.Millisecond)) + 2; reqs > most {
+		t.Fatalf("%d metadata requests in %v for %d waiters: more than one a round (%d)", reqs, took, 2*len(topics), most)
+	}
+	t.Logf("%d waiters of %d topics: %d metadata requests in %v", 2*len(topics), len(topics), reqs, took.Round(time.Millisecond))
 }

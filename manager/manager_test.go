@@ -323,7 +323,7 @@ func TestRegistrationsWhileKafkaIsAway(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	m, err := manager.New(manager.Config{ZooKeeper: env.ZooKeeper, Kafka: "127.0.0.1:1",
-		Topics: protocol.Topics{Prefix: env.Prefix}, Concurrency: 4, Name: "nokafka",
+		Topics: protocol.Topics{Prefix: env.Prefix}, Concurrency: 4, OnlineConcurrency: 4, Name: "nokafka",
 		Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -184,7 +184,11 @@ func (m *Manager) lead(ctx context.Context, s *zookeeper.Session, sid int64, nod
 		nodes: map[nodeKey]*nodeState{}}
 	for i := range l.queues {
 		l.queues[i].ready = make(chan struct{}, 1)
-		for range m.cfg.Concurrency {
+		workers := m.cfg.Concurrency
+		if i == kindOnline.class() {
+			workers = m.cfg.OnlineConcurrency
+		}
+		for range workers {
 			l.wg.Add(1)
 			go l.work(i)
 		}
