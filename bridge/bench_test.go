@@ -1067,7 +1067,8 @@ func BenchmarkBridgeThroughput(b *testing.B) {
 // the bridge, its Kafka clients (librdkafka: C memory, in the RSS but not
 // the Go heap) and the benchmark's bookkeeping. Run it with -benchtime 1x;
 // ZKCHAT_BENCH_HEAP_PROFILE=<file> writes a heap profile with the users of
-// the last cell online.
+// the last cell online; ZKCHAT_BENCH_IDLE_CPU_PROFILE=<file> a CPU profile
+// of this process over the idle 25 s of the last cell.
 func BenchmarkBridgeMemory(b *testing.B) {
 	s := bbStart(b)
 	for _, users := range bbMemoryCounts {
@@ -1102,9 +1103,11 @@ func bbMemoryCell(b *testing.B, s *bbSetup, users int) {
 	// Go gives freed memory back to the OS gradually (the background
 	// scavenger); what a long-running bridge keeps is between these.
 	// Meanwhile: the CPU that the idle online users cost.
+	stopProfile := bbCPUProfile(b, os.Getenv("ZKCHAT_BENCH_IDLE_CPU_PROFILE"))
 	cpu0 := bbCPUNow()
 	time.Sleep(25 * time.Second)
 	cpu1 := bbCPUNow()
+	stopProfile()
 	rssSettled := bbRSS()
 	peak := bbStatusKB("VmHWM")
 	debug.FreeOSMemory()
@@ -1136,6 +1139,28 @@ func bbMemoryCell(b *testing.B, s *bbSetup, users int) {
 
 // ---------------------------------------------------------------------------
 // Memory and CPU readings.
+
+// bbCPUProfile starts a CPU profile of this process into file (none when
+// file is empty); the returned func stops it.
+func bbCPUProfile(b *testing.B, file string) (stop func()) {
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
+}
 
 func bbWriteHeapProfile(b *testing.B, file string) {
 	f, err := os.Create(file)
