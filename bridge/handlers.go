@@ -131,8 +131,10 @@ var netsplit = regexp.MustCompile(`^[\w*.-]+\.[\w*-]+ [\w*.-]+\.[\w*-]+$`)
 
 // onNick is a leave of the old nick and a join of the new one.
 func (b *Bridge) onNick(c *girc.Client, e girc.Event) {
-	// The bot's own change (taking its nick back) is not a user's; the
-	// bridges sharing the channel read the new nick from its node.
+	// The bot's own change (taking its nick back) is not a user's; with
+	// SharedChannel the ring writes the new nick to the bridge's node.
+	// (The other bridges read it at their next listing, when a bridge
+	// comes or goes: they watch /bridges' children, not each node's data.)
 	if e.Source == nil || len(e.Params) == 0 || b.isMe(e.Source.Name) || b.isMe(e.Last()) {
 		if e.Source != nil && len(e.Params) > 0 && b.isMe(e.Last()) && b.cfg.SharedChannel {
 			b.kickRing()

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -199,7 +198,7 @@ func (b *Bridge) setRing(nodes []bridgeNode) {
 			b.warn.Warn("shared channel: a /bridges node with bad data; ignored", "bridge", n.ID, "err", err)
 			continue
 		}
-		if !strings.EqualFold(info.Channel, b.cfg.Channel) {
+		if !b.sameChannel(info.Channel) {
 			continue // a bridge of another channel
 		}
 		ids = append(ids, n.ID)

@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -339,27 +338,22 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 		if greet {
 			b.out.notice(nick, textNotRegistered(nick, b.irc.GetNick()))
 		}
-	case errors.Is(err, protocol.ErrAlreadyOnline) && b.cfg.SharedChannel && b.heldByChannel(ctx, u.id):
-		// Another bridge of the channel holds the node: the user's owner
-		// before, which lets go once it sees the bridges change, or a
-		// killed one, whose session (and the node) ends within the
-		// session timeout. Retried, silently: after 250 ms doubling to
-		// 2 s, every 10 s after about two minutes.
+	case errors.Is(err, protocol.ErrAlreadyOnline) && (b.cfg.SharedChannel || u.staleTries < 60) && b.heldHere(ctx, u.id):
+		// With SharedChannel, another bridge of the channel holds the
+		// node: the user's owner before, which lets go once it sees the
+		// bridges change. Without, an earlier run of this bridge that was
+		// killed: its session ends within the session timeout, and the
+		// node with it. Retried, silently: after 250 ms doubling to 2 s;
+		// with SharedChannel every 10 s after about two minutes, without
+		// it given up after 60 tries, in case a twin with the same nick and
+		// channel really runs on another server.
 		u.staleTries++
 		wait := min(250*time.Millisecond<<min(u.staleTries-1, 4), 2*time.Second)
 		if u.staleTries > 60 {
 			wait = 10 * time.Second
 		}
-		b.warn.Info("shared channel: user's presence still held by another bridge of the channel; retrying", "id", u.id)
+		b.warn.Warn("user's presence still held by another bridge of the channel or an earlier run of this one; retrying", "id", u.id)
 		u.later(wait)
-	case errors.Is(err, protocol.ErrAlreadyOnline) && u.staleTries < 60 && b.staleOwn(ctx, u.id):
-		// The node is this bridge's own, left by an earlier run that was
-		// killed: its session ends within the session timeout, and the node
-		// with it. Retried every 2 s for at most 2 minutes, in case a twin
-		// with the same nick and channel really runs on another server.
-		b.log.Warn("user's presence is still held by an earlier run of this bridge; retrying until that session expires", "id", u.id)
-		u.staleTries++
-		u.later(2 * time.Second)
 	case errors.Is(err, protocol.ErrAlreadyOnline):
 		u.mu.Lock()
 		u.elsewhere = true // no retry in a loop; a new join retries
@@ -373,24 +367,13 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 	return true
 }
 
-// staleOwn reports whether id's /online node was made by a bridge with this
-// bridge's nick and channel (its metadata): an earlier run of this bridge,
-// since two live bridges cannot share a nick on one server.
-func (b *Bridge) staleOwn(ctx context.Context, id string) bool {
-	meta, found, err := b.dir.OnlineMeta(ctx, id)
-	if err != nil {
-		return false
-	}
-	if !found {
-		return true // gone meanwhile: try again
-	}
-	return meta.Via == "irc" && meta.Bridge == b.cfg.Nick && meta.Channel == b.cfg.Channel
-}
-
-// heldByChannel reports whether id's /online node was made by a bridge of
-// this channel (SharedChannel: another owner's, or an earlier run's), or
-// is gone meanwhile: then going online is retried.
-func (b *Bridge) heldByChannel(ctx context.Context, id string) bool {
+// heldHere reports, from one read of id's /online node, whether it was
+// made for this bridge's channel: with SharedChannel by any bridge of it
+// (another owner's, or an earlier run's); without, by a bridge with this
+// nick, an earlier run of this bridge (two live bridges cannot share a
+// nick on one server). A node gone meanwhile counts too: going online is
+// then retried.
+func (b *Bridge) heldHere(ctx context.Context, id string) bool {
 	meta, found, err := b.dir.OnlineMeta(ctx, id)
 	if err != nil {
 		return false
@@ -398,7 +381,7 @@ func (b *Bridge) heldByChannel(ctx context.Context, id string) bool {
 	if !found {
 		return true
 	}
-	return meta.Via == "irc" && strings.EqualFold(meta.Channel, b.cfg.Channel)
+	return meta.Via == "irc" && b.sameChannel(meta.Channel) && (b.cfg.SharedChannel || meta.Bridge == b.cfg.Nick)
 }
 
 // presenceLost handles a presence that ended by itself (client.Worker
@@ -411,7 +394,7 @@ func (u *user) presenceLost(ctx context.Context) {
 	nick := u.currentNick()
 	u.b.warn.Warn("user's presence lost", "id", u.id, "err", why)
 	switch {
-	case errors.Is(why, protocol.ErrAlreadyOnline) && u.b.cfg.SharedChannel && u.b.heldByChannel(ctx, u.id):
+	case errors.Is(why, protocol.ErrAlreadyOnline) && u.b.cfg.SharedChannel && u.b.heldHere(ctx, u.id):
 		// Another bridge of the channel took the user (this bridge's
 		// session expired meanwhile, say): whoever owns it now serves it;
 		// retried in case that is this bridge.

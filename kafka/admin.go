@@ -45,7 +45,7 @@ func producerConfig(cfg Config, base ckafka.ConfigMap) ckafka.ConfigMap {
 // producer that never produces: a bare AdminClient cannot route librdkafka's
 // logs (they would go to stderr unformatted); one made from a producer can.
 //
-// Its two goroutines (logs, events) end in Close.
+// Its goroutines (logs, events, the topic batcher's run) end in Close.
 type Admin struct {
 	cfg Config
 	log *slog.Logger

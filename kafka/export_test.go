@@ -38,8 +38,8 @@ func (k *Clients) ProducerOf(topic string) int {
 	return slices.Index(k.producers, k.producerFor(topic))
 }
 
-// SetPartitionCheck sets how often an open reader looks for partitions
-// added to its topic; call it before opening readers (tests only).
+// SetPartitionCheck sets how often each consumer looks for partitions
+// added to its readers' topics; call it before opening readers (tests only).
 func (k *Clients) SetPartitionCheck(d time.Duration) { k.partitionCheck = d }
 
 // HoldCall runs a call that lasts until release is closed, as a slow

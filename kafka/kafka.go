@@ -43,10 +43,11 @@ type Config struct {
 }
 
 // DefaultProducers is Config.Producers' default. librdkafka puts one
-// partition in each ProduceRequest and an idempotent producer keeps at most
-// 5 requests in flight per connection, so with a topic per receiver one
-// handle carries about 5 x 2 records per round trip, and its records wait in
-// its queue (40-120 ms at 1,000 senders). On the development machine (2
+// partition in each ProduceRequest, so with a topic per receiver a request
+// carries about 2 records, and one handle's records wait in its queue
+// (40-120 ms at 1,000 senders; its statistics showed 2-3.6 requests in
+// flight of the 5 an idempotent producer may have: its own request cycle
+// is the limit, not that cap). On the development machine (2
 // cores, broker on loopback) 1 handle sent 12,000-23,000 records a second
 // depending on the machine's load, 4 handles 21,000-30,000, 8 handles
 // 27,000-30,000, the last CPU-bound (scale_bench_test.go, doc/scaling.md);
@@ -72,9 +73,10 @@ const DefaultReaderShardSize = 250
 // opened: its first record comes after about one wait) or resumed (a
 // reader catching up on a backlog) while a fetch is outstanding, and any
 // other request on the consumer's connection. Idle, each consumer sends a
-// fetch per wait: with 5,000 idle readers the broker used 72 % of a core at
-// 50 ms, 11 % at 500 ms, 7 % at 1 s (2 % with none open); with a bridge's
-// 10,000 idle users (40 consumers), 30-34 % at 500 ms, 16.8 % at 1 s.
+// fetch per wait: with 5,000 idle readers, 250 to a consumer, the broker
+// used 11.3 % of a core at 500 ms (doc/benchmarks-kafka.md; 24.7 % with
+// one consumer at 50 ms); with a bridge's 10,000 idle users (40
+// consumers), 30-34 % at 500 ms, 16.8 % at 1 s (doc/scaling.md).
 const DefaultFetchWait = time.Second
 
 // readerQueueKiB is the consumers' queued.max.messages.kbytes: how much
@@ -153,7 +155,7 @@ type Clients struct {
 	// topicWait answers WaitTopic (topicwait.go).
 	topicWait *topicWaiter
 
-	ctx    context.Context // ends at Close: the poll and log loops
+	ctx    context.Context // ends at Close: the poll, partition and log loops, the topic waiter
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
@@ -422,7 +424,6 @@ func (k *Clients) Close() {
 		return
 	}
 	k.cancel()
-	k.topicWait.close()
 	// Calls in flight end within their own timeouts (15 s at most). Close
 	// waits for them however long: destroying the clients under a call is
 	// a use-after-free in librdkafka, worse than a slow exit.

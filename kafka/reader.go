@@ -92,7 +92,8 @@ func (k *Clients) partitionsOnce(ctx context.Context, c *ckafka.Consumer, topic 
 	err := Retry(ctx, func() error {
 		var md *ckafka.Metadata
 		if err := k.use(func() (err error) {
-			md, err = c.GetMetadata(&topic, false, waitMs(ctx, metadataWait))
+			// Through a shard's consumer it waits behind the fetch.
+			md, err = c.GetMetadata(&topic, false, waitMs(ctx, metadataWait+k.cfg.FetchWait))
 			return err
 		}); err != nil {
 			return err
@@ -276,7 +277,7 @@ func (s *shard) changeAssignment(f func() error) error {
 	return f()
 }
 
-// newShard makes a consumer and starts its poll and log loops. The caller
+// newShard makes a consumer and starts its poll, partition and log loops. The caller
 // holds Clients.mu, and has checked closed under it.
 func (k *Clients) newShard() (*shard, error) {
 	c, err := ckafka.NewConsumer(&k.consumerConf)
@@ -335,7 +336,8 @@ func (k *Clients) unplace(r *Reader) {
 // it is never held with Clients.mu or a shard's mu. librdkafka calls that
 // change the reader's assignment or pause state are made under it, so that
 // the poll loop (dispatch) never pauses a partition list that is being
-// changed.
+// changed; Close's unassign is the exception, made after it set closed
+// under mu, from when on nothing pauses, resumes or assigns for the reader.
 type Reader struct {
 	k     *Clients
 	shard *shard // set by place, then fixed
@@ -516,13 +518,13 @@ func (k *Clients) partitionLoop(ctx context.Context, s *shard) {
 			continue
 		}
 		for _, r := range readers {
-			t, ok := md.Topics[r.topic]
-			if !ok || t.Error.Code() != ckafka.ErrNoError {
+			tm, ok := md.Topics[r.topic]
+			if !ok || tm.Error.Code() != ckafka.ErrNoError {
 				continue // deleted or unknown: the reader's own error says so
 			}
 			r.mu.Lock()
 			var added []int32
-			for _, p := range t.Partitions {
+			for _, p := range tm.Partitions {
 				if !slices.Contains(r.parts, p.ID) {
 					added = append(added, p.ID)
 				}

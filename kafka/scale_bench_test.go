@@ -840,24 +840,19 @@ func BenchmarkScaleEmptyConsumers(b *testing.B) {
 	for _, r := range open() {
 		r.Close()
 	}
-	b.Run("empty", func(b *testing.B) {
+	idle := func(b *testing.B) {
 		time.Sleep(2 * time.Second)
 		cpu := startCPU(se.pid())
 		time.Sleep(secs)
 		cpu.report(b)
 		b.ReportMetric(float64(shardCount(k)), "consumers")
-	})
+	}
+	b.Run("empty", idle)
 	rs := open()
 	defer func() {
 		for _, r := range rs {
 			r.Close()
 		}
 	}()
-	b.Run("one-idle-reader-each", func(b *testing.B) {
-		time.Sleep(2 * time.Second)
-		cpu := startCPU(se.pid())
-		time.Sleep(secs)
-		cpu.report(b)
-		b.ReportMetric(float64(shardCount(k)), "consumers")
-	})
+	b.Run("one-idle-reader-each", idle)
 }

@@ -27,45 +27,44 @@ const topicLookEvery = 20 * time.Millisecond
 // of one bridge spent 304 ms each on average in WaitTopic, with 32 of
 // them waiting at a time, and more waiting meant more requests.
 //
-// Its one goroutine (run) is owned by the Clients: close ends it, and the
-// waits still open fail with errClosed.
+// Its one goroutine (run) is owned by the Clients like the poll loops: it
+// ends with the Clients' context (Close), and the waits still open fail
+// with errClosed.
 //
-// Locks: mu guards waits and closed; a leaf.
+// Locks: mu guards waits; a leaf.
 type topicWaiter struct {
 	k    *Clients
 	wake chan struct{} // cap 1
-	quit chan struct{}
-	done chan struct{}
 	// requests counts the DescribeTopics requests made (tests).
 	requests atomic.Int64
 
-	mu     sync.Mutex
-	waits  map[string]*topicWait // by topic
-	closed bool
+	mu    sync.Mutex
+	waits map[string]*topicWait // by topic
 }
 
 // topicWait is the callers waiting for one topic.
 type topicWait struct {
-	found chan struct{} // closed when the topic is seen, or on close
+	found chan struct{} // closed when the topic is seen
 	n     int           // callers waiting
 	last  error         // why the topic was not seen at the last look
 }
 
+// newTopicWaiter makes k's topic waiter and starts its loop (under k.wg,
+// until k.ctx ends).
 func newTopicWaiter(k *Clients) *topicWaiter {
-	w := &topicWaiter{k: k, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
-		waits: map[string]*topicWait{}}
-	go w.run()
+	w := &topicWaiter{k: k, wake: make(chan struct{}, 1), waits: map[string]*topicWait{}}
+	k.wg.Add(1)
+	go w.run(k.ctx)
 	return w
 }
 
 // WaitTopic waits until topic exists (has partitions) or ctx ends.
 func (k *Clients) WaitTopic(ctx context.Context, topic string) error {
 	w := k.topicWait
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
+	if k.closed.Load() {
 		return errClosed
 	}
+	w.mu.Lock()
 	tw := w.waits[topic]
 	if tw == nil {
 		tw = &topicWait{found: make(chan struct{})}
@@ -77,15 +76,12 @@ func (k *Clients) WaitTopic(ctx context.Context, topic string) error {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	var closed bool
 	select {
 	case <-tw.found:
-		w.mu.Lock()
-		closed := w.closed && w.waits[topic] == tw
-		w.mu.Unlock()
-		if closed {
-			return errClosed
-		}
 		return nil
+	case <-k.ctx.Done():
+		closed = true
 	case <-ctx.Done():
 	}
 	w.mu.Lock()
@@ -94,6 +90,9 @@ func (k *Clients) WaitTopic(ctx context.Context, topic string) error {
 		delete(w.waits, topic)
 	}
 	w.mu.Unlock()
+	if closed {
+		return errClosed
+	}
 	if errors.Is(last, protocol.ErrKafkaAuth) {
 		return last
 	}
@@ -107,19 +106,19 @@ func (k *Clients) WaitTopic(ctx context.Context, topic string) error {
 	return fmt.Errorf("topic %s does not exist: %w", topic, context.Cause(ctx))
 }
 
-func (w *topicWaiter) run() {
-	defer close(w.done)
+func (w *topicWaiter) run(ctx context.Context) {
+	defer w.k.wg.Done()
 	for {
 		select {
 		case <-w.wake:
-		case <-w.quit:
+		case <-ctx.Done():
 			return
 		}
 		for w.look() {
 			t := time.NewTimer(topicLookEvery)
 			select {
 			case <-t.C:
-			case <-w.quit:
+			case <-ctx.Done():
 				t.Stop()
 				return
 			}
@@ -187,23 +186,5 @@ func (w *topicWaiter) lookUp(names []string) {
 		default:
 			tw.last = fmt.Errorf("metadata of %s: %w", d.Name, k.explain(d.Error))
 		}
-	}
-}
-
-// close ends run and fails the waits still open.
-func (w *topicWaiter) close() {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return
-	}
-	w.closed = true
-	w.mu.Unlock()
-	close(w.quit)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, tw := range w.waits {
-		close(tw.found)
 	}
 }

@@ -41,10 +41,11 @@ type Config struct {
 	Concurrency int
 	// OnlineConcurrency is the number of its workers for online nodes,
 	// each of which may wait for its user's topic to be made: the topics
-	// of the nodes handled at once go to Kafka in one CreateTopics
-	// request, so this bounds the batch. 0: 512. Measured (a bridge's
-	// 10,000 users coming online, doc/scaling.md): with 64 workers a
-	// user waited 1.8 s on average for its topic.
+	// of the nodes handled meanwhile go to Kafka in one CreateTopics
+	// request of at most min(OnlineConcurrency, 500). 0: 512. Measured (a
+	// bridge's 10,000 users coming online, doc/scaling.md): a user waited
+	// 1.8 s on average for its topic with 64 workers, 2.2 s with 512, one
+	// run each: the machine, not the workers, was the limit there.
 	OnlineConcurrency int
 	// AnswerGrace is how long an answered request may stay before the
 	// leader removes it (its worker normally deletes it at once; a crashed

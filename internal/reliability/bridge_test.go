@@ -271,7 +271,7 @@ func (r *bridgeRig) window(id string) (int, int64) {
 // one or two batches: a few messages unpaced (3-8 measured here), hundreds
 // when the bot is paced (TestIRCStopDuringBacklog). The user is back online
 // once the killed run's session has expired (the new run retries; see
-// bridge/user.go staleOwn) and presence agrees.
+// bridge/user.go heldHere) and presence agrees.
 func TestBridgeSIGKILL(t *testing.T) {
 	r := newBridgeRig(t, nil)
 	ctx := Ctx(t, 8*time.Minute)
