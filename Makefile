@@ -3,7 +3,7 @@
 # The servers are run by cmd/devenv (internal/servers); ports and folders
 # come from the environment (ZKCHAT_DATA_DIR, ZKCHAT_ZK_PORT, ...).
 # ARGS passes flags on: make test ARGS='-run TestSend -v'.
-.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge bench-scale bench-kafka clean deps-go devenv check graph stats doccheck
+.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge bench-scale bench-hops bench-kafka clean deps-go devenv check graph stats doccheck
 
 # The official Go tarball's place, often not on PATH; confluent-kafka-go is cgo.
 export PATH := $(PATH):/usr/local/go/bin
@@ -66,6 +66,12 @@ bench-scale: devenv
 	@mkdir -p .data
 	$(DEVENV) exec -- sh -c "ZKCHAT_BENCH_RATES=1000 ZKCHAT_BENCH_ONLINE=10,1000,10000 go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency|BridgeThroughput' -benchtime 10s -timeout 60m ./bridge/ && ZKCHAT_BENCH_MEMORY_ONLINE=1000,10000 go test -run '^$$' -bench BridgeMemory -benchtime 1x -timeout 60m ./bridge/" 2>&1 | tee .data/bench-scale.txt
 	go run ./internal/benchtab -title 'Benchmarks: IRC bridge at community scale' -cmd 'make bench-scale' -split -note 'Idle users JOIN at ZKCHAT_BENCH_JOIN_RATE (500) a second, in a channel with mode +u (auditorium); targets and what each benchmark measures: [scaling.md](scaling.md).' -o doc/benchmarks-bridge-scale.md .data/bench-scale.txt
+
+## bench-hops: where a message's time goes on its way through the bridge (each hop's p50/p99, and the slowest 1 %'s mean per hop; 10, 1,000 and 10,000 online at 1,000 msgs/s; about 8 minutes); tables in doc/benchmarks-bridge-hops.md
+bench-hops: devenv
+	@mkdir -p .data
+	$(DEVENV) exec -- sh -c "ZKCHAT_BENCH_HOPS=1 ZKCHAT_BENCH_RATES=1000 ZKCHAT_BENCH_ONLINE=10,1000,10000 go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency' -benchtime 10s -timeout 60m ./bridge/" 2>&1 | tee .data/bench-hops.txt
+	go run ./internal/benchtab -title 'Benchmarks: the hops of a message through the bridge' -cmd 'make bench-hops' -split -note 'Hops (bridge/bench_test.go, bbHops): in = sender write to the bridge IRC handler; queue = to the start of the send in the user goroutine; kafka = to the receiver delivery; deliver = to the outbox handing the line to girc; out = to the receiver read; ack = start of the send to Kafka acknowledgement (overlaps kafka). tail-*: the mean of each hop over the slowest 1 %. Analysis: [scaling.md](scaling.md).' -o doc/benchmarks-bridge-hops.md .data/bench-hops.txt
 
 ## bench-kafka: topic creation, produce throughput per producer handle, idle readers per consumer shard (private broker, 1 GB heap; about 10 minutes); tables in doc/benchmarks-kafka.md
 bench-kafka: devenv

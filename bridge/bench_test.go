@@ -40,6 +40,7 @@ package bridge_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -104,12 +105,14 @@ const (
 //	ZKCHAT_BENCH_JOIN_RATE      idle users' JOINs (and registers) a second, over all helpers (500)
 //	ZKCHAT_BENCH_ONLINE_TIMEOUT the wait for idle users to come online after the last JOIN (4m + 20ms a user)
 //	ZKCHAT_BENCH_AUDITORIUM     0: leave channel mode +u off (see bbAuditorium)
+//	ZKCHAT_BENCH_HOPS           1: BridgeLatency also reports each hop of the path (bbHops; make bench-hops)
 var (
 	bbRates         = bbEnvInts("ZKCHAT_BENCH_RATES", 100, 1000)
 	bbOnlineCounts  = bbEnvInts("ZKCHAT_BENCH_ONLINE", 10, 100, 1000)
 	bbMemoryCounts  = bbEnvInts("ZKCHAT_BENCH_MEMORY_ONLINE", 1000)
 	bbJoinRate      = bbEnvInts("ZKCHAT_BENCH_JOIN_RATE", 500)[0]
 	bbAuditoriumOff = os.Getenv("ZKCHAT_BENCH_AUDITORIUM") == "0"
+	bbHopsOn        = os.Getenv("ZKCHAT_BENCH_HOPS") == "1"
 )
 
 // bbEnvInts is the comma-separated positive numbers in the environment
@@ -506,7 +509,8 @@ type bbSetup struct {
 	bot, channel string
 	zk           *zk.Conn
 	br           *bridge.Bridge
-	idle         int // idle users started
+	idle         int     // idle users started
+	hops         *bbHops // ZKCHAT_BENCH_HOPS=1: the bridge's trace
 }
 
 // bbStart runs a manager (child process) and a bridge (Rate -1, on the bot
@@ -531,6 +535,10 @@ func bbStart(b *testing.B) *bbSetup {
 		ZooKeeper: env.ZooKeeper, Kafka: k, Rate: -1, Logger: bbLogger()})
 	if err != nil {
 		b.Fatal(err)
+	}
+	if bbHopsOn {
+		s.hops = newBBHops()
+		bridge.SetTrace(s.br, s.hops.trace)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -748,6 +756,7 @@ type bbRecorder struct {
 	notices []string
 	nNotice int
 	arrived chan int // if not nil: the sender index of every arrival (never blocks)
+	hops    *bbHops  // if not nil: told of every first arrival
 }
 
 func newBBRecorder(bot string) *bbRecorder {
@@ -795,6 +804,9 @@ func (r *bbRecorder) handler() irctest.LineHandler {
 		r.seen[seq] = true
 		r.lat = append(r.lat, d)
 		r.mu.Unlock()
+		if r.hops != nil {
+			r.hops.ends(seq, r.base.Add(time.Duration(ns)), at)
+		}
 		select {
 		case r.arrived <- from:
 		default:
@@ -872,9 +884,14 @@ func bbWarm(b *testing.B, senders, receivers []*bbConn, bot string, line bbLine)
 // senders in turn (sender k to receiver k), for as long as b.Loop runs; then
 // it waits for the messages in flight and reports their latency, from the
 // sender's write to the receiver's read.
-func bbOffer(b *testing.B, senders, receivers []*bbConn, bot string, rate int, line bbLine) {
+func bbOffer(b *testing.B, senders, receivers []*bbConn, bot string, rate int, line bbLine, hops ...*bbHops) {
 	bbWarm(b, senders, receivers, bot, line)
 	r := newBBRecorder(bot)
+	if len(hops) > 0 && hops[0] != nil {
+		r.hops = hops[0]
+		r.hops.reset(r.marker)
+		defer r.hops.report(b)
+	}
 	for _, c := range slices.Concat(senders, receivers) {
 		c.Handle(r.handler())
 	}
@@ -910,6 +927,134 @@ func bbOffer(b *testing.B, senders, receivers []*bbConn, bot string, rate int, l
 	b.ReportMetric(float64(i)/sendTime.Seconds(), "offered-msgs/s")
 	b.ReportMetric(testenv.MS(lateMax), "gen-late-max-ms")
 	r.report(b, i)
+}
+
+// bbHops is the hop-by-hop latency of the measured messages
+// (ZKCHAT_BENCH_HOPS=1): the bridge's trace (bridge.SetTrace) and the
+// benchmark's own write and read times, all from this process's clock.
+// The hops, in a message's order:
+//
+//	in       the sender's write until the bridge's IRC handler has it (InspIRCd, girc's reader)
+//	queue    until the user's goroutine starts the send (its queue of commands)
+//	kafka    until the receiver's delivery has the record (produce, replication, fetch)
+//	deliver  until the outbox hands the line to girc (formatting, the outbox's queue)
+//	out      until the receiver reads it (girc's writer, InspIRCd)
+//
+// and ack, from the start of the send until Kafka acknowledged it (the
+// sender's next command waits for it; it overlaps kafka).
+type bbHops struct {
+	mu     sync.Mutex
+	marker string
+	at     map[int64]*bbHopTimes
+}
+
+// bbHopTimes: the bridge's stages (bridge.Trace*), then the write and read.
+type bbHopTimes struct {
+	stage       [bridge.TraceStages]time.Time
+	sent, ended time.Time
+}
+
+var bbHopNames = []string{"in", "queue", "kafka", "deliver", "out", "ack"}
+
+func newBBHops() *bbHops { return &bbHops{at: map[int64]*bbHopTimes{}} }
+
+// reset starts a measurement: marker is its recorder's.
+func (h *bbHops) reset(marker string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.marker, h.at = marker, map[int64]*bbHopTimes{}
+}
+
+func (h *bbHops) get(seq int64) *bbHopTimes {
+	t := h.at[seq]
+	if t == nil {
+		t = &bbHopTimes{}
+		h.at[seq] = t
+	}
+	return t
+}
+
+// trace is the bridge's trace: the first time of each stage per message.
+func (h *bbHops) trace(stage int, text string) {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := strings.Index(text, h.marker)
+	if h.marker == "" || i < 0 {
+		return
+	}
+	f := strings.Fields(text[i+len(h.marker):])
+	if len(f) == 0 {
+		return
+	}
+	seq, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return
+	}
+	if t := h.get(seq); t.stage[stage].IsZero() {
+		t.stage[stage] = now
+	}
+}
+
+// ends records a message's write and first read.
+func (h *bbHops) ends(seq int64, sent, ended time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.get(seq)
+	t.sent, t.ended = sent, ended
+}
+
+// report reports p50 and p99 of each hop (<hop>-p50-ms, <hop>-p99-ms) and,
+// over the slowest 1 % of the messages (end to end), each hop's mean
+// (tail-<hop>-ms): where the tail's time goes. untraced: messages that
+// arrived without every stage seen.
+func (h *bbHops) report(b *testing.B) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var rows [][]time.Duration // per message: the hops in bbHopNames order, then the total
+	untraced := 0
+	for _, t := range h.at {
+		if t.ended.IsZero() {
+			continue
+		}
+		st := t.stage
+		if slices.ContainsFunc(st[:], time.Time.IsZero) {
+			untraced++
+			continue
+		}
+		rows = append(rows, []time.Duration{
+			st[bridge.TraceReceived].Sub(t.sent),
+			st[bridge.TraceSending].Sub(st[bridge.TraceReceived]),
+			st[bridge.TraceConsumed].Sub(st[bridge.TraceSending]),
+			st[bridge.TraceWritten].Sub(st[bridge.TraceConsumed]),
+			t.ended.Sub(st[bridge.TraceWritten]),
+			st[bridge.TraceAcked].Sub(st[bridge.TraceSending]),
+			t.ended.Sub(t.sent),
+		})
+	}
+	b.ReportMetric(float64(untraced), "untraced")
+	if len(rows) == 0 {
+		return
+	}
+	total := len(bbHopNames)
+	for j, name := range bbHopNames {
+		col := make([]time.Duration, len(rows))
+		for i, r := range rows {
+			col[i] = r[j]
+		}
+		slices.Sort(col)
+		b.ReportMetric(testenv.MS(testenv.Percentile(col, 50)), name+"-p50-ms")
+		b.ReportMetric(testenv.MS(testenv.Percentile(col, 99)), name+"-p99-ms")
+	}
+	slices.SortFunc(rows, func(x, y []time.Duration) int { return cmp.Compare(x[total], y[total]) })
+	tail := rows[len(rows)*99/100:]
+	for j, name := range bbHopNames {
+		var sum time.Duration
+		for _, r := range tail {
+			sum += r[j]
+		}
+		b.ReportMetric(testenv.MS(sum/time.Duration(len(tail))), "tail-"+name+"-ms")
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -953,7 +1098,7 @@ func BenchmarkBridgeLatency(b *testing.B) {
 			on := s.onlineCount(b)
 			for _, rate := range bbRates {
 				b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
-					bbOffer(b, senders, receivers, s.bot, rate, s.viaBot)
+					bbOffer(b, senders, receivers, s.bot, rate, s.viaBot, s.hops)
 					b.ReportMetric(float64(on), "online")
 					if idle.took > 0 { // this cell's idle users: from their last JOIN until all were online
 						b.ReportMetric(idle.afterJoin.Seconds(), "online-after-join-s")

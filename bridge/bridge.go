@@ -124,12 +124,34 @@ type Bridge struct {
 	ring       ring
 	ringKick   chan struct{}
 	joinedOnce atomic.Bool
+
+	// trace, if set (benchmarks only: export_test.go, before Run), is told
+	// when a sent message passes a stage of the bridge (traceStage), with
+	// the text of the stage's line; it must not block.
+	trace func(stage traceStage, text string)
 }
+
+// traceStage is a point on a message's path through the bridge, for the
+// hop-by-hop latency benchmark (make bench-hops).
+type traceStage int
+
+const (
+	traceReceived traceStage = iota // the IRC handler got the command
+	traceSending                    // the user's goroutine starts the send
+	traceAcked                      // Kafka acknowledged the record
+	traceConsumed                   // the receiver's delivery got the record
+	traceWritten                    // the outbox hands the line to girc
+)
 
 // maxCommitsInFlight bounds the deliveries' offset commits in flight: with
 // thousands of users online, each committing at most once a second
 // (client.DefaultCommitInterval), Kafka gets at most this many at once.
 const maxCommitsInFlight = 32
+
+// maxSendsInFlight bounds one user's messages awaiting Kafka's
+// acknowledgement (doMsg); the user's next send waits for room, and its
+// commands queue meanwhile (64 of them, then "Too many commands").
+const maxSendsInFlight = 16
 
 // Log messages an operator greps for.
 const (

@@ -115,6 +115,9 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 	}
 	opts := client.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.proofTimeout(), CommitSlots: b.commitSlots}
 	err := u.w.FollowMessagesWith(ctx, opts, func(m protocol.Message) error {
+		if b.trace != nil {
+			b.trace(traceConsumed, m.Text)
+		}
 		nick := u.currentNick()
 		// Key and value are what any producer may have written: the
 		// sender is shown so that it cannot pass for another, the text

@@ -158,6 +158,9 @@ func (b *Bridge) onPrivmsg(_ *girc.Client, e girc.Event) {
 	if ok, _ := e.IsCTCP(); ok {
 		return
 	}
+	if b.trace != nil {
+		b.trace(traceReceived, e.Last())
+	}
 	b.command(e.Source.Name, e.Last(), b.msgAccount(e))
 }
 

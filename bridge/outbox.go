@@ -68,6 +68,9 @@ type outbox struct {
 	onLost func()
 	log    *slog.Logger
 	warn   *ratelog.Logger // lines a flood repeats
+	// trace, if set (Bridge.trace), is told of each proof-path line the
+	// writer hands to the connection.
+	trace func(stage traceStage, text string)
 
 	mu    sync.Mutex
 	queue []*girc.Event
@@ -190,6 +193,9 @@ func (o *outbox) run(ctx context.Context) {
 				}
 			}
 			next = next.Add(o.interval)
+		}
+		if proof && o.trace != nil {
+			o.trace(traceWritten, e.Last())
 		}
 		start := time.Now()
 		o.send.Send(e)

@@ -1,9 +1,15 @@
 package bridge
 
 import (
+	"context"
+	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -90,5 +96,66 @@ func TestFakeSendTooLong(t *testing.T) {
 	s.net.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("bob's topic holds %d messages, want the short one", n)
+	}
+}
+
+// A user's sends do not wait for each other's acknowledgement: with the
+// first one's acknowledgement held back, the next ones are queued (in
+// order) and delivered; a failed acknowledgement is told to its sender; at
+// most maxSendsInFlight wait at once, and the next send waits for room.
+func TestFakeSendsPipelined(t *testing.T) {
+	t.Parallel()
+	n := newFakeNet()
+	release := make(chan struct{})
+	var waiting atomic.Int32
+	n.sendAck = func(ctx context.Context, to, text string) error {
+		waiting.Add(1)
+		defer waiting.Add(-1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if text == "lost" {
+			return fmt.Errorf("produce: %w", protocol.ErrOutcomeUnknown)
+		}
+		return nil
+	}
+	s := startFakeNet(t, irctest.NewServer(t), n, 0, nil, "alice", "bob")
+	waitUntil(t, "both online", func() bool { return s.net.isOnline("alice") && s.net.isOnline("bob") })
+	s.from("alice", "PRIVMSG zkchat :bob: lost")
+	for i := range maxSendsInFlight + 2 {
+		s.from("alice", fmt.Sprintf("PRIVMSG zkchat :bob: m%d", i))
+	}
+	// The first maxSendsInFlight are queued and delivered while none is
+	// acknowledged; the rest wait for room.
+	for i := range maxSendsInFlight - 1 {
+		s.privmsg(t, "bob", fmt.Sprintf("<alice> m%d", i))
+	}
+	waitUntil(t, "16 acknowledgements awaited", func() bool { return waiting.Load() == maxSendsInFlight })
+	time.Sleep(50 * time.Millisecond)
+	s.net.mu.Lock()
+	queued := len(s.net.topics["bob"])
+	s.net.mu.Unlock()
+	if queued != maxSendsInFlight {
+		t.Fatalf("%d messages queued with none acknowledged, want %d", queued, maxSendsInFlight)
+	}
+	close(release)
+	s.notice(t, "alice", "Maybe not sent: Kafka did not confirm it in time")
+	for i := maxSendsInFlight - 1; i < maxSendsInFlight+2; i++ {
+		s.privmsg(t, "bob", fmt.Sprintf("<alice> m%d", i))
+	}
+	s.net.mu.Lock()
+	defer s.net.mu.Unlock()
+	var got []string
+	for _, m := range s.net.topics["bob"] {
+		got = append(got, m.Text)
+	}
+	want := []string{"lost"}
+	for i := range maxSendsInFlight + 2 {
+		want = append(want, fmt.Sprintf("m%d", i))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("bob's topic: %q, want %q", got, want)
 	}
 }

@@ -18,7 +18,10 @@ type worker interface {
 	Quit(ctx context.Context) (protocol.Status, error)
 	GoOnline(ctx context.Context) error
 	GoOffline()
-	SendMessage(ctx context.Context, to, text string) error
+	// StartSend queues a message and returns; wait waits for Kafka's
+	// acknowledgement. One user's messages to one receiver arrive in the
+	// order started.
+	StartSend(ctx context.Context, to, text string) (wait func(context.Context) error, err error)
 	FollowMessagesWith(ctx context.Context, opts client.ReadOptions, fn func(protocol.Message) error) error
 	// Lost is closed when the presence begun by GoOnline ends by itself
 	// (unregistered elsewhere, online in another session, refused);
@@ -46,6 +49,9 @@ type user struct {
 
 	ops  chan func(context.Context) // the nick's commands, in order
 	kick chan struct{}              // cap 1: presence may need work
+	// sends holds a token for each of the user's messages whose
+	// acknowledgement is awaited (doMsg): at most maxSendsInFlight.
+	sends chan struct{}
 	// refusedLines counts PRIVMSGs to the nick the server answered with 401
 	// (no such nick): the nick left before the bridge knew. The delivery's
 	// proof fails while it is not zero, so those messages come again instead
@@ -88,7 +94,8 @@ type user struct {
 
 func newUser(b *Bridge, id string) *user {
 	return &user{b: b, id: id, w: b.newWorker(id),
-		ops: make(chan func(context.Context), 64), kick: make(chan struct{}, 1)}
+		ops: make(chan func(context.Context), 64), kick: make(chan struct{}, 1),
+		sends: make(chan struct{}, maxSendsInFlight)}
 }
 
 func (u *user) poke() {
