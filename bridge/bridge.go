@@ -148,11 +148,6 @@ const (
 // (client.DefaultCommitInterval), Kafka gets at most this many at once.
 const maxCommitsInFlight = 32
 
-// maxSendsInFlight bounds one user's messages awaiting Kafka's
-// acknowledgement (doMsg); the user's next send waits for room, and its
-// commands queue meanwhile (64 of them, then "Too many commands").
-const maxSendsInFlight = 16
-
 // Log messages an operator greps for.
 const (
 	msgOnline  = "user online"

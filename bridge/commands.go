@@ -244,53 +244,26 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 		b.out.notice(nick, fmt.Sprintf("Not sent: you are not online. Register (/msg %s register) and join %s.", b.irc.GetNick(), b.cfg.Channel))
 		return
 	}
-	select {
-	case u.sends <- struct{}{}:
-	case <-ctx.Done():
-		return
-	}
 	if b.trace != nil {
 		b.trace(traceSending, cmd.Text)
 	}
-	wait, err := u.w.StartSend(ctx, to, cmd.Text)
-	if err != nil {
-		<-u.sends
-		b.out.notice(nick, textSendFailed(cmd.To, err))
-		return
+	err = u.w.SendMessage(ctx, to, cmd.Text)
+	if b.trace != nil {
+		b.trace(traceAcked, cmd.Text)
 	}
-	// The acknowledgement is awaited beside the user's goroutine, which
-	// goes on to the next command: Kafka keeps one sender's records to a
-	// receiver in order, and a user who waited for each would queue behind
-	// the slowest acknowledgement (measured: 12 of the 27 ms p99 at 1,000
-	// online, doc/scaling.md). The waiter is counted in the users' group,
-	// which Run waits for; the user's goroutine, counted there too, adds it.
-	b.m.wg.Add(1)
-	go func() {
-		defer b.m.wg.Done()
-		defer func() { <-u.sends }()
-		err := wait(ctx)
-		if b.trace != nil {
-			b.trace(traceAcked, cmd.Text)
-		}
-		if err != nil {
-			b.out.notice(nick, textSendFailed(cmd.To, err))
-		}
-	}()
-}
-
-// textSendFailed is what a sender is told of a message that failed.
-func textSendFailed(to string, err error) string {
 	switch {
+	case err == nil:
 	case errors.Is(err, protocol.ErrOutcomeUnknown):
 		// Kafka did not confirm in time, yet the message may be written and
 		// delivered: "Not sent" would be a lie.
-		return "Maybe not sent: Kafka did not confirm it in time, and it may still arrive; sending it again may deliver it twice. (" + err.Error() + ")"
+		b.out.notice(nick, "Maybe not sent: Kafka did not confirm it in time, and it may still arrive; sending it again may deliver it twice. ("+err.Error()+")")
 	case errors.Is(err, protocol.ErrReceiverOffline):
-		return "Not sent: " + to + " is offline."
+		b.out.notice(nick, "Not sent: "+cmd.To+" is offline.")
 	case errors.Is(err, protocol.ErrNotRegistered):
-		return "Not sent: " + to + " is not a registered user."
+		b.out.notice(nick, "Not sent: "+cmd.To+" is not a registered user.")
+	default:
+		b.out.notice(nick, "Not sent: "+err.Error()+".")
 	}
-	return "Not sent: " + err.Error() + "."
 }
 
 // textYourBridge is a shared channel's answer to a command sent to a bot

@@ -39,8 +39,6 @@ type fakeNet struct {
 	// /bridges: the nodes, and the child watches set.
 	bridges     map[string]fakeBridgeNode
 	bridgeWatch []chan zk.Event
-	// sendAck, if set, is each StartSend's wait (nil: acknowledged at once).
-	sendAck func(ctx context.Context, to, text string) error
 }
 
 type fakeBridgeNode struct {
@@ -232,24 +230,18 @@ func (w *fakeWorker) GoOffline() {
 	}
 }
 
-func (w *fakeWorker) StartSend(_ context.Context, to, text string) (func(context.Context) error, error) {
+func (w *fakeWorker) SendMessage(_ context.Context, to, text string) error {
 	w.n.mu.Lock()
 	defer w.n.mu.Unlock()
 	if !w.n.registered[to] {
-		return nil, protocol.ErrNotRegistered
+		return protocol.ErrNotRegistered
 	}
 	if _, ok := w.n.online[to]; !ok {
-		return nil, protocol.ErrReceiverOffline
+		return protocol.ErrReceiverOffline
 	}
 	w.n.topics[to] = append(w.n.topics[to], protocol.Message{From: w.id, To: to, Text: text, Offset: int64(len(w.n.topics[to]))})
 	w.n.changedLocked()
-	ack := w.n.sendAck
-	return func(ctx context.Context) error {
-		if ack == nil {
-			return nil
-		}
-		return ack(ctx, to, text)
-	}, nil
+	return nil
 }
 
 // FollowMessagesWith hands fn what is past the committed position, proves

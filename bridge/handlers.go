@@ -20,7 +20,11 @@ func (b *Bridge) handlers() {
 	h.Add(girc.RPL_ENDOFNAMES, b.onEndOfNames)
 	h.Add(girc.JOIN, b.onJoin)
 	h.Add(girc.CAP_ACCOUNT, b.onAccount)
-	h.Add(girc.RPL_ENDOFWHO, func(*girc.Client, girc.Event) { b.recheckAccounts() })
+	h.Add(girc.RPL_ENDOFWHO, func(_ *girc.Client, e girc.Event) {
+		if len(e.Params) >= 2 {
+			b.recheckAccounts(e.Params[1])
+		}
+	})
 	h.Add(girc.PART, b.onPart)
 	h.Add(girc.KICK, b.onKick)
 	h.Add(girc.QUIT, b.onQuit)

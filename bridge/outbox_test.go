@@ -328,9 +328,9 @@ func (w *closeTracker) GoOnline(ctx context.Context) error {
 	return w.worker.GoOnline(ctx)
 }
 
-func (w *closeTracker) StartSend(ctx context.Context, to, text string) (func(context.Context) error, error) {
+func (w *closeTracker) SendMessage(ctx context.Context, to, text string) error {
 	w.open.Store(true)
-	return w.worker.StartSend(ctx, to, text)
+	return w.worker.SendMessage(ctx, to, text)
 }
 
 func (w *closeTracker) GoOffline() {

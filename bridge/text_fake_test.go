@@ -1,15 +1,10 @@
 package bridge
 
 import (
-	"context"
-	"fmt"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -99,63 +94,46 @@ func TestFakeSendTooLong(t *testing.T) {
 	}
 }
 
-// A user's sends do not wait for each other's acknowledgement: with the
-// first one's acknowledgement held back, the next ones are queued (in
-// order) and delivered; a failed acknowledgement is told to its sender; at
-// most maxSendsInFlight wait at once, and the next send waits for room.
-func TestFakeSendsPipelined(t *testing.T) {
+// TestRecheckAccountsScoped: the end of a WHO for one nick (girc asks one
+// for every JOIN) wakes that nick's user, and only if it was refused for its
+// account; the end of the channel's WHO wakes every refused user. Before,
+// each woke every user: n JOINs, n² wake-ups (10^8 at 10,000 users, which
+// kept the handlers seconds behind).
+func TestRecheckAccountsScoped(t *testing.T) {
 	t.Parallel()
 	n := newFakeNet()
-	release := make(chan struct{})
-	var waiting atomic.Int32
-	n.sendAck = func(ctx context.Context, to, text string) error {
-		waiting.Add(1)
-		defer waiting.Add(-1)
-		select {
-		case <-release:
-		case <-ctx.Done():
-			return ctx.Err()
+	b, err := newBridge(Config{Server: "127.0.0.1:1", ZooKeeper: "127.0.0.1:1"}, nil, fakeDir{n: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.newWorker = func(id string) worker { return &fakeWorker{n: n, id: id} }
+	users := map[string]*user{}
+	for _, id := range []string{"alice", "bob", "carol", "dave"} {
+		u := newUser(b, id) // no goroutine: its wake-ups stay in u.kick
+		u.refused = id == "bob" || id == "carol"
+		users[id] = u
+		b.m.users[id] = u
+	}
+	woken := func() (ids []string) {
+		for _, id := range []string{"alice", "bob", "carol", "dave"} {
+			select {
+			case <-users[id].kick:
+				ids = append(ids, id)
+			default:
+			}
 		}
-		if text == "lost" {
-			return fmt.Errorf("produce: %w", protocol.ErrOutcomeUnknown)
-		}
-		return nil
+		return ids
 	}
-	s := startFakeNet(t, irctest.NewServer(t), n, 0, nil, "alice", "bob")
-	waitUntil(t, "both online", func() bool { return s.net.isOnline("alice") && s.net.isOnline("bob") })
-	s.from("alice", "PRIVMSG zkchat :bob: lost")
-	for i := range maxSendsInFlight + 2 {
-		s.from("alice", fmt.Sprintf("PRIVMSG zkchat :bob: m%d", i))
+	b.recheckAccounts("dave")
+	if got := woken(); len(got) != 0 {
+		t.Fatalf("WHO dave woke %v, want nobody (dave was not refused)", got)
 	}
-	// The first maxSendsInFlight are queued and delivered while none is
-	// acknowledged; the rest wait for room.
-	for i := range maxSendsInFlight - 1 {
-		s.privmsg(t, "bob", fmt.Sprintf("<alice> m%d", i))
+	b.recheckAccounts("bob")
+	if got := woken(); !slices.Equal(got, []string{"bob"}) || users["bob"].refused || !users["carol"].refused {
+		t.Fatalf("WHO bob woke %v, want [bob]; refused: bob %v carol %v", got, users["bob"].refused, users["carol"].refused)
 	}
-	waitUntil(t, "16 acknowledgements awaited", func() bool { return waiting.Load() == maxSendsInFlight })
-	time.Sleep(50 * time.Millisecond)
-	s.net.mu.Lock()
-	queued := len(s.net.topics["bob"])
-	s.net.mu.Unlock()
-	if queued != maxSendsInFlight {
-		t.Fatalf("%d messages queued with none acknowledged, want %d", queued, maxSendsInFlight)
-	}
-	close(release)
-	s.notice(t, "alice", "Maybe not sent: Kafka did not confirm it in time")
-	for i := maxSendsInFlight - 1; i < maxSendsInFlight+2; i++ {
-		s.privmsg(t, "bob", fmt.Sprintf("<alice> m%d", i))
-	}
-	s.net.mu.Lock()
-	defer s.net.mu.Unlock()
-	var got []string
-	for _, m := range s.net.topics["bob"] {
-		got = append(got, m.Text)
-	}
-	want := []string{"lost"}
-	for i := range maxSendsInFlight + 2 {
-		want = append(want, fmt.Sprintf("m%d", i))
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("bob's topic: %q, want %q", got, want)
+	b.recheckAccounts("#chatroom")
+	if got := woken(); !slices.Equal(got, []string{"carol"}) {
+		t.Fatalf("WHO #chatroom woke %v, want [carol]", got)
 	}
 }

@@ -18,10 +18,7 @@ type worker interface {
 	Quit(ctx context.Context) (protocol.Status, error)
 	GoOnline(ctx context.Context) error
 	GoOffline()
-	// StartSend queues a message and returns; wait waits for Kafka's
-	// acknowledgement. One user's messages to one receiver arrive in the
-	// order started.
-	StartSend(ctx context.Context, to, text string) (wait func(context.Context) error, err error)
+	SendMessage(ctx context.Context, to, text string) error
 	FollowMessagesWith(ctx context.Context, opts client.ReadOptions, fn func(protocol.Message) error) error
 	// Lost is closed when the presence begun by GoOnline ends by itself
 	// (unregistered elsewhere, online in another session, refused);
@@ -49,9 +46,6 @@ type user struct {
 
 	ops  chan func(context.Context) // the nick's commands, in order
 	kick chan struct{}              // cap 1: presence may need work
-	// sends holds a token for each of the user's messages whose
-	// acknowledgement is awaited (doMsg): at most maxSendsInFlight.
-	sends chan struct{}
 	// refusedLines counts PRIVMSGs to the nick the server answered with 401
 	// (no such nick): the nick left before the bridge knew. The delivery's
 	// proof fails while it is not zero, so those messages come again instead
@@ -94,8 +88,7 @@ type user struct {
 
 func newUser(b *Bridge, id string) *user {
 	return &user{b: b, id: id, w: b.newWorker(id),
-		ops: make(chan func(context.Context), 64), kick: make(chan struct{}, 1),
-		sends: make(chan struct{}, maxSendsInFlight)}
+		ops: make(chan func(context.Context), 64), kick: make(chan struct{}, 1)}
 }
 
 func (u *user) poke() {
@@ -197,11 +190,16 @@ func (u *user) forgetAccountLocked() {
 	u.accountGen++
 }
 
+// clearRefused has a user refused for its account try again; the others
+// have nothing to do.
 func (u *user) clearRefused() {
 	u.mu.Lock()
+	was := u.refused
 	u.refused = false
 	u.mu.Unlock()
-	u.poke()
+	if was {
+		u.poke()
+	}
 }
 
 // registered records a register or a quit: whether the id is registered now.

@@ -61,10 +61,6 @@ type Kafka interface {
 	// Produce writes one record and waits for its acknowledgement; it
 	// returns the record's offset.
 	Produce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (int64, error)
-	// StartProduce queues one record and returns at once; wait waits for
-	// its acknowledgement and returns its offset. Records one goroutine
-	// queues to one topic are written in that order.
-	StartProduce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (wait func(context.Context) (int64, error), err error)
 	// Bounds is the low and high watermark of every partition of topic
 	// (one, in a topic zkchat made; another implementation's may have more).
 	Bounds(ctx context.Context, topic string) (low, high protocol.Position, err error)

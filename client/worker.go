@@ -636,56 +636,20 @@ func (w *Worker) checkOnline(ctx context.Context) (Session, error) {
 // (ErrMessageTooLong, with its size and the limit), before any server is
 // called.
 func (w *Worker) SendMessage(ctx context.Context, to, text string) error {
-	topic, err := w.checkSend(ctx, to, text)
-	if err != nil {
-		return err
-	}
-	if _, err := w.cfg.Kafka.Produce(ctx, topic, []byte(w.id), []byte(text), w.sign(to, text)...); err != nil {
-		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
-	}
-	return nil
-}
-
-// StartSend is SendMessage that returns once the record is queued; wait
-// waits for the acknowledgement (call it once). The messages one goroutine
-// starts to one receiver arrive in the order started, so a sender need not
-// wait for one acknowledgement before it starts the next. A record the
-// Kafka client certainly did not send is not queued again (wait says so),
-// where SendMessage would queue it once more.
-func (w *Worker) StartSend(ctx context.Context, to, text string) (wait func(context.Context) error, err error) {
-	topic, err := w.checkSend(ctx, to, text)
-	if err != nil {
-		return nil, err
-	}
-	acked, err := w.cfg.Kafka.StartProduce(ctx, topic, []byte(w.id), []byte(text), w.sign(to, text)...)
-	if err != nil {
-		return nil, fmt.Errorf("send %s→%s: %w", w.id, to, err)
-	}
-	return func(ctx context.Context) error {
-		if _, err := acked(ctx); err != nil {
-			return fmt.Errorf("send %s→%s: %w", w.id, to, err)
-		}
-		return nil
-	}, nil
-}
-
-// checkSend is what SendMessage checks before it produces; it returns the
-// receiver's topic.
-func (w *Worker) checkSend(ctx context.Context, to, text string) (string, error) {
 	if err := protocol.ValidateID(to); err != nil {
-		return "", fmt.Errorf("send %s→%s: receiver: %w", w.id, to, err)
+		return fmt.Errorf("send %s→%s: receiver: %w", w.id, to, err)
 	}
 	if err := protocol.CheckMessage(text); err != nil {
-		return "", fmt.Errorf("send %s→%s: %w", w.id, to, err)
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
 	if w.cfg.Kafka == nil {
-		return "", fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNoKafka)
+		return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNoKafka)
 	}
 	w.mu.Lock()
 	sess := w.sess
 	w.mu.Unlock()
 	if sess == nil {
-		return "", fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNotOnline)
+		return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrNotOnline)
 	}
 	// The sender is known online from its presence watch, the receiver
 	// from ReceiverOnline's cache, if any: then a send reads nothing from
@@ -709,7 +673,7 @@ func (w *Worker) checkSend(ctx context.Context, to, text string) (string, error)
 		r = <-peer
 	}
 	if err != nil {
-		return "", fmt.Errorf("send %s→%s: %w", w.id, to, err)
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
 	switch {
 	case w.cfg.ReceiverOnline != nil:
@@ -719,20 +683,24 @@ func (w *Worker) checkSend(ctx context.Context, to, text string) (string, error)
 	}
 	ok, err := r.ok, r.err
 	if err != nil {
-		return "", fmt.Errorf("send %s→%s: %w", w.id, to, err)
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 	}
 	if !ok {
 		reg, _, err := s.Exists(ctx, w.paths.Registered(to))
 		switch {
 		case err != nil:
-			return "", fmt.Errorf("send %s→%s: %w", w.id, to, err)
+			return fmt.Errorf("send %s→%s: %w", w.id, to, err)
 		case reg:
-			return "", fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrReceiverOffline)
+			return fmt.Errorf("send %s→%s: %w", w.id, to, protocol.ErrReceiverOffline)
 		default:
-			return "", fmt.Errorf("send %s→%s: receiver %w", w.id, to, protocol.ErrNotRegistered)
+			return fmt.Errorf("send %s→%s: receiver %w", w.id, to, protocol.ErrNotRegistered)
 		}
 	}
-	return w.cfg.Kafka.Topics().Topic(to), nil
+	topic := w.cfg.Kafka.Topics().Topic(to)
+	if _, err := w.cfg.Kafka.Produce(ctx, topic, []byte(w.id), []byte(text), w.sign(to, text)...); err != nil {
+		return fmt.Errorf("send %s→%s: %w", w.id, to, err)
+	}
+	return nil
 }
 
 // ReadMessages hands fn every message unread when it is called, oldest

@@ -551,8 +551,11 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // Produce writes one record and waits for the broker's acknowledgement.
 func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (int64, error) {
+	var hs []ckafka.Header
+	for _, h := range headers {
+		hs = append(hs, ckafka.Header{Key: h.Key, Value: h.Value})
+	}
 	slot := k.producerFor(topic)
-	hs := ckafkaHeaders(headers)
 	off, err, again := k.produceOnce(ctx, slot, topic, key, value, hs)
 	if again {
 		// Certainly not sent, and the producer was replaced meanwhile:
@@ -562,58 +565,16 @@ func (k *Clients) Produce(ctx context.Context, topic string, key, value []byte, 
 	return off, err
 }
 
-// StartProduce queues one record and returns at once; wait waits for the
-// broker's acknowledgement (or ctx), and may be called once. Records one
-// goroutine queues to one topic are written in the order queued (one
-// idempotent producer per topic: producerFor), so a sender need not wait
-// for one acknowledgement before queueing the next. Unlike Produce it does
-// not queue again a record that a replaced producer certainly did not send:
-// that would put it behind records queued after it; wait says "not sent".
-func (k *Clients) StartProduce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (wait func(context.Context) (int64, error), err error) {
-	slot := k.producerFor(topic)
-	hs := ckafkaHeaders(headers)
-	p, done, err := k.enqueue(slot, topic, key, value, hs)
-	if err != nil && slot.current() != p {
-		// Refused by a producer replaced meanwhile: nothing was queued,
-		// and queueing it now keeps the caller's order.
-		p, done, err = k.enqueue(slot, topic, key, value, hs)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) (int64, error) {
-		off, err, _ := k.awaitReport(ctx, slot, p, topic, done)
-		return off, err
-	}, nil
-}
-
-func ckafkaHeaders(headers []protocol.Header) []ckafka.Header {
-	var hs []ckafka.Header
-	for _, h := range headers {
-		hs = append(hs, ckafka.Header{Key: h.Key, Value: h.Value})
-	}
-	return hs
-}
-
 // produceOnce is one attempt of Produce. again: the record was certainly
 // not sent (refused, or purged from the queue before it left) by a
 // producer that has been replaced since.
 func (k *Clients) produceOnce(ctx context.Context, slot *producerSlot, topic string, key, value []byte, headers []ckafka.Header) (off int64, err error, again bool) {
-	p, done, err := k.enqueue(slot, topic, key, value, headers)
-	if err != nil {
-		return 0, err, slot.current() != p
-	}
-	return k.awaitReport(ctx, slot, p, topic, done)
-}
-
-// enqueue queues one record on slot's producer p, whose delivery report
-// comes on done. Queued under the slot's mu: replaceProducer swaps under it
-// too, so nothing is queued on a producer after it was replaced (its close
-// in the background would race the call), nor after Close began.
-func (k *Clients) enqueue(slot *producerSlot, topic string, key, value []byte, headers []ckafka.Header) (p *ckafka.Producer, done chan ckafka.Event, err error) {
-	done = make(chan ckafka.Event, 1)
+	done := make(chan ckafka.Event, 1)
+	// Queued under the slot's mu: replaceProducer swaps under it too, so
+	// nothing is queued on a producer after it was replaced (its close in
+	// the background would race the call), nor after Close began.
 	slot.mu.Lock()
-	p = slot.p
+	p := slot.p
 	if k.closed.Load() {
 		err = errClosed
 	} else {
@@ -631,14 +592,8 @@ func (k *Clients) enqueue(slot *producerSlot, topic string, key, value []byte, h
 		}
 		// Refused by a failed producer, or by one closed as it was being
 		// replaced: nothing was queued.
-		return p, nil, produceError(topic, err)
+		return 0, produceError(topic, err), slot.current() != p
 	}
-	return p, done, nil
-}
-
-// awaitReport waits for the delivery report of a record queued on slot's
-// producer p; again as in produceOnce.
-func (k *Clients) awaitReport(ctx context.Context, slot *producerSlot, p *ckafka.Producer, topic string, done chan ckafka.Event) (off int64, err error, again bool) {
 	// Every queued record gets a delivery report within the delivery
 	// timeout; the timer guards a report lost all the same (a producer
 	// closed under it), which would leave the sender waiting for ever.

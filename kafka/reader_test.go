@@ -118,38 +118,3 @@ func TestSharedReaderBackpressure(t *testing.T) {
 		}
 	}
 }
-
-// TestStartProduceOrder: records queued with StartProduce, none awaited
-// before the next is queued, are written in the order queued (offsets 0,
-// 1, ...), each wait returning its own record's offset.
-func TestStartProduceOrder(t *testing.T) {
-	t.Parallel()
-	env := testenv.New(t)
-	topic := env.Prefix + "pipelined"
-	k, ctx := clients(t, env, topic)
-	const n = 500
-	waits := make([]func(context.Context) (int64, error), n)
-	for i := range n {
-		w, err := k.StartProduce(ctx, topic, []byte("alice"), []byte(fmt.Sprint(i)))
-		if err != nil {
-			t.Fatalf("queue %d: %v", i, err)
-		}
-		waits[i] = w
-	}
-	for i, w := range waits {
-		if off, err := w(ctx); err != nil || off != int64(i) {
-			t.Fatalf("record %d: offset %d, %v", i, off, err)
-		}
-	}
-	r, err := k.OpenReader(ctx, env.Prefix+"g", topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	for i := range n {
-		m, err := r.Next(ctx)
-		if err != nil || m.Text != fmt.Sprint(i) || m.Offset != int64(i) {
-			t.Fatalf("read %d: %q at %d, %v", i, m.Text, m.Offset, err)
-		}
-	}
-}

@@ -136,15 +136,6 @@ func (c *Cluster) Produce(ctx context.Context, topic string, key, value []byte, 
 	return off, nil
 }
 
-// StartProduce is Produce, done at once; wait returns its result.
-func (c *Cluster) StartProduce(ctx context.Context, topic string, key, value []byte, headers ...protocol.Header) (func(context.Context) (int64, error), error) {
-	off, err := c.Produce(ctx, topic, key, value, headers...)
-	if err != nil {
-		return nil, err
-	}
-	return func(context.Context) (int64, error) { return off, nil }, nil
-}
-
 // Bounds is the low and high watermark of topic's one partition.
 func (c *Cluster) Bounds(ctx context.Context, topic string) (low, high protocol.Position, err error) {
 	c.mu.Lock()
