@@ -180,6 +180,8 @@ func TestConversation(t *testing.T) {
 	alice.WaitFrom(s.bot, "NOTICE", "is offline")
 
 	alice.Send("PRIVMSG " + s.bot + " :quit")
+	alice.WaitFrom(s.bot, "NOTICE", "send `quit confirm`")
+	alice.Send("PRIVMSG " + s.bot + " :quit")
 	alice.WaitFrom(s.bot, "NOTICE", "Unregistered")
 	s.waitNode(t, c, s.env.Path("/registry/"+aid), false)
 	s.waitNode(t, c, s.env.Path("/online/"+aid), false)

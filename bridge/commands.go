@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/zkchat/zkchat/protocol"
@@ -19,37 +20,56 @@ import (
 type Command struct {
 	Name string // help, register, quit, who, users, msg; "" for unknown
 	To   string // msg: the receiver's nick
-	Text string // msg: the text; unknown: the word not understood
+	Text string // msg: the text; quit: "confirm" or ""; unknown: the word not understood
+	// Usage, for a command word with its arguments missing or wrong
+	// (Name ""): the command's usage line, the whole answer.
+	Usage string
 }
+
+// Usage lines, for a command given wrongly.
+const (
+	usageMsg  = "Usage: msg <nick> <text>   or   <nick>: <text>"
+	usageQuit = "Usage: quit confirm   (unregisters you; see help)"
+)
 
 // ParseCommand reads a private message to the bot:
 //
-//	help | register | quit | who | users | msg <nick> <text> | <nick>: <text>
+//	help | register | quit [confirm] | who | users | msg <nick> <text> | <nick>: <text>
 //
-// Command words are case-insensitive. Anything else is Command{Name: ""},
-// answered with help.
+// Command words are case-insensitive. A command word with its arguments
+// missing or wrong ("msg", "msg bob", "bob:") is Command{Name: "", Usage:
+// its usage line}; anything else is Command{Name: ""}, answered with help.
 func ParseCommand(line string) Command {
 	line = strings.TrimSpace(line)
 	word, rest, _ := strings.Cut(line, " ")
 	rest = strings.TrimLeft(rest, " ")
 	switch w := strings.ToLower(word); w {
-	case "help", "register", "quit", "who", "users":
+	case "help", "register", "who", "users":
 		if rest == "" {
 			return Command{Name: w}
 		}
+	case "quit":
+		switch strings.ToLower(rest) {
+		case "":
+			return Command{Name: "quit"}
+		case "confirm":
+			return Command{Name: "quit", Text: "confirm"}
+		}
+		return Command{Text: line, Usage: usageQuit}
 	case "msg", "send":
 		to, text, _ := strings.Cut(rest, " ")
 		text = strings.TrimLeft(text, " ")
 		if to != "" && text != "" {
 			return Command{Name: "msg", To: to, Text: text}
 		}
-		return Command{Name: "", Text: line}
+		return Command{Text: line, Usage: usageMsg}
 	}
 	// "<nick>: text": a nick has no spaces, so the colon ends the first word.
-	if i := strings.Index(line, ": "); i > 0 && !strings.ContainsAny(line[:i], " ") {
-		if text := strings.TrimLeft(line[i+2:], " "); text != "" {
+	if i := strings.Index(line, ":"); i > 0 && !strings.ContainsAny(line[:i], " ") && (i+1 == len(line) || line[i+1] == ' ') {
+		if text := strings.TrimLeft(line[i+1:], " "); text != "" {
 			return Command{Name: "msg", To: line[:i], Text: text}
 		}
+		return Command{Text: line, Usage: usageMsg} // "bob:" with no text
 	}
 	return Command{Name: "", Text: word}
 }
@@ -58,7 +78,7 @@ func ParseCommand(line string) Command {
 var helpText = []string{
 	"zkchat bridge: chat with registered users over ZooKeeper and Kafka. Commands (private message to me):",
 	"  register        register your nick; you are online while you are in %s",
-	"  quit            unregister your nick (you go offline; unread messages are dropped)",
+	"  quit confirm    unregister your nick (you go offline; unread messages are deleted); /part keeps them",
 	"  who             users online now      users   registered users",
 	"  msg <nick> <text>   or   <nick>: <text>    send a message",
 	"Messages to you arrive as private messages from me: <sender> text",
@@ -106,14 +126,19 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command, acct
 	case "register":
 		b.doRegister(ctx, u, nick, acct)
 	case "quit":
-		b.doQuit(ctx, u, nick, acct)
+		b.doQuit(ctx, u, nick, acct, cmd.Text == "confirm")
 	case "who", "users":
 		b.doList(ctx, nick, cmd.Name)
 	case "msg":
 		b.doMsg(ctx, u, nick, cmd)
 	default: // help, and what the bot does not understand
-		if cmd.Name == "" && cmd.Text != "" {
-			b.out.notice(nick, fmt.Sprintf("Unknown command %q.", cmd.Text))
+		switch {
+		case cmd.Usage != "":
+			b.out.notice(nick, cmd.Usage)
+			return
+		case cmd.Name == "" && cmd.Text != "":
+			b.out.notice(nick, fmt.Sprintf("Unknown command %q. Commands: register, quit, who, users, msg <nick> <text> (or <nick>: <text>), help.", cmd.Text))
+			return
 		}
 		for _, l := range helpText {
 			if strings.Contains(l, "%s") {
@@ -169,7 +194,7 @@ func (b *Bridge) doRegister(ctx context.Context, u *user, nick string, msg accou
 // doQuit unregisters the nick's id (the protocol's quit), if the nick may
 // act as it (msg: what the message said of its account): delivery stops
 // first, the worker goes offline, the binding goes.
-func (b *Bridge) doQuit(ctx context.Context, u *user, nick string, msg account) {
+func (b *Bridge) doQuit(ctx context.Context, u *user, nick string, msg account, confirmed bool) {
 	if ok, why, err := b.verifyAs(ctx, u, nick, msg); err != nil || !ok {
 		switch {
 		case errors.Is(err, errAccountUnknown):
@@ -180,6 +205,15 @@ func (b *Bridge) doQuit(ctx context.Context, u *user, nick string, msg account) 
 		b.out.notice(nick, why)
 		return
 	}
+	// quit deletes what was not delivered yet, and is easily taken for
+	// IRC's /quit: it is done on "quit confirm", or on a second quit
+	// within quitConfirmWindow of the first.
+	if !confirmed && (u.quitAsked.IsZero() || time.Since(u.quitAsked) > quitConfirmWindow) {
+		u.quitAsked = time.Now()
+		b.out.notice(nick, textQuitConfirm(nick, b.irc.GetNick()))
+		return
+	}
+	u.quitAsked = time.Time{}
 	u.stopDelivery()
 	st, err := u.w.Quit(ctx)
 	if err == nil {
@@ -201,6 +235,38 @@ func (b *Bridge) doQuit(ctx context.Context, u *user, nick string, msg account) 
 	if err == nil {
 		u.registered(false)
 	}
+}
+
+// quitConfirmWindow: a second quit within it is the confirmation.
+const quitConfirmWindow = time.Minute
+
+func textQuitConfirm(nick, bot string) string {
+	return fmt.Sprintf("quit unregisters %s: you go offline, and the messages not yet delivered to you are deleted. "+
+		"To do it, send `quit confirm` (or `quit` again within a minute). To leave IRC only, use your client's /quit; "+
+		"to go offline and keep your messages, /part the channel. (/msg %s help)", nick, bot)
+}
+
+// textNotOnline says why a sender u is not online, and what to do: join
+// the channel if it is registered and not in it (after a /part), register
+// if it is not.
+func (b *Bridge) textNotOnline(ctx context.Context, u *user) string {
+	u.mu.Lock()
+	in, refused, elsewhere := u.in, u.refused, u.elsewhere
+	u.mu.Unlock()
+	reg, err := b.dir.IsRegistered(ctx, u.id)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("Not sent: you are not online (whether you are registered could not be read: %v).", err)
+	case !reg:
+		return fmt.Sprintf("Not sent: you are not online: you are not registered. Register (/msg %s register) and join %s.", b.irc.GetNick(), b.cfg.Channel)
+	case !in:
+		return fmt.Sprintf("Not sent: you are not online: you are registered, but not in %s. Join it to be online.", b.cfg.Channel)
+	case refused:
+		return "Not sent: you are not online: your nick is bound to a services account you are not logged in to."
+	case elsewhere:
+		return "Not sent: you are not online here: your id is online in another client."
+	}
+	return "Not sent: you are not online yet; try again in a moment."
 }
 
 // doList answers who (the users online) or users (the registered ones).
@@ -241,7 +307,7 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 		return
 	}
 	if !u.online {
-		b.out.notice(nick, fmt.Sprintf("Not sent: you are not online. Register (/msg %s register) and join %s.", b.irc.GetNick(), b.cfg.Channel))
+		b.out.notice(nick, b.textNotOnline(ctx, u))
 		return
 	}
 	if b.trace != nil {

@@ -23,6 +23,8 @@ type directory interface {
 	// OnlineMeta reads the metadata of id's /online node; found is false if
 	// there is none.
 	OnlineMeta(ctx context.Context, id string) (meta onlineMeta, found bool, err error)
+	// IsRegistered reports whether id is registered (/registry/<id>).
+	IsRegistered(ctx context.Context, id string) (bool, error)
 	// Binding reads the account id is bound to, "" for none.
 	Binding(ctx context.Context, id string) (string, error)
 	// Bind binds id to account, replacing a stale binding.
@@ -104,6 +106,16 @@ func (d *zkDirectory) ReceiverOnline(ctx context.Context, id string) (bool, erro
 		return false, err
 	}
 	_, _, ok, err := d.cache.Get(ctx, s, s.Paths.OnlineNode(id))
+	return ok, err
+}
+
+// IsRegistered reads whether /registry/<id> exists, through the cache.
+func (d *zkDirectory) IsRegistered(ctx context.Context, id string) (bool, error) {
+	s, err := d.session(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, _, ok, err := d.cache.Get(ctx, s, s.Paths.Registered(id))
 	return ok, err
 }
 

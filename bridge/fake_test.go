@@ -314,6 +314,11 @@ func (d fakeDir) OnlineMeta(_ context.Context, id string) (onlineMeta, bool, err
 	m, ok := d.n.online[id]
 	return m, ok, nil
 }
+func (d fakeDir) IsRegistered(_ context.Context, id string) (bool, error) {
+	d.n.mu.Lock()
+	defer d.n.mu.Unlock()
+	return d.n.registered[id], nil
+}
 func (d fakeDir) Binding(_ context.Context, id string) (string, error) {
 	d.n.mu.Lock()
 	defer d.n.mu.Unlock()
@@ -586,9 +591,14 @@ func TestFakeCommands(t *testing.T) {
 	s.from("alice", "PRIVMSG zkchat :msg a*b hi")
 	s.notice(t, "alice", `Not sent: "a*b" is neither a nick nor a zkchat id.`)
 	s.from("bob", "PRIVMSG zkchat :msg alice hi")
-	s.notice(t, "bob", "Not sent: you are not online. Register (/msg zkchat register) and join #chatroom.")
+	s.notice(t, "bob", "Not sent: you are not online: you are not registered. Register (/msg zkchat register) and join #chatroom.")
 	s.from("alice", "PRIVMSG zkchat :frobnicate")
-	s.notice(t, "alice", `Unknown command "frobnicate".`)
+	s.notice(t, "alice", `Unknown command "frobnicate". Commands: register, quit, who, users, msg <nick> <text> (or <nick>: <text>), help.`)
+	for _, typo := range []string{"msg", "msg carol", "MSG carol   ", "carol:", "carol: "} {
+		s.from("alice", "PRIVMSG zkchat :"+typo)
+		s.notice(t, "alice", "Usage: msg <nick> <text>   or   <nick>: <text>")
+	}
+	s.from("alice", "PRIVMSG zkchat :help")
 	s.notice(t, "alice", "zkchat bridge: chat with registered users")
 	s.from("alice", "PRIVMSG zkchat :register")
 	s.whois(t, "alice", "")
@@ -603,10 +613,10 @@ func TestFakeCommands(t *testing.T) {
 	waitUntil(t, "bob online", func() bool { return s.net.isOnline("bob") })
 	s.from("bob", "PRIVMSG zkchat :alice: hi there")
 	s.privmsg(t, "alice", "<bob> hi there")
-	s.from("bob", "PRIVMSG zkchat :quit")
+	s.from("bob", "PRIVMSG zkchat :quit confirm")
 	s.notice(t, "bob", "Unregistered bob. Send `register` to come back.")
 	waitUntil(t, "bob offline after quit", func() bool { return !s.net.isOnline("bob") })
-	s.from("bob", "PRIVMSG zkchat :quit")
+	s.from("bob", "PRIVMSG zkchat :quit confirm")
 	s.notice(t, "bob", "bob was not registered.")
 }
 
@@ -642,7 +652,7 @@ func TestFakeBoundAccount(t *testing.T) {
 	if s.net.isOnline("alice") {
 		t.Fatal("an impostor went online")
 	}
-	s.from("alice", "PRIVMSG zkchat :quit")
+	s.from("alice", "PRIVMSG zkchat :quit confirm")
 	s.notice(t, "alice", `alice is registered to the services account "alice-acct"`)
 	s.from("alice", "ACCOUNT alice-acct")
 	waitUntil(t, "alice online once logged in", func() bool { return s.net.isOnline("alice") })
@@ -663,7 +673,7 @@ func TestFakeAccountTag(t *testing.T) {
 		t.Fatalf("binding %q, want alice-acct", b)
 	}
 	// The nick without the account (no tag): not alice.
-	s.from("alice", "PRIVMSG zkchat :quit")
+	s.from("alice", "PRIVMSG zkchat :quit confirm")
 	s.notice(t, "alice", `alice is registered to the services account "alice-acct"`)
 	if !s.isRegistered("alice") {
 		t.Fatal("unregistered by a nick without the account")
@@ -671,7 +681,7 @@ func TestFakeAccountTag(t *testing.T) {
 	s.from("bob", "PRIVMSG zkchat :register")
 	s.notice(t, "bob", "Registered bob")
 	s.notice(t, "bob", "You are not logged in to a services account")
-	s.srv.Send("@account=alice-acct :alice!alice@users.test PRIVMSG zkchat :quit")
+	s.srv.Send("@account=alice-acct :alice!alice@users.test PRIVMSG zkchat :quit confirm")
 	s.notice(t, "alice", "Unregistered alice.")
 }
 
@@ -708,7 +718,7 @@ func TestFakeAccountWhois(t *testing.T) {
 	}
 
 	// The nick without the account cannot unregister alice.
-	s.from("alice", "PRIVMSG zkchat :quit")
+	s.from("alice", "PRIVMSG zkchat :quit confirm")
 	s.whois(t, "alice", "")
 	s.notice(t, "alice", `alice is registered to the services account "alice-acct"`)
 

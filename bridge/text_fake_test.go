@@ -137,3 +137,37 @@ func TestRecheckAccountsScoped(t *testing.T) {
 		t.Fatalf("WHO #chatroom woke %v, want [carol]", got)
 	}
 }
+
+// TestFakeQuitConfirm: quit asks first, saying what it deletes and how
+// /quit and /part differ; a second quit (within a minute) or `quit
+// confirm` unregisters.
+func TestFakeQuitConfirm(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, nil, "alice", "bob")
+	waitUntil(t, "both online", func() bool { return s.net.isOnline("alice") && s.net.isOnline("bob") })
+	s.from("alice", "PRIVMSG zkchat :quit")
+	s.notice(t, "alice", "quit unregisters alice: you go offline, and the messages not yet delivered to you are deleted. To do it, send `quit confirm`")
+	if !s.isRegistered("alice") || !s.net.isOnline("alice") {
+		t.Fatal("an unconfirmed quit unregistered alice")
+	}
+	s.from("alice", "PRIVMSG zkchat :quit")
+	s.notice(t, "alice", "Unregistered alice.")
+	waitUntil(t, "alice unregistered", func() bool { return !s.isRegistered("alice") })
+	s.from("bob", "PRIVMSG zkchat :quit confirm")
+	s.notice(t, "bob", "Unregistered bob.")
+	waitUntil(t, "bob unregistered", func() bool { return !s.isRegistered("bob") })
+}
+
+// TestFakeNotOnlineAdvice: a registered user who left the channel and
+// sends is told to join it again, not to register.
+func TestFakeNotOnlineAdvice(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, nil, "alice", "bob")
+	waitUntil(t, "both online", func() bool { return s.net.isOnline("alice") && s.net.isOnline("bob") })
+	s.from("alice", "PART #chatroom")
+	waitUntil(t, "alice offline", func() bool { return !s.net.isOnline("alice") })
+	s.from("alice", "PRIVMSG zkchat :bob: hi")
+	s.notice(t, "alice", "Not sent: you are not online: you are registered, but not in #chatroom. Join it to be online.")
+	s.from("carol", "PRIVMSG zkchat :bob: hi")
+	s.notice(t, "carol", "Not sent: you are not online: you are not registered. Register (/msg zkchat register) and join #chatroom.")
+}

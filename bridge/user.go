@@ -80,6 +80,7 @@ type user struct {
 	stopped      bool // run has ended: no more retries
 
 	// run's own.
+	quitAsked  time.Time // the last unconfirmed quit (doQuit)
 	online     bool
 	staleTries int // see staleOwn
 	delivery   context.CancelFunc

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -221,6 +222,40 @@ func TestIntersperse(t *testing.T) {
 	} {
 		if got := strings.Join(intersperse(app, strings.Fields(tc.in)), " "); got != tc.want {
 			t.Errorf("intersperse(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestUnreachableAtOnce: a server where nothing listens is reported at
+// once, in one line that says so, for ZooKeeper and for Kafka; before, 15 s
+// of waiting and then "cannot reach ZooKeeper ... within 15s".
+func TestUnreachableAtOnce(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	// Something that listens, for ZooKeeper, when Kafka is the dead one.
+	alive, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alive.Close()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--zookeeper", dead, "users"}, "ZooKeeper at " + dead + ": nothing listens there (" + dead + ": connection refused): is ZooKeeper running"},
+		{[]string{"--zookeeper", dead, "register", "alice"}, "ZooKeeper at " + dead + ": nothing listens there"},
+		{[]string{"--zookeeper", dead + "/chat", "read", "alice"}, "ZooKeeper at " + dead + ": nothing listens there"},
+		{[]string{"--zookeeper", alive.Addr().String(), "--kafka", dead, "send", "--from", "a", "--to", "b", "hi"},
+			"Kafka at " + dead + ": nothing listens there (" + dead + ": connection refused): is Kafka running, and is --kafka right?"},
+	} {
+		start := time.Now()
+		_, stderr, code := zc(t, nil, nil, tc.args...)
+		if code != 1 || !strings.Contains(stderr, tc.want) || time.Since(start) > 5*time.Second {
+			t.Errorf("zkchat %q: code %d after %s, stderr %q; want code 1 at once and %q", tc.args, code, time.Since(start).Round(time.Millisecond), stderr, tc.want)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/internal/netcheck"
 	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
 	"github.com/zkchat/zkchat/zookeeper"
@@ -38,6 +39,28 @@ func (e *workerEnv) close() {
 	}
 }
 
+// reachable fails at once, in plain words, when nothing listens at any
+// ZooKeeper server (or, withKafka, at any Kafka bootstrap server) given:
+// the clients would retry for 15 s and then say something vaguer (and
+// librdkafka adds a SASL hint that has nothing to do with it). A server
+// that answers, or may yet (a timeout), is left to the clients.
+func reachable(c *cli.Context, withKafka bool) error {
+	servers, _, err := protocol.SplitConnect(c.String("zookeeper"))
+	if err != nil {
+		return usageError{err}
+	}
+	if err := netcheck.Refused(c.Context, "ZooKeeper", servers); err != nil {
+		return fmt.Errorf("%w: is ZooKeeper running, and is --zookeeper right?", err)
+	}
+	if !withKafka {
+		return nil
+	}
+	if err := netcheck.Refused(c.Context, "Kafka", strings.Split(c.String("kafka"), ",")); err != nil {
+		return fmt.Errorf("%w: is Kafka running, and is --kafka right?", err)
+	}
+	return nil
+}
+
 func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 	// One-shot commands print their failure as one line: logs only on request.
 	log, err := logger(c, slog.LevelError)
@@ -49,6 +72,9 @@ func newWorker(c *cli.Context, id string, withKafka bool) (*workerEnv, error) {
 	}
 	za, err := zkAuth(c)
 	if err != nil {
+		return nil, err
+	}
+	if err := reachable(c, withKafka); err != nil {
 		return nil, err
 	}
 	env := &workerEnv{log: log}
@@ -217,6 +243,9 @@ func usersCommand() *cli.Command {
 			}
 			za, err := zkAuth(c)
 			if err != nil {
+				return err
+			}
+			if err := reachable(c, false); err != nil {
 				return err
 			}
 			s, err := zookeeper.Dial(c.Context, zookeeper.SessionConfig{Connect: c.String("zookeeper"),
