@@ -6,7 +6,7 @@ import "errors"
 // wrap them with the id and the action.
 var (
 	// ErrInvalidID: the id breaks the rules of ValidateID. No server was called.
-	ErrInvalidID = errors.New("invalid worker id")
+	ErrInvalidID = errors.New("invalid user id")
 	// ErrNotRegistered: the id has no /registry node.
 	ErrNotRegistered = errors.New("not registered")
 	// ErrAlreadyOnline: /online/<id> exists in another ZooKeeper session.

@@ -8,8 +8,10 @@ import (
 
 // intersperse moves the flags that follow a command's arguments in front of
 // them, so that `zkchat read bob --follow` works as users expect: urfave/cli
-// v2 stops parsing flags at the first argument. "--" ends flag moving; the
-// words after it stay arguments even if they start with "-".
+// v2 stops parsing flags at the first argument; and the global flags given
+// after the command (`zkchat users --zookeeper h:2181`) in front of the
+// command, where urfave/cli v2 takes them. "--" ends flag moving; the words
+// after it stay arguments even if they start with "-".
 func intersperse(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
@@ -24,6 +26,12 @@ func intersperse(app *cli.App, args []string) []string {
 		}
 	}
 	note(app.Flags)
+	global := map[string]bool{}
+	for _, f := range app.Flags {
+		for _, n := range f.Names() {
+			global[n] = true
+		}
+	}
 	out := []string{args[0]}
 	i := 1
 	// Global flags before the command stay where they are.
@@ -45,7 +53,13 @@ func intersperse(app *cli.App, args []string) []string {
 		return append(out, args[i:]...)
 	}
 	note(cmd.Flags)
-	var flags, positional []string
+	own := map[string]bool{}
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			own[n] = true
+		}
+	}
+	var globals, flags, positional []string
 	for ; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -56,12 +70,19 @@ func intersperse(app *cli.App, args []string) []string {
 			positional = append(positional, a)
 			continue
 		}
-		flags = append(flags, a)
-		if name := flagName(a); takesValue[name] && !strings.Contains(a, "=") && i+1 < len(args) {
+		name := flagName(a)
+		to := &flags
+		if global[name] && !own[name] {
+			to = &globals
+		}
+		*to = append(*to, a)
+		if takesValue[name] && !strings.Contains(a, "=") && i+1 < len(args) {
 			i++
-			flags = append(flags, args[i])
+			*to = append(*to, args[i])
 		}
 	}
+	// out ends with the command: the globals go before it.
+	out = append(append(out[:len(out)-1:len(out)-1], globals...), cmd.Name)
 	return append(append(out, flags...), positional...)
 }
 

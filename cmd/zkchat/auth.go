@@ -29,8 +29,9 @@ func authFlags() []cli.Flag {
 // securityHelp is the part of `zkchat --help` about credentials.
 const securityHelp = "Security (off unless configured; see the README): ZooKeeper ACLs with the digest scheme take\n" +
 	"credentials user:password from $" + protocol.EnvZKAuth + " or the file --zk-auth-file / $" + protocol.EnvZKAuthFile + "\n" +
-	"names; Kafka SASL takes them from $" + kafka.EnvAuth + " or --kafka-auth-file / $" + kafka.EnvAuthFile + ".\n" +
-	"Secrets are never taken from the command line and never logged."
+	"names; Kafka SASL takes them from $" + kafka.EnvAuth + " or --kafka-auth-file / $" + kafka.EnvAuthFile + "; the bridge's\n" +
+	"IRC passwords from $" + envIRCPassword + " / $" + envSASLPassword + " or the files --irc-password-file /\n" +
+	"--sasl-password-file name. Secrets are never taken from the command line and never logged."
 
 // zkAuth is the ZooKeeper credentials configured, nil for none.
 func zkAuth(c *cli.Context) (*protocol.Auth, error) {

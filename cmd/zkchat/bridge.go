@@ -3,14 +3,38 @@ package main
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/secret"
 	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/protocol"
 )
+
+// The bot's passwords come from these environment variables, or from the
+// files the --*-password-file flags (or $<name>_FILE) name; never from the
+// command line, which other users of the machine can read.
+const (
+	envIRCPassword  = "ZKCHAT_IRC_PASSWORD"
+	envSASLPassword = "ZKCHAT_SASL_PASSWORD"
+)
+
+// secretOf is the secret in the file the flag names, else in the
+// environment variable env, else "".
+func secretOf(c *cli.Context, flag, env string) (string, error) {
+	if f := c.String(flag); f != "" {
+		v, err := secret.ReadFile(f)
+		if err != nil {
+			return "", usagef("--%s: %w", flag, err)
+		}
+		return v, nil
+	}
+	return os.Getenv(env), nil
+}
 
 func bridgeCommand() *cli.Command {
 	return &cli.Command{
@@ -27,10 +51,11 @@ func bridgeCommand() *cli.Command {
 			&cli.StringFlag{Name: "irc-server", EnvVars: []string{"ZKCHAT_IRC_SERVER"}, Value: "127.0.0.1:6667",
 				Usage: "IRC server `HOST:PORT`"},
 			&cli.BoolFlag{Name: "irc-tls", EnvVars: []string{"ZKCHAT_IRC_TLS"}, Usage: "connect with TLS"},
-			&cli.StringFlag{Name: "irc-password", EnvVars: []string{"ZKCHAT_IRC_PASSWORD"},
-				Usage: "server password (from the environment, not the command line, in production)"},
+			&cli.StringFlag{Name: "irc-password-file", EnvVars: []string{envIRCPassword + "_FILE"}, TakesFile: true,
+				Usage: "`FILE` holding the server password (PASS); or the password itself in $" + envIRCPassword},
 			&cli.StringFlag{Name: "sasl-user", EnvVars: []string{"ZKCHAT_SASL_USER"}, Usage: "SASL PLAIN account of the bot"},
-			&cli.StringFlag{Name: "sasl-password", EnvVars: []string{"ZKCHAT_SASL_PASSWORD"}, Usage: "SASL PLAIN password of the bot"},
+			&cli.StringFlag{Name: "sasl-password-file", EnvVars: []string{envSASLPassword + "_FILE"}, TakesFile: true,
+				Usage: "`FILE` holding the SASL PLAIN password of the bot; or the password itself in $" + envSASLPassword},
 			&cli.StringFlag{Name: "nick", EnvVars: []string{"ZKCHAT_IRC_NICK"}, Value: "zkchat", Usage: "the bot's nick"},
 			&cli.StringFlag{Name: "channel", EnvVars: []string{"ZKCHAT_IRC_CHANNEL"}, Value: "#chatroom", Usage: "the channel the bot serves"},
 			&cli.StringFlag{Name: "format", EnvVars: []string{"ZKCHAT_IRC_FORMAT"}, Value: "<%s> %s",
@@ -40,16 +65,17 @@ func bridgeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "rate", EnvVars: []string{"ZKCHAT_IRC_RATE"}, Value: 20,
 				Usage: "most lines a second the bot writes (-1: no pacing, for an exempt connect class)"},
 			&cli.IntFlag{Name: "burst", EnvVars: []string{"ZKCHAT_IRC_BURST"}, Value: 40, Usage: "lines the bot may write at once"},
-			&cli.DurationFlag{Name: "split-grace", Value: 0, Usage: "how long users who left in a netsplit stay online (default 1m)"},
+			&cli.DurationFlag{Name: "split-grace", EnvVars: []string{"ZKCHAT_IRC_SPLIT_GRACE"}, Value: time.Minute,
+				Usage: "how long users who left in a netsplit stay online"},
 			&cli.BoolFlag{Name: "shared-channel", EnvVars: []string{"ZKCHAT_IRC_SHARED_CHANNEL"},
 				Usage: "share --channel with the other bridges that serve it with this flag (each its own --nick): " +
 					"each user is served by one of the live bridges, and a bridge's users move to the others when it stops or dies"},
 			&cli.StringFlag{Name: "bridge-id", EnvVars: []string{"ZKCHAT_BRIDGE_ID"},
 				Usage: "with --shared-channel: the bridge's `ID` among them, unique (default: the id of --nick)"},
-			&cli.BoolFlag{Name: "no-manager", Usage: "do not run the built-in manager"},
+			&cli.BoolFlag{Name: "no-manager", EnvVars: []string{"ZKCHAT_NO_MANAGER"}, Usage: "do not run the built-in manager"},
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics (built-in manager)"},
-			&cli.StringFlag{Name: "name", Usage: "the built-in manager's name in logs (default host:pid)"},
+			&cli.StringFlag{Name: "name", EnvVars: []string{"ZKCHAT_MANAGER_NAME"}, Usage: "the built-in manager's name in logs (default host:pid)"},
 			debugFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -65,6 +91,14 @@ func bridgeCommand() *cli.Command {
 				return err
 			}
 			ka, err := kafkaAuth(c)
+			if err != nil {
+				return err
+			}
+			ircPass, err := secretOf(c, "irc-password-file", envIRCPassword)
+			if err != nil {
+				return err
+			}
+			saslPass, err := secretOf(c, "sasl-password-file", envSASLPassword)
 			if err != nil {
 				return err
 			}
@@ -89,8 +123,8 @@ func bridgeCommand() *cli.Command {
 				return err
 			}
 			b, err := bridge.New(bridge.Config{
-				Server: c.String("irc-server"), TLS: c.Bool("irc-tls"), Password: c.String("irc-password"),
-				SASLUser: c.String("sasl-user"), SASLPass: c.String("sasl-password"),
+				Server: c.String("irc-server"), TLS: c.Bool("irc-tls"), Password: ircPass,
+				SASLUser: c.String("sasl-user"), SASLPass: saslPass,
 				Nick: c.String("nick"), Channel: c.String("channel"), Format: c.String("format"),
 				Rate: c.Float64("rate"), Burst: c.Int("burst"), SplitGrace: c.Duration("split-grace"),
 				ZooKeeper: c.String("zookeeper"), Kafka: k,

@@ -4,5 +4,5 @@
 //
 // Exit codes: 0 success; 1 a failure (server unreachable, not registered,
 // receiver offline, no manager answering, ...); 2 bad usage (unknown flag,
-// missing or invalid argument such as an invalid worker id).
+// missing or invalid argument such as an invalid user id).
 package main

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +57,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			"   zkchat chat alice          # in another; type `bob: hello`\n\n" +
 			"Every failure prints one line on stderr. Exit codes: 0 success, 1 failure, 2 bad usage.\n\n" +
 			securityHelp,
+		Version:         version(),
 		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -66,6 +68,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return usageError{err}
 		},
 		Flags: globalFlags(),
+		// Bare `zkchat` is a usage error (2), not a success.
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %s (see zkchat --help)", c.Args().First())
+			}
+			return usagef("no command given (see zkchat --help)")
+		},
 		Commands: []*cli.Command{
 			initCommand(), managerCommand(),
 			registerCommand(), unregisterCommand(), usersCommand(),
@@ -74,8 +83,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		},
 	}
 	for _, c := range app.Commands {
-		// Otherwise a bad command flag prints the whole help before the error.
-		c.OnUsageError = app.OnUsageError
+		// Otherwise a bad command flag prints the whole help before the
+		// error; the error names the command.
+		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+			return usageError{fmt.Errorf("%s: %w (see zkchat %s --help)", c.Name, err, c.Name)}
+		}
 	}
 	err := app.RunContext(ctx, intersperse(app, args))
 	// urfave/cli reports these without calling OnUsageError.
@@ -83,13 +95,49 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return usagef("unknown command %s (see zkchat --help)", strings.TrimPrefix(err.Error(), "No help topic for "))
 	}
 	if err != nil {
-		for _, p := range []string{"flag provided but not defined", "Required flag", "Required flags", "No help topic"} {
+		for _, p := range []string{"flag provided but not defined", "Required flag", "Required flags", "No help topic", "invalid value"} {
 			if strings.HasPrefix(err.Error(), p) {
 				return usageError{err}
 			}
 		}
 	}
 	return err
+}
+
+// version is the module's version and VCS revision from the build info
+// (`zkchat --version`).
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, st := range bi.Settings {
+		switch st.Key {
+		case "vcs.revision":
+			v += " " + st.Value[:min(12, len(st.Value))]
+		case "vcs.modified":
+			if st.Value == "true" {
+				v += "+modified"
+			}
+		}
+	}
+	return v
+}
+
+func init() {
+	// A command's help lists its own flags; the global ones, which may come
+	// before or after the command, are named there too.
+	cli.CommandHelpTemplate += "\nGLOBAL OPTIONS (before or after the command; details in zkchat --help):\n   " +
+		strings.Join(globalFlagNames(), ", ") + "\n"
+}
+
+func globalFlagNames() []string {
+	var names []string
+	for _, f := range globalFlags() {
+		names = append(names, "--"+f.Names()[0])
+	}
+	return names
 }
 
 func globalFlags() []cli.Flag {

@@ -52,11 +52,14 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"register"}, 2, "want exactly one ID"},
-		{[]string{"register", "Alice"}, 2, "invalid worker id"},
+		{[]string{"register", "Alice"}, 2, "invalid user id"},
 		{[]string{"register", "a", "b"}, 2, "want exactly one ID"},
 		{[]string{"--bogus", "users"}, 2, "flag provided but not defined"},
 		{[]string{"send", "--from", "a", "hi"}, 2, "Required flag \"to\""},
-		{[]string{"send", "--from", "a", "--to", "b/c", "hi"}, 2, "invalid worker id"},
+		{[]string{"send", "--from", "a", "--to", "b/c", "hi"}, 2, "invalid user id"},
+		{[]string{}, 2, "no command given (see zkchat --help)"},
+		{[]string{"register", "--bogus", "a"}, 2, "register: flag provided but not defined: -bogus (see zkchat register --help)"},
+		{[]string{"bridge", "--irc-password", "pw"}, 2, "bridge: flag provided but not defined: -irc-password"},
 		{[]string{"--log-level", "loud", "users"}, 2, "--log-level"},
 		{[]string{"--zookeeper", "/chroot-only", "users"}, 2, "no server"},
 	} {
@@ -71,6 +74,24 @@ func TestUsageErrors(t *testing.T) {
 	out, _, code := zc(t, nil, nil, "--help")
 	if code != 0 || !strings.Contains(out, "register") || !strings.Contains(out, "ZKCHAT_ZOOKEEPER") {
 		t.Errorf("--help: code %d, output %q", code, out)
+	}
+	// A command's help names the global flags; a default is said once;
+	// every setting of the long-running roles has an environment variable.
+	out, _, code = zc(t, nil, nil, "bridge", "--help")
+	if code != 0 || !strings.Contains(out, "GLOBAL OPTIONS") || !strings.Contains(out, "--zookeeper, --kafka") ||
+		strings.Contains(out, "(default 1m) (default") {
+		t.Errorf("bridge --help: code %d, output %q", code, out)
+	}
+	for _, cmd := range []*cli.Command{bridgeCommand(), managerCommand()} {
+		for _, f := range cmd.Flags {
+			if ev, ok := f.(interface{ GetEnvVars() []string }); !ok || len(ev.GetEnvVars()) == 0 {
+				t.Errorf("%s --%s has no environment variable", cmd.Name, f.Names()[0])
+			}
+		}
+	}
+	out, _, code = zc(t, nil, nil, "--version")
+	if code != 0 || !strings.HasPrefix(out, "zkchat version ") {
+		t.Errorf("--version: code %d, output %q", code, out)
 	}
 }
 
@@ -219,6 +240,8 @@ func TestIntersperse(t *testing.T) {
 		{"zkchat send --from a --to b -- -1 --x", "zkchat send --from a --to b -- -1 --x"},
 		{"zkchat nosuch x --y", "zkchat nosuch x --y"},
 		{"zkchat --help", "zkchat --help"},
+		{"zkchat read bob --zookeeper h:1 -f", "zkchat --zookeeper h:1 read -f bob"},
+		{"zkchat -k k:1 send --from a -z=h:1 hi --to b", "zkchat -k k:1 -z=h:1 send --from a --to b hi"},
 	} {
 		if got := strings.Join(intersperse(app, strings.Fields(tc.in)), " "); got != tc.want {
 			t.Errorf("intersperse(%q) = %q, want %q", tc.in, got, tc.want)

@@ -69,7 +69,7 @@ func managerCommand() *cli.Command {
 			"unregistered ids, and creates a user's Kafka topic when the user goes online.\n" +
 			"Logs go to stderr; grep for \"became leader\" and \"stopped being leader\".",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "name", Usage: "name in logs and in the election node (default host:pid)"},
+			&cli.StringFlag{Name: "name", EnvVars: []string{"ZKCHAT_MANAGER_NAME"}, Usage: "name in logs and in the election node (default host:pid)"},
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics"},
 			&cli.BoolFlag{Name: "kafka-user-principals", EnvVars: []string{"ZKCHAT_KAFKA_USER_PRINCIPALS"},
