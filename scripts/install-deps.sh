@@ -5,6 +5,8 @@
 #
 #   zookeeper  Java 17+, Debian's zookeeper package (server + zkCli.sh)
 #   kafka      Java 17+, Maven (fetches the Kafka jars), kcat (readiness probe)
+#   inspircd   Debian's inspircd (3.x) alone: the IRC server of `make run`
+#   run        zookeeper + kafka + inspircd + go: what `make run` needs
 #   irc        Debian's inspircd (3.x), ngircd (a second, independent IRC
 #              network), ii (a tiny real IRC client the tests drive through
 #              FIFOs) and atheme-services (NickServ accounts + SASL for the
@@ -159,6 +161,14 @@ stop_packaged() {
 		die "could not stop the packaged $name service (pid ${pids[*]}, user irc); stop it by hand: service $name stop"
 }
 
+deps_inspircd() {
+	local had_inspircd=1
+	pkg_installed inspircd || had_inspircd=0
+	ensure_apt inspircd
+	((had_inspircd)) || stop_packaged inspircd /var/run/inspircd/inspircd.pid
+	[[ -x /usr/sbin/inspircd ]] || die "/usr/sbin/inspircd missing after installing the inspircd package"
+}
+
 deps_irc() {
 	local had_inspircd=1 had_ngircd=1
 	pkg_installed inspircd || had_inspircd=0
@@ -204,6 +214,13 @@ case $what in
 zookeeper) deps_zookeeper ;;
 kafka) deps_kafka ;;
 irc) deps_irc ;;
+inspircd) deps_inspircd ;;
+run)
+	deps_zookeeper
+	deps_kafka
+	deps_inspircd
+	deps_go
+	;;
 servers)
 	deps_zookeeper
 	deps_kafka
@@ -218,5 +235,5 @@ all)
 	deps_go
 	log "all dependencies present"
 	;;
-*) die "usage: $0 [all|servers|zookeeper|kafka|irc|go]" ;;
+*) die "usage: $0 [all|run|servers|zookeeper|kafka|inspircd|irc|go]" ;;
 esac

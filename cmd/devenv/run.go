@@ -115,7 +115,8 @@ func (r *runner) stopBridge() {
 
 func (r *runner) start(s *session, detach bool) error {
 	cfg := r.cfg
-	if err := cfg.Install("all"); err != nil {
+	// What make run uses, not what the tests add (ngIRCd, atheme, ii).
+	if err := cfg.Install("run"); err != nil {
 		return err
 	}
 	zkHosts, _, _ := strings.Cut(r.zk, "/")

@@ -209,7 +209,7 @@ var (
 )
 
 // Install makes sure what is installed (scripts/install-deps.sh what:
-// zookeeper, kafka, irc, go, all).
+// zookeeper, kafka, inspircd, irc, run, go, all).
 func (c *Config) Install(what string) error {
 	if c.Deps != nil {
 		return c.Deps(what)

@@ -42,7 +42,7 @@ func (c *Config) InspIRCd() Server {
 		return err == nil && PortOpen(c.IRCBridgePort)
 	}
 	return &daemon{
-		c: c, name: "inspircd", deps: "irc",
+		c: c, name: "inspircd", deps: "inspircd",
 		pidfile: pidfile, pattern: "--config " + cfg,
 		outfile:  filepath.Join(dir, "inspircd.out"), // startup banner and config errors
 		ports:    []int{c.IRCPort, c.IRCBridgePort},
