@@ -25,6 +25,7 @@ test: check devenv
 ## reliability: the fault suite alone (3 ZooKeeper + 3 Kafka, faults injected; doc/reliability.md)
 reliability: devenv
 	scripts/install-deps.sh irc
+	ZKCHAT_TEST_RUN_STOP=1 go test -count=1 -timeout 15m -run TestRunStops ./cmd/devenv/
 	$(DEVENV) reliability $(ARGS)
 
 ## check: the docs (doccheck), gofmt, go vet and staticcheck (installed into GOBIN when missing)

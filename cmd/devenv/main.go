@@ -39,6 +39,10 @@ import (
 )
 
 func main() {
+	// A run's output often goes through a pipe (`make run | tee run.log`),
+	// whose reader Ctrl-C ends too: the next line written must fail, not
+	// kill devenv with SIGPIPE before it stopped what it started.
+	signal.Ignore(syscall.SIGPIPE)
 	cfg, err := servers.Load("", nil)
 	if err != nil {
 		fatal(err)
@@ -166,7 +170,8 @@ type session struct {
 
 func newSession() *session {
 	s := &session{sigs: make(chan os.Signal, 2)}
-	signal.Notify(s.sigs, syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP: the terminal closed; stop as for Ctrl-C.
+	signal.Notify(s.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		for sig := range s.sigs {
 			s.mu.Lock()

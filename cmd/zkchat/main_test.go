@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -196,19 +197,29 @@ func TestSession(t *testing.T) {
 	if o, stderr, code := zc(t, env, nil, "send", "--from", "alice", "--to", "bob", "hello", "bob\x1b[2J"); code != 0 || o != "sent to bob\n" {
 		t.Fatalf("send: %d %q %q", code, o, stderr)
 	}
-	waitOut("alice: hello bob\\x1b[2J\n") // control characters are escaped
+	waitOut("] from alice: hello bob\\x1b[2J\n") // control characters are escaped
+	if !regexp.MustCompile(`(?m)^\[\d\d:\d\d:\d\d\] from alice: hello`).MatchString(out.String()) {
+		t.Fatalf("an incoming message is not shown as [time] from sender: text: %q", out.String())
+	}
 	if o, _, code := zc(t, env, nil, "users", "--online"); code != 0 || o != "bob\n" {
 		t.Fatalf("users --online: %d %q", code, o)
 	}
-	if _, err := io.WriteString(inW, "/who\nnobody: hi\nno colon\n"); err != nil {
+	if _, err := io.WriteString(inW, "/who\nnobody: hi\nno colon\n/help\n/frob x\n"); err != nil {
 		t.Fatal(err)
 	}
 	waitOut("who: bob\n")
+	waitOut("/quit              leave")
+	if strings.Contains(out.String(), "\x1b[K") || strings.Contains(out.String(), "bob> ") {
+		t.Fatalf("piped output has a prompt or escape sequences: %q", out.String())
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(errOut.String(), "write `to: text`") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if s := errOut.String(); !strings.Contains(s, "not registered") || !strings.Contains(s, "write `to: text`") {
+	for !strings.Contains(errOut.String(), "unknown command /frob: type /help") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := errOut.String(); !strings.Contains(s, "not registered") || !strings.Contains(s, "write `to: text`") || !strings.Contains(s, "unknown command /frob: type /help") {
 		t.Fatalf("chat errors: %q", s)
 	}
 	if _, err := io.WriteString(inW, "/quit\n"); err != nil {

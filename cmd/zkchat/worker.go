@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/go-zookeeper/zk"
@@ -370,21 +371,88 @@ func chatCommand() *cli.Command {
 	}
 }
 
+// chatUI is what chat writes: every line with the time, incoming messages
+// as "[15:04:05] from bob: hi", sent ones as "[15:04:05] sent to bob: hi"
+// once Kafka took them, so the two never look alike. Interactive (input
+// and output are terminals), a prompt "alice> " follows each write; a line
+// written while the user types clears the prompt's line first (the typed
+// text stays in the terminal's line buffer). Piped, there is no prompt and
+// no escape sequence. Its methods may be called from several goroutines.
+type chatUI struct {
+	mu          sync.Mutex
+	out, errOut io.Writer
+	prompt      string // "" when not interactive
+	now         func() time.Time
+}
+
+func (u *chatUI) write(dst io.Writer, at time.Time, format string, args ...any) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	line := fmt.Sprintf(format, args...)
+	if !at.IsZero() {
+		line = "[" + at.Format("15:04:05") + "] " + line
+	}
+	if u.prompt != "" {
+		fmt.Fprint(u.out, "\r\x1b[K") // the prompt's line
+	}
+	fmt.Fprintln(dst, line)
+	if u.prompt != "" {
+		fmt.Fprint(u.out, u.prompt)
+	}
+}
+
+func (u *chatUI) incoming(m protocol.Message) {
+	at := m.Time
+	if at.IsZero() {
+		at = u.now()
+	}
+	u.write(u.out, at.Local(), "from %s", showMessage(m))
+}
+
+func (u *chatUI) sent(to, text string) {
+	u.write(u.out, u.now(), "sent to %s: %s", to, protocol.ShowText(text, "\t"))
+}
+
+func (u *chatUI) info(format string, args ...any) { u.write(u.out, time.Time{}, format, args...) }
+
+func (u *chatUI) fail(err error) { u.write(u.errOut, time.Time{}, "zkchat: %s", oneLine(err)) }
+
+// interactive reports whether in and out are both terminals.
+func interactive(in io.Reader, out io.Writer) bool {
+	isTTY := func(x any) bool {
+		f, ok := x.(*os.File)
+		if !ok {
+			return false
+		}
+		st, err := f.Stat()
+		return err == nil && st.Mode()&os.ModeCharDevice != 0
+	}
+	return isTTY(in) && isTTY(out)
+}
+
+// chatHelp is chat's /help.
+var chatHelp = []string{
+	"bob: hello there   send \"hello there\" to bob (once Kafka has it: [time] sent to bob: ...)",
+	"/who               users online now",
+	"/users             registered users",
+	"/help              this",
+	"/quit              leave (so does Ctrl-D or Ctrl-C)",
+	"Messages to you: [time] from <sender>: <text>",
+}
+
 // chat runs the interactive loop until input ends, /quit, or ctx ends.
 func chat(ctx context.Context, w *client.Worker, in io.Reader, out, errOut io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var outMu sync.Mutex
-	say := func(dst io.Writer, format string, args ...any) {
-		outMu.Lock()
-		defer outMu.Unlock()
-		fmt.Fprintf(dst, format, args...)
+	ui := &chatUI{out: out, errOut: errOut, now: time.Now}
+	if interactive(in, out) {
+		ui.prompt = w.ID() + "> "
 	}
-	say(out, "online as %s; type `to: text`, /who, /users or /quit\n", w.ID())
+	ui.info("online as %s; type `to: text` to send, /help for commands", w.ID())
 	readErr := make(chan error, 1)
 	go func() {
 		readErr <- w.FollowMessages(ctx, func(m protocol.Message) error {
-			say(out, "%s\n", showMessage(m))
+			ui.incoming(m)
 			return nil
 		})
 	}()
@@ -412,12 +480,12 @@ func chat(ctx context.Context, w *client.Worker, in io.Reader, out, errOut io.Wr
 				cancel()
 				return <-readErr
 			}
-			if err := chatLine(ctx, w, line, func(f string, a ...any) { say(out, f, a...) }); err != nil {
+			if err := chatLine(ctx, w, line, ui); err != nil {
 				if errors.Is(err, errQuit) {
 					cancel()
 					return <-readErr
 				}
-				say(errOut, "zkchat: %s\n", oneLine(err))
+				ui.fail(err)
 			}
 		}
 	}
@@ -426,13 +494,23 @@ func chat(ctx context.Context, w *client.Worker, in io.Reader, out, errOut io.Wr
 var errQuit = errors.New("quit")
 
 // chatLine acts on one input line.
-func chatLine(ctx context.Context, w *client.Worker, line string, say func(string, ...any)) error {
+func chatLine(ctx context.Context, w *client.Worker, line string, ui *chatUI) error {
 	line = strings.TrimSpace(line)
 	switch line {
 	case "":
+		if ui.prompt != "" {
+			ui.mu.Lock()
+			fmt.Fprint(ui.out, ui.prompt)
+			ui.mu.Unlock()
+		}
 		return nil
 	case "/quit", "/exit":
 		return errQuit
+	case "/help", "/?":
+		for _, l := range chatHelp {
+			ui.info("%s", l)
+		}
+		return nil
 	case "/who", "/users":
 		list := w.GetOnlineUsers
 		if line == "/users" {
@@ -442,21 +520,26 @@ func chatLine(ctx context.Context, w *client.Worker, line string, say func(strin
 		if err != nil {
 			return err
 		}
-		say("%s: %s\n", line[1:], strings.Join(ids, " "))
+		ui.info("%s: %s", line[1:], strings.Join(ids, " "))
 		return nil
 	}
 	if strings.HasPrefix(line, "/") {
-		return fmt.Errorf("unknown command %q: use `to: text`, /who, /users or /quit", line)
+		cmd, _, _ := strings.Cut(line, " ")
+		return fmt.Errorf("unknown command %s: type /help", cmd)
 	}
 	to, text, ok := strings.Cut(line, ":")
 	to, text = strings.TrimSpace(to), strings.TrimSpace(text)
 	if !ok || to == "" || text == "" {
-		return fmt.Errorf("cannot read %q: write `to: text`", line)
+		return fmt.Errorf("cannot read %q: write `to: text` (/help for more)", line)
 	}
 	if !utf8.ValidString(text) {
 		return errors.New("text is not valid UTF-8: not sent")
 	}
-	return w.SendMessage(ctx, to, text)
+	if err := w.SendMessage(ctx, to, text); err != nil {
+		return err
+	}
+	ui.sent(to, text)
+	return nil
 }
 
 // showMessage is how the CLI prints a message, `sender: text`: the
