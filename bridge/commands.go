@@ -85,9 +85,10 @@ var helpText = []string{
 }
 
 // command queues the private message line from nick, with what the message
-// said of nick's account (msgAccount), to its user's goroutine. An IRC
+// said of nick's account (msgAccount), to its user's goroutine; rawLen is
+// the whole line's length as the server sent it (prefix included). An IRC
 // handler calls it: it never waits.
-func (b *Bridge) command(nick, line string, acct account) {
+func (b *Bridge) command(nick, line string, rawLen int, acct account) {
 	id, err := NickToID(nick, b.caseMapping())
 	if err != nil {
 		b.out.postNotice(nick, textBadNickCommand(err))
@@ -109,7 +110,7 @@ func (b *Bridge) command(nick, line string, acct account) {
 		u.nick = nick
 	}
 	u.mu.Unlock()
-	op := func(ctx context.Context) { b.do(ctx, u, nick, cmd, acct) }
+	op := func(ctx context.Context) { b.doPiece(ctx, u, nick, line, rawLen, cmd, acct) }
 	select {
 	case u.ops <- op: // under members.mu, see leave
 		b.m.mu.Unlock()
@@ -117,6 +118,92 @@ func (b *Bridge) command(nick, line string, acct account) {
 		b.m.mu.Unlock()
 		b.out.postNotice(nick, "Too many commands at once; wait for the answers and try again.")
 	}
+}
+
+// A message longer than an IRC line (512 bytes with the sender's prefix)
+// reaches the bot in pieces: a client such as irssi splits it into several
+// PRIVMSGs (pieces of about 400-450 bytes of text), and only the first says
+// "msg bob"; a client such as ii sends it whole and the server cuts it at
+// the limit. So a msg whose text nearly fills a line (splitPieceMin) waits
+// for the next line from the same nick, up to joinWait, and while it waits
+// each line is the next piece and joined to it, unless it is a bare command
+// word (help, who, ...: a split piece is never only that); a line that does
+// not nearly fill its own ends the message. A message whose last piece came
+// at the server's limit may have been cut there: its sender is told. Up to
+// protocol.MaxMessageBytes joined; above, the usual "too long" answer.
+const (
+	splitPieceMin = 350
+	joinWait      = 3 * time.Second
+	// cutLineLen: a line this long (of the 510 IRC allows before CRLF) may
+	// have been cut by the client or the server.
+	cutLineLen = 500
+)
+
+// pending is a msg whose pieces are being joined (doPiece); its user's
+// goroutine's own.
+type pending struct {
+	nick   string
+	cmd    Command // msg; Text grows by each piece
+	acct   account
+	last   time.Time // when its last piece came
+	lastAt int       // its last line's length as the server sent it
+}
+
+// doPiece runs one line from nick in the user's goroutine: a piece of a
+// pending msg, or a command (do).
+func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen int, cmd Command, acct account) {
+	if p := u.pending; p != nil && p.nick == nick && !isCommandWord(line) {
+		p.cmd.Text += line
+		p.last, p.lastAt = time.Now(), rawLen
+		if len(line) < splitPieceMin {
+			b.flushPending(ctx, u)
+		} else {
+			u.later(joinWait)
+		}
+		return
+	}
+	b.flushPending(ctx, u) // not a piece: what was pending is complete
+	if cmd.Name == "msg" && len(cmd.Text) >= splitPieceMin && len(cmd.Text) <= protocol.MaxMessageBytes {
+		u.pending = &pending{nick: nick, cmd: cmd, acct: acct, last: time.Now(), lastAt: rawLen}
+		u.later(joinWait)
+		return
+	}
+	b.do(ctx, u, nick, cmd, acct)
+}
+
+// flushPending sends the pending msg, if any.
+func (b *Bridge) flushPending(ctx context.Context, u *user) {
+	p := u.pending
+	if p == nil {
+		return
+	}
+	u.pending = nil
+	b.do(ctx, u, p.nick, p.cmd, p.acct)
+	if p.lastAt >= cutLineLen {
+		b.out.notice(p.nick, fmt.Sprintf("Your message's last line reached IRC's line limit (%d bytes): if you typed more, your client or the server cut it before it reached me. Send the rest as another message.", p.lastAt))
+	}
+}
+
+// duePending sends the pending msg once joinWait has passed since its last
+// piece; the user's goroutine calls it after every event.
+func (b *Bridge) duePending(ctx context.Context, u *user) {
+	if p := u.pending; p != nil {
+		if wait := joinWait - time.Since(p.last); wait > 0 {
+			u.later(wait)
+			return
+		}
+		b.flushPending(ctx, u)
+	}
+}
+
+// isCommandWord reports whether line is a bare command word, which a
+// split piece never is.
+func isCommandWord(line string) bool {
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "help", "register", "who", "users", "quit", "quit confirm":
+		return true
+	}
+	return false
 }
 
 // do runs one command in the user's goroutine; acct is what the message

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -170,4 +171,45 @@ func TestFakeNotOnlineAdvice(t *testing.T) {
 	s.notice(t, "alice", "Not sent: you are not online: you are registered, but not in #chatroom. Join it to be online.")
 	s.from("carol", "PRIVMSG zkchat :bob: hi")
 	s.notice(t, "carol", "Not sent: you are not online: you are not registered. Register (/msg zkchat register) and join #chatroom.")
+}
+
+// TestFakeSplitPiecesJoined: a client's split pieces of one long line are
+// one message; a bare command word after a long msg is a command, not a
+// piece; a long msg with nothing after it goes after joinWait, and one
+// whose line reached the server's limit comes with a warning that it may
+// have been cut.
+func TestFakeSplitPiecesJoined(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, nil, "alice", "bob")
+	waitUntil(t, "both online", func() bool { return s.net.isOnline("alice") && s.net.isOnline("bob") })
+	topic := func() []string {
+		s.net.mu.Lock()
+		defer s.net.mu.Unlock()
+		var texts []string
+		for _, m := range s.net.topics["bob"] {
+			texts = append(texts, m.Text)
+		}
+		return texts
+	}
+	a, b := strings.Repeat("a", 420), strings.Repeat("b ", 210)
+	s.from("alice", "PRIVMSG zkchat :msg bob "+a)
+	s.from("alice", "PRIVMSG zkchat :"+b)
+	s.from("alice", "PRIVMSG zkchat :who: the end")
+	waitUntil(t, "one message", func() bool { return len(topic()) == 1 })
+	if got := topic()[0]; got != a+b+"who: the end" {
+		t.Fatalf("joined %q", got)
+	}
+	// A command word is not a piece.
+	s.from("alice", "PRIVMSG zkchat :msg bob "+a)
+	s.from("alice", "PRIVMSG zkchat :who")
+	s.notice(t, "alice", "Online (2)")
+	waitUntil(t, "the long one sent", func() bool { return len(topic()) == 2 && topic()[1] == a })
+	// Alone, it goes after joinWait; at the server's limit, with a warning.
+	start := time.Now()
+	cut := strings.Repeat("c", 510-len(":alice!alice@users.test PRIVMSG zkchat :msg bob "))
+	s.from("alice", "PRIVMSG zkchat :msg bob "+cut)
+	s.notice(t, "alice", "Your message's last line reached IRC's line limit (510 bytes)")
+	if len(topic()) != 3 || topic()[2] != cut || time.Since(start) < joinWait-100*time.Millisecond {
+		t.Fatalf("after %s: %d messages", time.Since(start), len(topic()))
+	}
 }

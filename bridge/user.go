@@ -81,6 +81,7 @@ type user struct {
 
 	// run's own.
 	quitAsked  time.Time // the last unconfirmed quit (doQuit)
+	pending    *pending  // a msg whose pieces are being joined (doPiece)
 	online     bool
 	staleTries int // see staleOwn
 	delivery   context.CancelFunc
@@ -242,12 +243,17 @@ func (u *user) run(ctx context.Context) {
 		case <-lost:
 			u.presenceLost(ctx)
 		case <-ctx.Done():
+			if u.pending != nil {
+				u.b.out.postNotice(u.pending.nick, "Not sent: the bridge is stopping; send it again when it is back.")
+				u.pending = nil
+			}
 			u.goOffline()
 			// Online or not, the client may hold a session (a command, a
 			// GoOnline that failed): nothing of the user outlives Run.
 			u.w.GoOffline()
 			return
 		}
+		u.b.duePending(ctx, u)
 		if u.reconcile(ctx) {
 			return
 		}
@@ -283,7 +289,7 @@ func (u *user) reconcile(ctx context.Context) bool {
 		u.goOffline()
 	}
 	u.steerDelivery(ctx, away)
-	if u.online || len(u.ops) > 0 || !u.b.leave(u) {
+	if u.online || len(u.ops) > 0 || u.pending != nil || !u.b.leave(u) {
 		return false
 	}
 	// A command (register, who, ...) may have opened a session while the
