@@ -410,6 +410,8 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 		// Kafka did not confirm in time, yet the message may be written and
 		// delivered: "Not sent" would be a lie.
 		b.out.notice(nick, "Maybe not sent: Kafka did not confirm it in time, and it may still arrive; sending it again may deliver it twice. ("+err.Error()+")")
+	case errors.Is(err, protocol.ErrKafkaUnreachable):
+		b.out.notice(nick, "Not sent: Kafka is unreachable, and nothing was written; try again later. ("+err.Error()+")")
 	case errors.Is(err, protocol.ErrReceiverOffline):
 		b.out.notice(nick, "Not sent: "+cmd.To+" is offline.")
 	case errors.Is(err, protocol.ErrNotRegistered):

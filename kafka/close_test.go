@@ -1,7 +1,10 @@
 package kafka_test
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -44,4 +47,35 @@ func TestCloseWaitsForCallsInFlight(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close did not return after the call ended")
 	}
+}
+
+// TestProduceKafkaDown: with every broker down (nothing listens), a record
+// that never left is reported "not sent" (ErrKafkaUnreachable) within
+// seconds of the producer saying so, not "outcome unknown" after the
+// delivery timeout (30 s).
+func TestProduceKafkaDown(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	k, err := kafka.New(kafka.Config{Brokers: dead, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err = k.Produce(ctx, "zkchat-down", []byte("alice"), []byte("hi"))
+	took := time.Since(start)
+	if !errors.Is(err, protocol.ErrKafkaUnreachable) || errors.Is(err, protocol.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("after %s: %v; want not sent: %v", took.Round(time.Millisecond), err, protocol.ErrKafkaUnreachable)
+	}
+	if took > 15*time.Second {
+		t.Fatalf("told after %s", took.Round(time.Millisecond))
+	}
+	t.Logf("not sent after %s: %v", took.Round(time.Millisecond), err)
 }

@@ -179,6 +179,49 @@ type Clients struct {
 type producerSlot struct {
 	mu sync.Mutex
 	p  *ckafka.Producer
+	// downSince is when the producer said all its brokers were down (unix
+	// ns), 0 once a record was acknowledged since; purgedDown is set while
+	// downLoop's purges of such a producer's queue are reported, so that
+	// their ErrPurgeQueue reads as "not sent: Kafka is unreachable" rather
+	// than as a failed producer's.
+	downSince  atomic.Int64
+	purgedDown atomic.Bool
+}
+
+// downGrace is how long records wait in a producer's queue while all its
+// brokers are down before downLoop purges them: they never left, so their
+// senders hear "not sent" within seconds rather than "maybe not sent" after
+// the delivery timeout. Records already sent stay until their answer or
+// the timeout: those may have been written.
+const downGrace = 5 * time.Second
+
+// downLoop purges the queues of the producers whose brokers have all been
+// down for downGrace, every second until ctx ends.
+func (k *Clients) downLoop(ctx context.Context) {
+	defer k.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, slot := range k.producers {
+			since := slot.downSince.Load()
+			if since == 0 || time.Since(time.Unix(0, since)) < downGrace {
+				continue
+			}
+			slot.mu.Lock()
+			if !k.closed.Load() {
+				slot.purgedDown.Store(true)
+				if err := slot.p.Purge(ckafka.PurgeQueue | ckafka.PurgeNonBlocking); err != nil {
+					k.noisy.Log(slog.LevelWarn, "purge", "kafka producer: purging records queued while Kafka is unreachable failed", "err", err)
+				}
+			}
+			slot.mu.Unlock()
+		}
+	}
 }
 
 type clientError struct {
@@ -321,9 +364,10 @@ func newClients(cfg Config, statsEvery time.Duration, onStats func(string)) (*Cl
 		producerConf: pc, consumerConf: cc, admin: a, adminConsumer: ac,
 		readers: map[string]*Reader{}, partitionCheck: partitionCheck, ctx: ctx, cancel: cancel, onStats: onStats}
 	k.topicWait = newTopicWaiter(k)
-	k.wg.Add(2)
+	k.wg.Add(3)
 	go k.adminLoop(ctx)
 	go k.logLoop(ctx, ac.Logs())
+	go k.downLoop(ctx)
 	for _, p := range ps {
 		slot := &producerSlot{p: p}
 		k.producers = append(k.producers, slot)
@@ -476,6 +520,8 @@ func (k *Clients) drainProducerEvents(slot *producerSlot, p *ckafka.Producer) {
 		case ckafka.Error:
 			if e.Code() != ckafka.ErrAllBrokersDown { // says less than the error before it
 				k.lastErr.Store(&clientError{e, time.Now()})
+			} else {
+				slot.downSince.CompareAndSwap(0, time.Now().UnixNano())
 			}
 			if e.IsFatal() {
 				k.replaceProducer(slot, p, e) // logs it, unless closing
@@ -608,7 +654,13 @@ func (k *Clients) produceOnce(ctx context.Context, slot *producerSlot, topic str
 		var ke ckafka.Error
 		switch {
 		case err == nil:
+			slot.downSince.Store(0)
+			slot.purgedDown.Store(false)
 			return int64(m.TopicPartition.Offset), nil, false
+		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeQueue && slot.purgedDown.Load() && slot.downSince.Load() != 0:
+			// downLoop's: it never left, and Kafka is still away.
+			return 0, fmt.Errorf("produce to %s: not sent: %w (all brokers down since %s)", topic, protocol.ErrKafkaUnreachable,
+				time.Unix(0, slot.downSince.Load()).Format("15:04:05")), false
 		case isFatal(err):
 			// Failed with the producer: it may have been written before
 			// the fatal error (an idempotent producer's error is about
