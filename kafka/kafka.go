@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,6 +187,15 @@ type producerSlot struct {
 	// than as a failed producer's.
 	downSince  atomic.Int64
 	purgedDown atomic.Bool
+	// upDrops counts the producer's broker connections lost after they
+	// were up (librdkafka's log: "... (after Nms in state UP)"): a record
+	// goes out only on such a connection. One queued while the brokers
+	// were down, purged before any connection was up and lost, never left;
+	// any other may have been sent, then queued again for a retry. (A
+	// limit: librdkafka leaves out of its log a connection error identical
+	// to the one before, so a second identical loss within its suppression
+	// window would go uncounted.)
+	upDrops atomic.Int64
 }
 
 // downGrace is how long records wait in a producer's queue while all its
@@ -373,7 +383,7 @@ func newClients(cfg Config, statsEvery time.Duration, onStats func(string)) (*Cl
 		k.producers = append(k.producers, slot)
 		k.wg.Add(2)
 		go k.drainProducerEvents(slot, p)
-		go k.logLoop(ctx, p.Logs())
+		go k.producerLogLoop(ctx, slot, p.Logs())
 	}
 	return k, nil
 }
@@ -440,7 +450,7 @@ func (k *Clients) replaceProducer(slot *producerSlot, old *ckafka.Producer, why 
 	slot.p = p
 	k.wg.Add(3)
 	go k.drainProducerEvents(slot, p)
-	go func() { defer k.wg.Done(); RouteLogs(context.Background(), p.Logs(), k.log) }()
+	go k.producerLogLoop(context.Background(), slot, p.Logs()) // ends when Close closes p
 	go func() {
 		defer k.wg.Done()
 		// Close drops the delivery reports still to come, and their
@@ -562,15 +572,34 @@ func (k *Clients) logLoop(ctx context.Context, logs chan ckafka.LogEvent) {
 	RouteLogs(ctx, logs, k.log)
 }
 
+// producerLogLoop is logLoop for slot's producer: it also counts the
+// connections lost after they were up (upDrops).
+func (k *Clients) producerLogLoop(ctx context.Context, slot *producerSlot, logs chan ckafka.LogEvent) {
+	defer k.wg.Done()
+	routeLogs(ctx, logs, k.log, func(l ckafka.LogEvent) {
+		if l.Tag == "FAIL" && strings.Contains(l.Message, "in state UP") {
+			slot.upDrops.Add(1)
+		}
+	})
+}
+
 // RouteLogs writes librdkafka's log lines (a client made with
 // go.logs.channel.enable) to log until ctx ends or logs is closed.
 // librdkafka's levels are syslog's: 0-2 become errors, the rest debug.
 func RouteLogs(ctx context.Context, logs chan ckafka.LogEvent, log *slog.Logger) {
+	routeLogs(ctx, logs, log, nil)
+}
+
+// routeLogs is RouteLogs that also shows each line to observe, if set.
+func routeLogs(ctx context.Context, logs chan ckafka.LogEvent, log *slog.Logger, observe func(ckafka.LogEvent)) {
 	for {
 		select {
 		case l, ok := <-logs:
 			if !ok {
 				return
+			}
+			if observe != nil {
+				observe(l)
 			}
 			// Only critical lines above debug: librdkafka also reports its
 			// errors as events, which the owners log once per condition.
@@ -621,6 +650,7 @@ func (k *Clients) produceOnce(ctx context.Context, slot *producerSlot, topic str
 	// the background would race the call), nor after Close began.
 	slot.mu.Lock()
 	p := slot.p
+	downAt, drops := slot.downSince.Load(), slot.upDrops.Load()
 	if k.closed.Load() {
 		err = errClosed
 	} else {
@@ -657,10 +687,19 @@ func (k *Clients) produceOnce(ctx context.Context, slot *producerSlot, topic str
 			slot.downSince.Store(0)
 			slot.purgedDown.Store(false)
 			return int64(m.TopicPartition.Offset), nil, false
-		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeQueue && slot.purgedDown.Load() && slot.downSince.Load() != 0:
-			// downLoop's: it never left, and Kafka is still away.
+		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeQueue && slot.purgedDown.Load() && downAt != 0 && slot.upDrops.Load() == drops:
+			// downLoop's, of a record queued while the brokers were down,
+			// and no connection was up and lost since: it never left (one
+			// that came up and stayed up would have taken it from the
+			// queue).
 			return 0, fmt.Errorf("produce to %s: not sent: %w (all brokers down since %s)", topic, protocol.ErrKafkaUnreachable,
-				time.Unix(0, slot.downSince.Load()).Format("15:04:05")), false
+				time.Unix(0, downAt).Format("15:04:05")), false
+		case errors.As(err, &ke) && ke.Code() == ckafka.ErrPurgeQueue && slot.purgedDown.Load():
+			// downLoop's, of a record queued before the brokers went down,
+			// or that saw a connection come up and go: it may have been
+			// sent once.
+			return 0, fmt.Errorf("produce to %s: dropped after Kafka was unreachable for %s; it may have been written before: %w: %w (%w)",
+				topic, downGrace, protocol.ErrOutcomeUnknown, err, protocol.ErrKafkaUnreachable), false
 		case isFatal(err):
 			// Failed with the producer: it may have been written before
 			// the fatal error (an idempotent producer's error is about
