@@ -84,6 +84,33 @@ var helpText = []string{
 	"Messages to you arrive as private messages from me: <sender> text",
 }
 
+// textTopic is the topic the bot gives a channel that has none.
+func textTopic(bot string) string {
+	return fmt.Sprintf("zkchat: chat with zkchat users over ZooKeeper and Kafka. /msg %s help", bot)
+}
+
+// channelTalk answers a line said in the channel to the bot ("zkchat:
+// help", "zkchat, who"): help as private notices, anything else with where
+// commands go. Other channel talk is not for the bot. An IRC handler calls
+// it: it never waits.
+func (b *Bridge) channelTalk(nick, line string) {
+	bot := b.irc.GetNick()
+	cm := b.caseMapping()
+	if len(line) <= len(bot) || cm.Fold(line[:len(bot)]) != cm.Fold(bot) || !strings.ContainsRune(":,", rune(line[len(bot)])) {
+		return
+	}
+	if strings.ToLower(strings.TrimSpace(line[len(bot)+1:])) == "help" {
+		for _, l := range helpText {
+			if strings.Contains(l, "%s") {
+				l = fmt.Sprintf(l, b.cfg.Channel)
+			}
+			b.out.postNotice(nick, l)
+		}
+		return
+	}
+	b.out.postNotice(nick, fmt.Sprintf("Commands go to me in private: /msg %s help", bot))
+}
+
 // command queues the private message line from nick, with what the message
 // said of nick's account (msgAccount), to its user's goroutine; rawLen is
 // the whole line's length as the server sent it (prefix included). An IRC

@@ -77,10 +77,23 @@ func (b *Bridge) onNames(_ *girc.Client, e girc.Event) {
 	b.m.mu.Unlock()
 }
 
-func (b *Bridge) onEndOfNames(_ *girc.Client, e girc.Event) {
+func (b *Bridge) onEndOfNames(c *girc.Client, e girc.Event) {
 	if len(e.Params) >= 2 && b.sameChannel(e.Params[1]) {
 		b.resync()
+		b.setTopic(c)
 	}
+}
+
+// setTopic gives the channel a topic that says what the bot is, if it has
+// none (RPL_TOPIC comes before the end of the member list, so girc knows
+// by now). A channel with a topic keeps it; where the bot may not set it,
+// the server refuses and nothing else happens.
+func (b *Bridge) setTopic(c *girc.Client) {
+	ch := c.LookupChannel(b.cfg.Channel)
+	if ch == nil || ch.Topic != "" {
+		return
+	}
+	c.Cmd.Topic(b.cfg.Channel, textTopic(c.GetNick()))
 }
 
 func (b *Bridge) onJoin(_ *girc.Client, e girc.Event) {
@@ -156,6 +169,10 @@ func (b *Bridge) onNick(c *girc.Client, e girc.Event) {
 // onPrivmsg: a private message to the bot is a command; channel talk and
 // CTCP are not for the bot.
 func (b *Bridge) onPrivmsg(_ *girc.Client, e girc.Event) {
+	if e.Source != nil && len(e.Params) >= 2 && b.sameChannel(e.Params[0]) {
+		b.channelTalk(e.Source.Name, e.Last())
+		return
+	}
 	if e.Source == nil || len(e.Params) < 2 || !b.isMe(e.Params[0]) {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -211,5 +212,25 @@ func TestFakeSplitPiecesJoined(t *testing.T) {
 	s.notice(t, "alice", "Your message's last line reached IRC's line limit (510 bytes)")
 	if len(topic()) != 3 || topic()[2] != cut || time.Since(start) < joinWait-100*time.Millisecond {
 		t.Fatalf("after %s: %d messages", time.Since(start), len(topic()))
+	}
+}
+
+// TestFakeTopicAndChannelHelp: a channel without a topic gets one that says
+// what the bot is; "zkchat: help" said in the channel is answered in
+// private; other lines to the bot in the channel say where commands go;
+// other channel talk is not answered.
+func TestFakeTopicAndChannelHelp(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, nil, "alice")
+	s.srv.Wait(5*time.Second, irctest.Command("TOPIC", "#chatroom :zkchat: chat with zkchat users over ZooKeeper and Kafka. /msg zkchat help"))
+	s.from("alice", "PRIVMSG #chatroom :ZKchat: help")
+	s.notice(t, "alice", "zkchat bridge: chat with registered users")
+	s.from("alice", "PRIVMSG #chatroom :zkchat, who")
+	s.notice(t, "alice", "Commands go to me in private: /msg zkchat help")
+	s.from("alice", "PRIVMSG #chatroom :hello everyone")
+	s.from("alice", "PRIVMSG #chatroom :zkchatter: hi")
+	s.from("alice", "PRIVMSG zkchat :who")
+	if l := s.notice(t, "alice", "Online"); !strings.Contains(l, "Online (1)") {
+		t.Fatalf("who: %q", l)
 	}
 }
