@@ -303,6 +303,14 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 
 func (b *Bridge) caseMapping() CaseMapping { return CaseMapping(b.casemap.Load()) }
 
+// sessionTimeout is the ZooKeeper session timeout the bridge asks for.
+func (b *Bridge) sessionTimeout() time.Duration {
+	if b.cfg.SessionTimeout > 0 {
+		return b.cfg.SessionTimeout
+	}
+	return zookeeper.DefaultSessionTimeout
+}
+
 func (b *Bridge) isMe(nick string) bool {
 	cm := b.caseMapping()
 	return cm.Fold(nick) == cm.Fold(b.irc.GetNick())

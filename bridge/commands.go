@@ -495,6 +495,11 @@ func textUnregisteredElsewhere(id, bot string) string {
 	return fmt.Sprintf("%s was unregistered (by a quit from another zkchat client), so you are offline here; send me `register` (/msg %s register) to chat again.", id, bot)
 }
 
+func textAwayOutage(timeout time.Duration) string {
+	return fmt.Sprintf("You are offline for a moment: the bridge's connection to ZooKeeper was interrupted, and ZooKeeper still holds your presence from before; "+
+		"it lets go within %s, and you will be back online then (messages to you wait in Kafka).", timeout)
+}
+
 func textPresenceLost(err error) string {
 	return "You are offline: zkchat could not keep your presence (" + err.Error() + "). Trying again in 30 s."
 }

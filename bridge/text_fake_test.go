@@ -234,3 +234,34 @@ func TestFakeTopicAndChannelHelp(t *testing.T) {
 		t.Fatalf("who: %q", l)
 	}
 }
+
+// TestFakeOutageTold: a user whose presence is still held by the bridge's
+// own session from before an outage is told, once, that it is offline for
+// a moment and why, not that it is "online elsewhere" (which kept it
+// offline until it rejoined), and is told when it is back online.
+func TestFakeOutageTold(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, nil, "alice", "bob")
+	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
+	w := s.net.worker("alice")
+	w.lose(protocol.ErrAlreadyOnline)
+	// The node of the bridge's session before the outage, still there.
+	s.net.mu.Lock()
+	s.net.online["alice"] = onlineMeta{Via: "irc", Bridge: "zkchat", Channel: "#chatroom"}
+	s.net.onlineSess["alice"] = 99
+	s.net.mu.Unlock()
+	s.notice(t, "alice", "You are offline for a moment: the bridge's connection to ZooKeeper was interrupted")
+	time.Sleep(time.Second) // a few retries
+	s.from("bob", "PRIVMSG zkchat :who")
+	s.notice(t, "bob", "Online")
+	s.net.mu.Lock()
+	delete(s.net.online, "alice") // ZooKeeper ends the old session
+	delete(s.net.onlineSess, "alice")
+	s.net.mu.Unlock()
+	s.notice(t, "alice", "You are back online.")
+	for _, l := range s.srv.Lines() {
+		if strings.Contains(l, "online elsewhere") || strings.Count(l, "offline for a moment") > 0 {
+			t.Fatalf("told again, or told wrong: %q", l)
+		}
+	}
+}

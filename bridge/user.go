@@ -82,6 +82,10 @@ type user struct {
 	// run's own.
 	quitAsked  time.Time // the last unconfirmed quit (doQuit)
 	pending    *pending  // a msg whose pieces are being joined (doPiece)
+	// wasOnline: the user has been online in this run; away: it went
+	// offline without leaving (an outage) and was told so, and is told
+	// when it is back.
+	wasOnline, away bool
 	online     bool
 	staleTries int // see staleOwn
 	delivery   context.CancelFunc
@@ -341,8 +345,12 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 	u.mu.Unlock()
 	switch {
 	case err == nil:
-		u.online, u.staleTries = true, 0
+		u.online, u.staleTries, u.wasOnline = true, 0, true
 		b.log.Info(msgOnline, "id", u.id, "nick", nick)
+		if u.away {
+			u.away = false
+			b.out.notice(nick, "You are back online.")
+		}
 	case errors.Is(err, protocol.ErrNotRegistered):
 		u.mu.Lock()
 		u.notRegistered = true
@@ -365,6 +373,13 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 			wait = 10 * time.Second
 		}
 		b.warn.Warn("user's presence still held by another bridge of the channel or an earlier run of this one; retrying", "id", u.id)
+		if u.wasOnline && !u.away && !b.cfg.SharedChannel {
+			// Back from an outage (the bridge's ZooKeeper session ended):
+			// the node of its session before lasts until ZooKeeper ends
+			// that session. Meanwhile the user is offline: say so, once.
+			u.away = true
+			b.out.notice(nick, textAwayOutage(b.sessionTimeout()))
+		}
 		u.later(wait)
 	case errors.Is(err, protocol.ErrAlreadyOnline):
 		u.mu.Lock()
@@ -396,6 +411,15 @@ func (b *Bridge) heldHere(ctx context.Context, id string) bool {
 	return meta.Via == "irc" && b.sameChannel(meta.Channel) && (b.cfg.SharedChannel || meta.Bridge == b.cfg.Nick)
 }
 
+// heldByOwnEarlierSession reports whether id's /online node exists and was
+// made by this bridge (its nick and channel): with SharedChannel off, only
+// an earlier session of it (two live bridges cannot share a nick on one
+// server).
+func (b *Bridge) heldByOwnEarlierSession(ctx context.Context, id string) bool {
+	meta, found, err := b.dir.OnlineMeta(ctx, id)
+	return err == nil && found && !b.cfg.SharedChannel && meta.Via == "irc" && b.sameChannel(meta.Channel) && meta.Bridge == b.cfg.Nick
+}
+
 // presenceLost handles a presence that ended by itself (client.Worker
 // keeps it while it can): the user is offline, is told why, and is not put
 // back online in a loop: unregistered, they register again; online
@@ -411,6 +435,16 @@ func (u *user) presenceLost(ctx context.Context) {
 		// session expired meanwhile, say): whoever owns it now serves it;
 		// retried in case that is this bridge.
 		u.later(2 * time.Second)
+	case errors.Is(why, protocol.ErrAlreadyOnline) && u.b.heldByOwnEarlierSession(ctx, u.id):
+		// The node is this bridge's own, of its session before an outage
+		// (ZooKeeper ends that session within the session timeout): not
+		// "online elsewhere", which would keep the user offline until it
+		// rejoins. Told once; going online is retried (goOnline).
+		if !u.away {
+			u.away = true
+			u.b.out.notice(nick, textAwayOutage(u.b.sessionTimeout()))
+		}
+		u.later(250 * time.Millisecond)
 	case errors.Is(why, protocol.ErrNotRegistered):
 		u.mu.Lock()
 		u.notRegistered = true
@@ -422,6 +456,7 @@ func (u *user) presenceLost(ctx context.Context) {
 		u.mu.Unlock()
 		u.b.out.notice(nick, textOnlineElsewhere(u.id))
 	default:
+		u.away = true // told; told again when back
 		u.b.out.notice(nick, textPresenceLost(why))
 		u.later(30 * time.Second)
 	}
