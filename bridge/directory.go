@@ -10,6 +10,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/client"
+	"github.com/zkchat/zkchat/protocol"
 	"github.com/zkchat/zkchat/zookeeper"
 )
 
@@ -101,21 +102,21 @@ func (d *zkDirectory) View(ctx context.Context, _ zookeeper.SessionConfig) (clie
 
 // ReceiverOnline reports whether id's /online node exists, from the cache.
 func (d *zkDirectory) ReceiverOnline(ctx context.Context, id string) (bool, error) {
-	s, err := d.session(ctx)
-	if err != nil {
-		return false, err
-	}
-	_, _, ok, err := d.cache.Get(ctx, s, s.Paths.OnlineNode(id))
-	return ok, err
+	return d.exists(ctx, func(p protocol.Paths) string { return p.OnlineNode(id) })
 }
 
-// IsRegistered reads whether /registry/<id> exists, through the cache.
+// IsRegistered reports whether /registry/<id> exists, from the cache.
 func (d *zkDirectory) IsRegistered(ctx context.Context, id string) (bool, error) {
+	return d.exists(ctx, func(p protocol.Paths) string { return p.Registered(id) })
+}
+
+// exists reports whether the node at path exists, from the watched cache.
+func (d *zkDirectory) exists(ctx context.Context, path func(protocol.Paths) string) (bool, error) {
 	s, err := d.session(ctx)
 	if err != nil {
 		return false, err
 	}
-	_, _, ok, err := d.cache.Get(ctx, s, s.Paths.Registered(id))
+	_, _, ok, err := d.cache.Get(ctx, s, path(s.Paths))
 	return ok, err
 }
 
