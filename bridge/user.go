@@ -80,16 +80,16 @@ type user struct {
 	stopped      bool // run has ended: no more retries
 
 	// run's own.
-	quitAsked  time.Time // the last unconfirmed quit (doQuit)
-	pending    *pending  // a msg whose pieces are being joined (doPiece)
+	quitAsked time.Time // the last unconfirmed quit (doQuit)
+	pending   *pending  // a msg whose pieces are being joined (doPiece)
 	// wasOnline: the user has been online in this run; away: it went
 	// offline without leaving (an outage) and was told so, and is told
 	// when it is back.
 	wasOnline, away bool
-	online     bool
-	staleTries int // see staleOwn
-	delivery   context.CancelFunc
-	delDone    chan struct{}
+	online          bool
+	staleTries      int // see goOnline: tries against a node held here
+	delivery        context.CancelFunc
+	delDone         chan struct{}
 }
 
 func newUser(b *Bridge, id string) *user {
