@@ -41,8 +41,10 @@ import (
 func main() {
 	// A run's output often goes through a pipe (`make run | tee run.log`),
 	// whose reader Ctrl-C ends too: the next line written must fail, not
-	// kill devenv with SIGPIPE before it stopped what it started.
-	signal.Ignore(syscall.SIGPIPE)
+	// kill devenv with SIGPIPE before it stopped what it started. Notify,
+	// not Ignore: an ignored signal stays ignored in the programs devenv
+	// starts, a handler does not. (Signals to a full channel are dropped.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	cfg, err := servers.Load("", nil)
 	if err != nil {
 		fatal(err)
