@@ -168,10 +168,14 @@ type session struct {
 	child   *os.Process
 	sigs    chan os.Signal
 	stopped bool
+	// cleaned is closed when cleanup has run every stop: a second caller
+	// (the signal handler's and the main path's) waits for the first, so
+	// the process never exits half-way through the stops.
+	cleaned chan struct{}
 }
 
 func newSession() *session {
-	s := &session{sigs: make(chan os.Signal, 2)}
+	s := &session{sigs: make(chan os.Signal, 2), cleaned: make(chan struct{})}
 	// SIGHUP: the terminal closed; stop as for Ctrl-C.
 	signal.Notify(s.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
@@ -204,11 +208,13 @@ func (s *session) cleanup() {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
+		<-s.cleaned
 		return
 	}
 	s.stopped = true
 	stops := s.stops
 	s.mu.Unlock()
+	defer close(s.cleaned)
 	for _, stop := range slices.Backward(stops) {
 		stop()
 	}

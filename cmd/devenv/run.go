@@ -167,7 +167,9 @@ func (r *runner) start(s *session, detach bool) error {
 	// early and clearly when ZooKeeper is not reachable).
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, r.bin, "init").CombinedOutput(); err != nil {
+	initCmd := exec.CommandContext(ctx, r.bin, "init")
+	initCmd.Env = append(os.Environ(), "ZKCHAT_ZOOKEEPER="+r.zk) // ZKCHAT_ZK_PORT may move it
+	if out, err := initCmd.CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("zkchat init got no ZooKeeper session within 60 s: is ZooKeeper at %s reachable?", r.zk)
 		}
