@@ -374,10 +374,9 @@ func newClients(cfg Config, statsEvery time.Duration, onStats func(string)) (*Cl
 		producerConf: pc, consumerConf: cc, admin: a, adminConsumer: ac,
 		readers: map[string]*Reader{}, partitionCheck: partitionCheck, ctx: ctx, cancel: cancel, onStats: onStats}
 	k.topicWait = newTopicWaiter(k)
-	k.wg.Add(3)
+	k.wg.Add(2)
 	go k.adminLoop(ctx)
 	go k.logLoop(ctx, ac.Logs())
-	go k.downLoop(ctx)
 	for _, p := range ps {
 		slot := &producerSlot{p: p}
 		k.producers = append(k.producers, slot)
@@ -385,6 +384,8 @@ func newClients(cfg Config, statsEvery time.Duration, onStats func(string)) (*Cl
 		go k.drainProducerEvents(slot, p)
 		go k.producerLogLoop(ctx, slot, p.Logs())
 	}
+	k.wg.Add(1)
+	go k.downLoop(ctx) // after k.producers is filled: it reads the slice
 	return k, nil
 }
 
