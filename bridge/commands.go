@@ -149,22 +149,32 @@ func (b *Bridge) command(nick, line string, rawLen int, acct account) {
 
 // A message longer than an IRC line (512 bytes with the sender's prefix)
 // reaches the bot in pieces: a client such as irssi splits it into several
-// PRIVMSGs (pieces of about 400-450 bytes of text), and only the first says
-// "msg bob"; a client such as ii sends it whole and the server cuts it at
-// the limit. So a msg whose text nearly fills a line (splitPieceMin) waits
-// for the next line from the same nick, up to joinWait, and while it waits
-// each line is the next piece and joined to it, unless it is a bare command
-// word (help, who, ...: a split piece is never only that); a line that does
-// not nearly fill its own ends the message. A message whose last piece came
-// at the server's limit may have been cut there: its sender is told. Up to
-// protocol.MaxMessageBytes joined; above, the usual "too long" answer.
+// PRIVMSGs, each filling the line, and only the first says "msg bob"; a
+// client such as ii sends it whole and the server cuts it at the limit. So
+// a msg whose line came within splitLineSlack of the limit waits, up to
+// joinWait, for the next line from the same nick, which is its next piece
+// and joined to it unless it is a bare command word (help, who, ...: a
+// split piece is never only that); a piece that does not fill its own line
+// ends the message. A shorter msg, whatever its length, is sent at once, so
+// a command typed after it is never taken for a piece. A message whose
+// last piece came at the server's limit may have been cut there: its
+// sender is told. Up to protocol.MaxMessageBytes joined; above, the usual
+// "too long" answer.
 const (
-	splitPieceMin = 350
-	joinWait      = 3 * time.Second
-	// cutLineLen: a line this long (of the 510 IRC allows before CRLF) may
-	// have been cut by the client or the server.
-	cutLineLen = 500
+	// ircLineMax is the most an IRC line holds before CRLF.
+	ircLineMax = 510
+	// splitLineSlack: a client that splits leaves room for its idea of its
+	// own prefix (nick!user@host), which the server may write a little
+	// differently.
+	splitLineSlack = 30
+	joinWait       = 2500 * time.Millisecond
+	// cutLineLen: a line this long may have been cut by the server.
+	cutLineLen = ircLineMax - 10
 )
+
+// fillsLine reports whether a line rawLen long, as the server sent it, came
+// so close to IRC's limit that its client may have split the text.
+func fillsLine(rawLen int) bool { return rawLen >= ircLineMax-splitLineSlack }
 
 // pending is a msg whose pieces are being joined (doPiece); its user's
 // goroutine's own.
@@ -182,7 +192,7 @@ func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen
 	if p := u.pending; p != nil && p.nick == nick && !isCommandWord(line) {
 		p.cmd.Text += line
 		p.last, p.lastAt = time.Now(), rawLen
-		if len(line) < splitPieceMin {
+		if !fillsLine(rawLen) {
 			b.flushPending(ctx, u)
 		} else {
 			u.later(joinWait)
@@ -190,7 +200,7 @@ func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen
 		return
 	}
 	b.flushPending(ctx, u) // not a piece: what was pending is complete
-	if cmd.Name == "msg" && len(cmd.Text) >= splitPieceMin && len(cmd.Text) <= protocol.MaxMessageBytes {
+	if cmd.Name == "msg" && fillsLine(rawLen) {
 		u.pending = &pending{nick: nick, cmd: cmd, acct: acct, last: time.Now(), lastAt: rawLen}
 		u.later(joinWait)
 		return

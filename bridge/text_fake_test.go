@@ -174,11 +174,12 @@ func TestFakeNotOnlineAdvice(t *testing.T) {
 	s.notice(t, "carol", "Not sent: you are not online: you are not registered. Register (/msg zkchat register) and join #chatroom.")
 }
 
-// TestFakeSplitPiecesJoined: a client's split pieces of one long line are
-// one message; a bare command word after a long msg is a command, not a
-// piece; a long msg with nothing after it goes after joinWait, and one
-// whose line reached the server's limit comes with a warning that it may
-// have been cut.
+// TestFakeSplitPiecesJoined: a client's split pieces of one long line (each
+// filling IRC's line) are one message; a bare command word after such a
+// line is a command, not a piece; a long msg that does not fill its line is
+// sent at once, and a command after it is a command; a line-filling msg
+// with nothing after it goes after joinWait, with a warning that the
+// server may have cut it.
 func TestFakeSplitPiecesJoined(t *testing.T) {
 	t.Parallel()
 	s := startFake(t, nil, "alice", "bob")
@@ -192,7 +193,10 @@ func TestFakeSplitPiecesJoined(t *testing.T) {
 		}
 		return texts
 	}
-	a, b := strings.Repeat("a", 420), strings.Repeat("b ", 210)
+	prefix := ":alice!alice@users.test PRIVMSG zkchat :"
+	// Pieces as a splitting client sends them: each line 500 bytes.
+	a := strings.Repeat("a", 500-len(prefix+"msg bob "))
+	b := strings.Repeat("b ", (500-len(prefix))/2)
 	s.from("alice", "PRIVMSG zkchat :msg bob "+a)
 	s.from("alice", "PRIVMSG zkchat :"+b)
 	s.from("alice", "PRIVMSG zkchat :who: the end")
@@ -205,12 +209,22 @@ func TestFakeSplitPiecesJoined(t *testing.T) {
 	s.from("alice", "PRIVMSG zkchat :who")
 	s.notice(t, "alice", "Online (2)")
 	waitUntil(t, "the long one sent", func() bool { return len(topic()) == 2 && topic()[1] == a })
-	// Alone, it goes after joinWait; at the server's limit, with a warning.
+	// A long message that does not fill its line goes at once; the next
+	// line is a command.
+	long := strings.Repeat("l", 400)
+	s.from("alice", "PRIVMSG zkchat :msg bob "+long)
+	s.from("alice", "PRIVMSG zkchat :bob: next")
+	waitUntil(t, "two more messages", func() bool { return len(topic()) == 4 })
+	if got := topic()[2:]; got[0] != long || got[1] != "next" {
+		t.Fatalf("got %q", got)
+	}
+	// Alone, a line-filling one goes after joinWait; at the server's
+	// limit, with a warning.
 	start := time.Now()
-	cut := strings.Repeat("c", 510-len(":alice!alice@users.test PRIVMSG zkchat :msg bob "))
+	cut := strings.Repeat("c", ircLineMax-len(prefix+"msg bob "))
 	s.from("alice", "PRIVMSG zkchat :msg bob "+cut)
 	s.notice(t, "alice", "Your message's last line reached IRC's line limit (510 bytes)")
-	if len(topic()) != 3 || topic()[2] != cut || time.Since(start) < joinWait-100*time.Millisecond {
+	if len(topic()) != 5 || topic()[4] != cut || time.Since(start) < joinWait-100*time.Millisecond {
 		t.Fatalf("after %s: %d messages", time.Since(start), len(topic()))
 	}
 }
