@@ -373,12 +373,11 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 			wait = 10 * time.Second
 		}
 		b.warn.Warn("user's presence still held by another bridge of the channel or an earlier run of this one; retrying", "id", u.id)
-		if u.wasOnline && !u.away && !b.cfg.SharedChannel {
+		if u.wasOnline && !b.cfg.SharedChannel {
 			// Back from an outage (the bridge's ZooKeeper session ended):
 			// the node of its session before lasts until ZooKeeper ends
 			// that session. Meanwhile the user is offline: say so, once.
-			u.away = true
-			b.out.notice(nick, textAwayOutage(b.sessionTimeout()))
+			u.tellAway(nick)
 		}
 		u.later(wait)
 	case errors.Is(err, protocol.ErrAlreadyOnline):
@@ -401,23 +400,35 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 // nick on one server). A node gone meanwhile counts too: going online is
 // then retried.
 func (b *Bridge) heldHere(ctx context.Context, id string) bool {
-	meta, found, err := b.dir.OnlineMeta(ctx, id)
-	if err != nil {
-		return false
-	}
-	if !found {
-		return true
-	}
-	return meta.Via == "irc" && b.sameChannel(meta.Channel) && (b.cfg.SharedChannel || meta.Bridge == b.cfg.Nick)
+	found, here := b.nodeHere(ctx, id)
+	return here || !found
 }
 
-// heldByOwnEarlierSession reports whether id's /online node exists and was
-// made by this bridge (its nick and channel): with SharedChannel off, only
-// an earlier session of it (two live bridges cannot share a nick on one
-// server).
-func (b *Bridge) heldByOwnEarlierSession(ctx context.Context, id string) bool {
+// nodeHere reads id's /online node once: whether it exists (or could not be
+// read), and whether it exists and was made for this bridge's channel, as
+// heldHere says.
+func (b *Bridge) nodeHere(ctx context.Context, id string) (found, here bool) {
 	meta, found, err := b.dir.OnlineMeta(ctx, id)
-	return err == nil && found && !b.cfg.SharedChannel && meta.Via == "irc" && b.sameChannel(meta.Channel) && meta.Bridge == b.cfg.Nick
+	if err != nil {
+		return true, false
+	}
+	return found, found && meta.Via == "irc" && b.sameChannel(meta.Channel) && (b.cfg.SharedChannel || meta.Bridge == b.cfg.Nick)
+}
+
+// ownNodeExists reports whether u's /online node exists and was made for
+// this bridge's channel.
+func (u *user) ownNodeExists(ctx context.Context) bool {
+	found, here := u.b.nodeHere(ctx, u.id)
+	return found && here
+}
+
+// tellAway tells nick, once until it is back online, that it is offline
+// for a moment because of an outage (goOnline tells it when it is back).
+func (u *user) tellAway(nick string) {
+	if !u.away {
+		u.away = true
+		u.b.out.notice(nick, textAwayOutage(u.b.sessionTimeout()))
+	}
 }
 
 // presenceLost handles a presence that ended by itself (client.Worker
@@ -435,15 +446,13 @@ func (u *user) presenceLost(ctx context.Context) {
 		// session expired meanwhile, say): whoever owns it now serves it;
 		// retried in case that is this bridge.
 		u.later(2 * time.Second)
-	case errors.Is(why, protocol.ErrAlreadyOnline) && u.b.heldByOwnEarlierSession(ctx, u.id):
-		// The node is this bridge's own, of its session before an outage
-		// (ZooKeeper ends that session within the session timeout): not
-		// "online elsewhere", which would keep the user offline until it
-		// rejoins. Told once; going online is retried (goOnline).
-		if !u.away {
-			u.away = true
-			u.b.out.notice(nick, textAwayOutage(u.b.sessionTimeout()))
-		}
+	case errors.Is(why, protocol.ErrAlreadyOnline) && !u.b.cfg.SharedChannel && u.ownNodeExists(ctx):
+		// The node is this bridge's own (two live bridges cannot share a
+		// nick on one server), of its session before an outage (ZooKeeper
+		// ends that session within the session timeout): not "online
+		// elsewhere", which would keep the user offline until it rejoins.
+		// Told once; going online is retried (goOnline).
+		u.tellAway(nick)
 		u.later(250 * time.Millisecond)
 	case errors.Is(why, protocol.ErrNotRegistered):
 		u.mu.Lock()
