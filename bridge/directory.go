@@ -24,6 +24,12 @@ type directory interface {
 	// OnlineMeta reads the metadata of id's /online node; found is false if
 	// there is none.
 	OnlineMeta(ctx context.Context, id string) (meta onlineMeta, found bool, err error)
+	// ClearStale deletes id's /online node if one of this directory's
+	// earlier sessions made it: the bridge's own session before an outage
+	// replaced it, which ZooKeeper would otherwise end only after the
+	// session timeout. cleared: there is no such node now (deleted, or
+	// gone already), so going online may be tried again at once.
+	ClearStale(ctx context.Context, id string) (cleared bool, err error)
 	// IsRegistered reports whether id is registered (/registry/<id>).
 	IsRegistered(ctx context.Context, id string) (bool, error)
 	// Binding reads the account id is bound to, "" for none.
@@ -56,8 +62,8 @@ type onlineMeta struct{ Via, Bridge, Channel string }
 // on every message or command (a receiver's /online node, an id's account
 // binding) come from a watched cache (zookeeper.Cache).
 //
-// Locks: mu guards s and shared; it is held while dialling (so one session
-// is made) and taken under no other lock.
+// Locks: mu guards s, shared and sessions; it is held while dialling (so
+// one session is made) and taken under no other lock.
 type zkDirectory struct {
 	cfg   zookeeper.SessionConfig
 	cache *zookeeper.Cache
@@ -65,6 +71,10 @@ type zkDirectory struct {
 	mu     sync.Mutex
 	s      *zookeeper.Session
 	shared *zookeeper.Shared
+	// sessions: the ids of the sessions the connection has had, as seen at
+	// each use (session), so that ClearStale knows a node of an earlier
+	// one for the bridge's own. A few a day at most.
+	sessions map[int64]bool
 }
 
 func newZKDirectory(cfg zookeeper.SessionConfig) *zkDirectory {
@@ -76,15 +86,53 @@ func newZKDirectory(cfg zookeeper.SessionConfig) *zkDirectory {
 func (d *zkDirectory) session(ctx context.Context) (*zookeeper.Session, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.s != nil {
-		return d.s, nil
+	if d.s == nil {
+		s, err := zookeeper.Dial(ctx, d.cfg)
+		if err != nil {
+			return nil, err
+		}
+		d.s, d.shared = s, zookeeper.NewShared(s)
 	}
-	s, err := zookeeper.Dial(ctx, d.cfg)
+	if sid := d.s.SessionID(); sid != 0 && !d.sessions[sid] {
+		if d.sessions == nil {
+			d.sessions = map[int64]bool{}
+		}
+		d.sessions[sid] = true
+	}
+	return d.s, nil
+}
+
+// ClearStale: see directory. Only a node whose ephemeral owner is a
+// session this directory had, and not the one it has now, is deleted (at
+// its version): a node of another process, an earlier run's included, is
+// left to its session.
+func (d *zkDirectory) ClearStale(ctx context.Context, id string) (bool, error) {
+	s, err := d.session(ctx)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	d.s, d.shared = s, zookeeper.NewShared(s)
-	return s, nil
+	path := s.Paths.OnlineNode(id)
+	_, st, err := s.Get(ctx, path)
+	if errors.Is(err, zk.ErrNoNode) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stale %s: %w", path, err)
+	}
+	d.mu.Lock()
+	earlier := d.sessions[st.EphemeralOwner] && st.EphemeralOwner != s.SessionID()
+	d.mu.Unlock()
+	if !earlier {
+		return false, nil
+	}
+	switch err := s.Delete(ctx, path, st.Version); {
+	case err == nil, errors.Is(err, zk.ErrNoNode):
+		return true, nil
+	case errors.Is(err, zk.ErrBadVersion):
+		return false, nil
+	default:
+		return false, fmt.Errorf("stale %s of the bridge's session before: %w", path, err)
+	}
 }
 
 // View is a user's share of the session: a client.DialFunc.

@@ -36,6 +36,10 @@ type fakeNet struct {
 	// in; dead: sessions expired (kill), whose calls fail.
 	onlineSess map[string]int
 	dead       map[int]bool
+	// earlier: session -> the session of the same bridge's directory
+	// that it was before an outage (a test sets it), whose nodes that
+	// directory may clear (ClearStale).
+	earlier map[int]int
 	// /bridges: the nodes, and the child watches set.
 	bridges     map[string]fakeBridgeNode
 	bridgeWatch []chan zk.Event
@@ -50,7 +54,7 @@ func newFakeNet() *fakeNet {
 	return &fakeNet{registered: map[string]bool{}, online: map[string]onlineMeta{},
 		bindings: map[string]string{}, topics: map[string][]protocol.Message{},
 		committed: map[string]int{}, workers: map[string]*fakeWorker{}, changed: make(chan struct{}),
-		onlineSess: map[string]int{}, dead: map[int]bool{}, bridges: map[string]fakeBridgeNode{}}
+		onlineSess: map[string]int{}, dead: map[int]bool{}, earlier: map[int]int{}, bridges: map[string]fakeBridgeNode{}}
 }
 
 // bridgesChangedLocked fires the child watches of /bridges; n.mu is held.
@@ -313,6 +317,20 @@ func (d fakeDir) OnlineMeta(_ context.Context, id string) (onlineMeta, bool, err
 	defer d.n.mu.Unlock()
 	m, ok := d.n.online[id]
 	return m, ok, nil
+}
+func (d fakeDir) ClearStale(_ context.Context, id string) (bool, error) {
+	d.n.mu.Lock()
+	defer d.n.mu.Unlock()
+	s, ok := d.n.onlineSess[id]
+	if !ok {
+		return true, nil
+	}
+	if e, ok := d.n.earlier[s]; !ok || e != d.sess || s == d.sess {
+		return false, nil
+	}
+	delete(d.n.online, id)
+	delete(d.n.onlineSess, id)
+	return true, nil
 }
 func (d fakeDir) IsRegistered(_ context.Context, id string) (bool, error) {
 	d.n.mu.Lock()

@@ -279,3 +279,39 @@ func TestFakeOutageTold(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeStaleNodeCleared: after an outage that replaced the bridge's
+// ZooKeeper session, a user's /online node of the session before is
+// deleted at once, not waited out: the user is back online without a word,
+// and who and msg agree.
+func TestFakeStaleNodeCleared(t *testing.T) {
+	t.Parallel()
+	s := startFake(t, nil, "alice", "bob")
+	waitUntil(t, "alice online", func() bool { return s.net.isOnline("alice") })
+	w := s.net.worker("alice")
+	s.net.mu.Lock()
+	s.net.earlier[99] = 0 // session 99 was the bridge's before the outage
+	s.net.mu.Unlock()
+	w.lose(protocol.ErrAlreadyOnline)
+	s.net.mu.Lock()
+	s.net.online["alice"] = onlineMeta{Via: "irc", Bridge: "zkchat", Channel: "#chatroom"}
+	s.net.onlineSess["alice"] = 99
+	s.net.mu.Unlock()
+	waitUntil(t, "alice online in the bridge's session", func() bool {
+		s.net.mu.Lock()
+		defer s.net.mu.Unlock()
+		sess, ok := s.net.onlineSess["alice"]
+		return ok && sess == 0
+	})
+	s.from("alice", "PRIVMSG zkchat :msg bob hi")
+	waitUntil(t, "the message sent", func() bool {
+		s.net.mu.Lock()
+		defer s.net.mu.Unlock()
+		return len(s.net.topics["bob"]) == 1
+	})
+	for _, l := range s.srv.Lines() {
+		if strings.Contains(l, "offline") || strings.Contains(l, "Not sent") {
+			t.Fatalf("told %q", l)
+		}
+	}
+}

@@ -368,6 +368,9 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 		// it given up after 60 tries, in case a twin with the same nick and
 		// channel really runs on another server.
 		u.staleTries++
+		if u.staleTries <= 3 && u.clearStale(ctx) {
+			return true // the bridge's own node from before an outage, deleted: again, at once
+		}
 		wait := min(250*time.Millisecond<<min(u.staleTries-1, 4), 2*time.Second)
 		if u.staleTries > 60 {
 			wait = 10 * time.Second
@@ -422,6 +425,24 @@ func (u *user) ownNodeExists(ctx context.Context) bool {
 	return found && here
 }
 
+// clearStale deletes u's /online node if the bridge's own session before
+// an outage made it (directory.ClearStale), and pokes u to go online again
+// at once; false if it did not. Until then /online/<id> says online while
+// the user cannot send: who and msg would disagree for up to the session
+// timeout.
+func (u *user) clearStale(ctx context.Context) bool {
+	cleared, err := u.b.dir.ClearStale(ctx, u.id)
+	if err != nil {
+		u.b.warn.Warn("deleting the user's node of the bridge's session before an outage failed", "id", u.id, "err", err)
+		return false
+	}
+	if cleared {
+		u.b.log.Info("deleted the user's node of the bridge's session before an outage", "id", u.id)
+		u.poke()
+	}
+	return cleared
+}
+
 // tellAway tells nick, once until it is back online, that it is offline
 // for a moment because of an outage (goOnline tells it when it is back).
 func (u *user) tellAway(nick string) {
@@ -448,10 +469,14 @@ func (u *user) presenceLost(ctx context.Context) {
 		u.later(2 * time.Second)
 	case errors.Is(why, protocol.ErrAlreadyOnline) && !u.b.cfg.SharedChannel && u.ownNodeExists(ctx):
 		// The node is this bridge's own (two live bridges cannot share a
-		// nick on one server), of its session before an outage (ZooKeeper
-		// ends that session within the session timeout): not "online
-		// elsewhere", which would keep the user offline until it rejoins.
-		// Told once; going online is retried (goOnline).
+		// nick on one server), of its session before an outage: not
+		// "online elsewhere", which would keep the user offline until it
+		// rejoins. Deleted at once if that session was this process's;
+		// else (ZooKeeper ends it within the session timeout) the user is
+		// told, once, and going online is retried (goOnline).
+		if u.clearStale(ctx) {
+			return
+		}
 		u.tellAway(nick)
 		u.later(250 * time.Millisecond)
 	case errors.Is(why, protocol.ErrNotRegistered):
