@@ -3,7 +3,7 @@
 # The servers are run by cmd/devenv (internal/servers); ports and folders
 # come from the environment (ZKCHAT_DATA_DIR, ZKCHAT_ZK_PORT, ...).
 # ARGS passes flags on: make test ARGS='-run TestSend -v'.
-.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge bench-scale bench-hops bench-kafka clean deps-go devenv check graph stats doccheck
+.PHONY: run test reliability build servers-start servers-stop servers-status bench bench-bridge bench-scale bench-hops bench-puppets bench-kafka clean deps-go devenv check graph stats doccheck
 
 # The official Go tarball's place, often not on PATH; confluent-kafka-go is cgo.
 export PATH := $(PATH):/usr/local/go/bin
@@ -73,6 +73,12 @@ bench-hops: devenv
 	@mkdir -p .data
 	$(DEVENV) exec -- sh -c "ZKCHAT_BENCH_HOPS=1 ZKCHAT_BENCH_RATES=1000 ZKCHAT_BENCH_ONLINE=10,1000,10000 go test -run '^$$' -bench 'IRCDirectFloor|BridgeLatency' -benchtime 10s -timeout 60m ./bridge/" 2>&1 | tee .data/bench-hops.txt
 	go run ./internal/benchtab -title 'Benchmarks: the hops of a message through the bridge' -cmd 'make bench-hops' -split -note 'Hops (bridge/bench_test.go, bbHops): in = sender write to the bridge IRC handler; queue = to the start of the send in the user goroutine; kafka = to the receiver delivery; deliver = to the outbox handing the line to girc; out = to the receiver read; ack = start of the send to Kafka acknowledgement (overlaps kafka). tail-*: the mean of each hop over the slowest 1 %. Analysis: [scaling.md](scaling.md).' -o doc/benchmarks-bridge-hops.md .data/bench-hops.txt
+
+## bench-puppets: what a puppet (a CLI user shown as an IRC nick) costs the bridge's process, against a bare girc client as the floor (about 1 minute); table in doc/benchmarks-puppets.md
+bench-puppets: devenv
+	@mkdir -p .data
+	$(DEVENV) exec -- sh -c "go test -run '^$$' -bench Puppets -benchtime 1x -count 3 ./bridge/" 2>&1 | tee .data/bench-puppets.txt
+	go run ./internal/benchtab -title 'Benchmarks: puppets' -cmd 'make bench-puppets' -note '50 users online through the CLI, each shown as an IRC nick by a client connection of its own (bridge/puppet.go); floor-*: the same number of bare girc clients on the same server, in the same run. Per puppet: the goroutines and the Go heap (after GC) that the process gets back when they all quit. all-on-irc-ms: from the 50 /online nodes made to all 50 nicks answering ISON.' -o doc/benchmarks-puppets.md .data/bench-puppets.txt
 
 ## bench-kafka: topic creation, produce throughput per producer handle, idle readers per consumer shard (private broker, 1 GB heap; about 10 minutes); tables in doc/benchmarks-kafka.md
 bench-kafka: devenv

@@ -73,6 +73,12 @@ type Config struct {
 	// /bridges/<id> and its rendezvous hashes. An id (protocol.ValidateID),
 	// unique among them; "": the id of Nick (NickToID).
 	BridgeID string
+	// Puppets: show every user online through another front end (the CLI,
+	// a bridge of another network) as an IRC nick of its own, one client
+	// connection each, that IRC users /msg directly (puppet.go). Off with
+	// SharedChannel. MaxPuppets bounds them; 0: 100.
+	Puppets    bool
+	MaxPuppets int
 	// ZKAuth is zkchat's own principal (ZooKeeper digest). The bridge's
 	// sessions, its users' included, authenticate with it: with ACLs on,
 	// the manager lets that principal act for any id. nil: no credentials.
@@ -124,6 +130,10 @@ type Bridge struct {
 	ring       ring
 	ringKick   chan struct{}
 	joinedOnce atomic.Bool
+
+	// Puppets (puppet.go): the connections, and runPuppets' wake-up.
+	pup        puppets
+	puppetKick chan struct{}
 
 	// trace, if set (benchmarks only: export_test.go, before Run), is told
 	// when a sent message passes a stage of the bridge (traceStage), with
@@ -229,6 +239,9 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxPuppets <= 0 {
+		cfg.MaxPuppets = 100
+	}
 	if cfg.SharedChannel && cfg.BridgeID == "" {
 		id, err := NickToID(cfg.Nick, RFC1459)
 		if err != nil {
@@ -240,6 +253,7 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 		if err := protocol.ValidateID(cfg.BridgeID); err != nil {
 			return nil, fmt.Errorf("bridge id: %w", err)
 		}
+		cfg.Puppets = false // a puppet's messages must reach the sender's own bridge
 	}
 	if _, _, err := protocol.SplitConnect(cfg.ZooKeeper); err != nil {
 		return nil, err
@@ -290,6 +304,7 @@ func newBridge(cfg Config, newWorker func(id string) worker, dir directory) (*Br
 		out: newOutbox(irc, cfg.Rate, cfg.Burst), dir: dir, newWorker: newWorker,
 		sem: make(chan struct{}, cfg.SessionConcurrency), commitSlots: make(chan struct{}, maxCommitsInFlight), host: cfg.Server,
 		ring: ring{self: cfg.BridgeID}, ringKick: make(chan struct{}, 1),
+		pup: puppets{live: map[string]*puppet{}, metas: map[string]onlineMeta{}}, puppetKick: make(chan struct{}, 1),
 	}
 	// A line girc may have dropped fails the proofs on its connection;
 	// a new connection starts them afresh (see outbox.lost).
@@ -349,6 +364,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	} else {
 		close(ringDone)
 	}
+	puppetsDone := make(chan struct{})
+	if b.cfg.Puppets {
+		go func() { defer close(puppetsDone); b.runPuppets(ctx) }()
+	} else {
+		close(puppetsDone)
+	}
 
 	b.log.Warn("nick ownership is verified only for nicks registered while logged in to a services account; " +
 		"on a server without accounts, whoever holds a registered nick in the channel acts as that user")
@@ -383,6 +404,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	b.disconnected()
 	<-ringDone       // it ends with ctx; it uses the session closed below
+	<-puppetsDone    // so does this one; its puppets have quit IRC
 	b.dir.Stopping() // the session's close below takes everyone's node at once
 	b.m.stop()       // everyone offline with the bridge; waits for the users' goroutines
 	stopOutbox()

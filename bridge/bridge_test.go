@@ -55,7 +55,7 @@ func startSetup(t *testing.T, s *setup, via ...func(string) string) *setup {
 // launch runs a manager and a bridge on server (users: where the test's IRC
 // users connect) for s, with the bridge's config changed by mod; both stop
 // at cleanup (or at s.stop).
-func launch(t *testing.T, s *setup, server, users string, mod func(*bridge.Config)) *setup {
+func launch(t testing.TB, s *setup, server, users string, mod func(*bridge.Config)) *setup {
 	t.Helper()
 	env := testenv.New(t)
 	tag := testenv.Tag()
@@ -102,11 +102,11 @@ func launch(t *testing.T, s *setup, server, users string, mod func(*bridge.Confi
 	return s
 }
 
-func (s *setup) waitSynced(t *testing.T) { waitSynced(t, s.b, "bridge "+s.bot) }
+func (s *setup) waitSynced(t testing.TB) { waitSynced(t, s.b, "bridge "+s.bot) }
 
 // waitSynced waits up to 30 s for b to have joined its channel and read its
 // member list.
-func waitSynced(t *testing.T, b *bridge.Bridge, what string) {
+func waitSynced(t testing.TB, b *bridge.Bridge, what string) {
 	t.Helper()
 	ch, ok := b.Synced()
 	if ok {

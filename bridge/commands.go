@@ -84,6 +84,24 @@ var helpText = []string{
 	"Messages to you arrive as private messages from me: <sender> text",
 }
 
+// helpPuppets ends the help when the bridge shows puppets.
+const helpPuppets = "Users online outside this channel (the CLI, other networks) are nicks of their own: /msg them directly; their messages come from those nicks."
+
+// help is the bot's help, its channel filled in.
+func (b *Bridge) help() []string {
+	lines := make([]string, 0, len(helpText)+1)
+	for _, l := range helpText {
+		if strings.Contains(l, "%s") {
+			l = fmt.Sprintf(l, b.cfg.Channel)
+		}
+		lines = append(lines, l)
+	}
+	if b.cfg.Puppets {
+		lines = append(lines, helpPuppets)
+	}
+	return lines
+}
+
 // textTopic is the topic the bot gives a channel that has none.
 func textTopic(bot string) string {
 	return fmt.Sprintf("zkchat: chat with zkchat users over ZooKeeper and Kafka. /msg %s help", bot)
@@ -100,10 +118,7 @@ func (b *Bridge) channelTalk(nick, line string) {
 		return
 	}
 	if strings.ToLower(strings.TrimSpace(line[len(bot)+1:])) == "help" {
-		for _, l := range helpText {
-			if strings.Contains(l, "%s") {
-				l = fmt.Sprintf(l, b.cfg.Channel)
-			}
+		for _, l := range b.help() {
 			b.out.postNotice(nick, l)
 		}
 		return
@@ -130,6 +145,18 @@ func (b *Bridge) command(nick, line string, rawLen int, acct account) {
 		b.out.postNotice(nick, textYourBridge(owner, cmd))
 		return
 	}
+	b.enqueueLine(nick, line, rawLen, cmd, acct, "")
+}
+
+// enqueueLine queues a line from nick, parsed as cmd, to its user's
+// goroutine (doPiece); via is the id of the puppet it was sent to, "" for
+// the bot. An IRC handler calls it: it never waits.
+func (b *Bridge) enqueueLine(nick, line string, rawLen int, cmd Command, acct account, via string) {
+	id, err := NickToID(nick, b.caseMapping())
+	if err != nil {
+		b.out.postNotice(nick, textBadNickCommand(err))
+		return
+	}
 	b.m.mu.Lock()
 	u := b.userLocked(id)
 	u.mu.Lock()
@@ -137,7 +164,7 @@ func (b *Bridge) command(nick, line string, rawLen int, acct account) {
 		u.nick = nick
 	}
 	u.mu.Unlock()
-	op := func(ctx context.Context) { b.doPiece(ctx, u, nick, line, rawLen, cmd, acct) }
+	op := func(ctx context.Context) { b.doPiece(ctx, u, nick, line, rawLen, cmd, acct, via) }
 	select {
 	case u.ops <- op: // under members.mu, see leave
 		b.m.mu.Unlock()
@@ -180,6 +207,7 @@ func fillsLine(rawLen int) bool { return rawLen >= ircLineMax-splitLineSlack }
 // goroutine's own.
 type pending struct {
 	nick   string
+	via    string  // the puppet it was sent to ("": the bot); pieces go the same way
 	cmd    Command // msg; Text grows by each piece
 	acct   account
 	last   time.Time // when its last piece came
@@ -187,9 +215,10 @@ type pending struct {
 }
 
 // doPiece runs one line from nick in the user's goroutine: a piece of a
-// pending msg, or a command (do).
-func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen int, cmd Command, acct account) {
-	if p := u.pending; p != nil && p.nick == nick && !isCommandWord(line) {
+// pending msg, or a command (do). via: the puppet the line was sent to
+// (its text, whatever it says, is a msg to that user), "" for the bot.
+func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen int, cmd Command, acct account, via string) {
+	if p := u.pending; p != nil && p.nick == nick && p.via == via && (via != "" || !isCommandWord(line)) {
 		p.cmd.Text += line
 		p.last, p.lastAt = time.Now(), rawLen
 		if !fillsLine(rawLen) {
@@ -201,7 +230,7 @@ func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen
 	}
 	b.flushPending(ctx, u) // not a piece: what was pending is complete
 	if cmd.Name == "msg" && fillsLine(rawLen) {
-		u.pending = &pending{nick: nick, cmd: cmd, acct: acct, last: time.Now(), lastAt: rawLen}
+		u.pending = &pending{nick: nick, via: via, cmd: cmd, acct: acct, last: time.Now(), lastAt: rawLen}
 		u.later(joinWait)
 		return
 	}
@@ -264,10 +293,7 @@ func (b *Bridge) do(ctx context.Context, u *user, nick string, cmd Command, acct
 			b.out.notice(nick, fmt.Sprintf("Unknown command %q. Commands: register, quit, who, users, msg <nick> <text> (or <nick>: <text>), help.", cmd.Text))
 			return
 		}
-		for _, l := range helpText {
-			if strings.Contains(l, "%s") {
-				l = fmt.Sprintf(l, b.cfg.Channel)
-			}
+		for _, l := range b.help() {
 			b.out.notice(nick, l)
 		}
 		if owner := b.ownerElsewhere(u.id); owner != "" {

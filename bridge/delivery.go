@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,8 +104,12 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 	defer b.deliveries.running.Add(-1)
 	defer close(done)
 	u.refusedLines.Store(0) // from an earlier delivery: this one starts at the last commit
+	var via proofSet        // the puppets this delivery wrote through
 	proof := func(ctx context.Context) error {
 		if err := b.out.prove(ctx, conn); err != nil { // on the connection its lines went out on
+			return err
+		}
+		if err := via.prove(ctx); err != nil {
 			return err
 		}
 		// The server answers in order: a 401 for a line comes before the
@@ -119,6 +125,17 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 			b.trace(traceConsumed, m.Text)
 		}
 		nick := u.currentNick()
+		// A verified message from a user shown as a puppet comes from the
+		// puppet's nick, as the user typed it.
+		if m.Trust == protocol.Verified || b.cfg.UnverifiedMark == "" {
+			if pp, pconn := b.puppetOf(m.From); pp != nil {
+				if err := pp.deliver(ctx, pconn, nick, m.Text); err != nil {
+					return err
+				}
+				via.add(pp.out, pconn)
+				return nil
+			}
+		}
 		// Key and value are what any producer may have written: the
 		// sender is shown so that it cannot pass for another, the text
 		// escaped and cut after protocol.MaxMessageBytes, with a marker.
@@ -162,4 +179,54 @@ func (b *Bridge) showSender(key string) string {
 		return key
 	}
 	return name
+}
+
+// proofSet is the puppets' outboxes a delivery wrote through since their
+// last proof, each with the connection its lines went out on. The delivery
+// adds to it, its committer proves it (BeforeCommit): hence the lock, a
+// leaf.
+type proofSet struct {
+	mu   sync.Mutex
+	outs map[*outbox]proofEntry
+}
+
+type proofEntry struct {
+	conn context.Context
+	n    uint64 // lines added through it: a proof clears the entry only if none came since
+}
+
+func (s *proofSet) add(o *outbox, conn context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.outs == nil {
+		s.outs = map[*outbox]proofEntry{}
+	}
+	e := s.outs[o]
+	if e.conn != nil && e.conn != conn {
+		// Lines on an earlier connection of the puppet, not proved: that
+		// proof fails, and the messages come again.
+		conn = e.conn
+	}
+	s.outs[o] = proofEntry{conn: conn, n: e.n + 1}
+}
+
+// prove proves every outbox in the set on its connection, and forgets the
+// ones nothing was added to meanwhile.
+func (s *proofSet) prove(ctx context.Context) error {
+	s.mu.Lock()
+	snap := maps.Clone(s.outs)
+	s.mu.Unlock()
+	for o, e := range snap {
+		if err := o.prove(ctx, e.conn); err != nil {
+			return fmt.Errorf("through a puppet: %w", err)
+		}
+	}
+	s.mu.Lock()
+	for o, e := range snap {
+		if s.outs[o] == e {
+			delete(s.outs, o)
+		}
+	}
+	s.mu.Unlock()
+	return nil
 }

@@ -30,6 +30,10 @@ type directory interface {
 	// session timeout. cleared: there is no such node now (deleted, or
 	// gone already), so going online may be tried again at once.
 	ClearStale(ctx context.Context, id string) (cleared bool, err error)
+	// OnlineWatch lists the online ids (/online's children) and sets a
+	// child watch, whose one event (a change, or the session's end) the
+	// channel gets (Config.Puppets).
+	OnlineWatch(ctx context.Context) ([]string, <-chan zk.Event, error)
 	// IsRegistered reports whether id is registered (/registry/<id>).
 	IsRegistered(ctx context.Context, id string) (bool, error)
 	// Binding reads the account id is bound to, "" for none.

@@ -1,5 +1,7 @@
 package bridge
 
+import "github.com/lrstanley/girc"
+
 // Trace stages, for the hop-by-hop latency benchmark.
 const (
 	TraceReceived = int(traceReceived)
@@ -16,3 +18,7 @@ func SetTrace(b *Bridge, f func(stage int, text string)) {
 	b.trace = t
 	b.out.trace = t
 }
+
+// ConnectLikeTheBridge connects c with the dialer the bot and its puppets
+// use (benchmarks: a bare client as the floor of a puppet's cost).
+func ConnectLikeTheBridge(c *girc.Client) error { return c.DialerConnect(quickAckDialer{}) }

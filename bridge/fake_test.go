@@ -332,6 +332,12 @@ func (d fakeDir) ClearStale(_ context.Context, id string) (bool, error) {
 	delete(d.n.onlineSess, id)
 	return true, nil
 }
+
+// OnlineWatch: the fake's watch never fires; a test that has puppets
+// kicks them (kickPuppets).
+func (d fakeDir) OnlineWatch(context.Context) ([]string, <-chan zk.Event, error) {
+	return d.list(true), nil, nil
+}
 func (d fakeDir) IsRegistered(_ context.Context, id string) (bool, error) {
 	d.n.mu.Lock()
 	defer d.n.mu.Unlock()

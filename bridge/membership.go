@@ -147,6 +147,7 @@ func (b *Bridge) presence(nick string, in, split bool) {
 	if in {
 		u.setNick(nick)
 	}
+	b.kickPuppets() // a nick of the channel is a person, not a puppet
 	// Under m.mu: the user's goroutine may be about to leave the table.
 	if split && !in {
 		u.splitLeave(b.cfg.SplitGrace)

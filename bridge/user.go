@@ -415,7 +415,15 @@ func (b *Bridge) nodeHere(ctx context.Context, id string) (found, here bool) {
 	if err != nil {
 		return true, false
 	}
-	return found, found && meta.Via == "irc" && b.sameChannel(meta.Channel) && (b.cfg.SharedChannel || meta.Bridge == b.cfg.Nick)
+	return found, found && b.metaHere(meta)
+}
+
+// metaHere reports whether an /online node with meta was made for this
+// bridge's channel: with SharedChannel by any bridge of it; without, by a
+// bridge with this nick (two live bridges cannot share a nick on one
+// server, so that is this bridge or an earlier run of it).
+func (b *Bridge) metaHere(meta onlineMeta) bool {
+	return meta.Via == "irc" && b.sameChannel(meta.Channel) && (b.cfg.SharedChannel || meta.Bridge == b.cfg.Nick)
 }
 
 // ownNodeExists reports whether u's /online node exists and was made for

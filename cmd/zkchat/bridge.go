@@ -43,8 +43,11 @@ func bridgeCommand() *cli.Command {
 		Description: "The bot joins --channel. A registered nick in the channel is online; private\n" +
 			"messages to the bot are commands: help, register, quit, who, users,\n" +
 			"msg <nick> <text> (or <nick>: <text>). Messages to a user arrive as private\n" +
-			"messages from the bot. Give the bot a connect class without flood limits and\n" +
-			"use --rate -1, or keep the default pacing (20 lines/s, bursts of 40).\n" +
+			"messages from the bot, or, from a user online through the CLI or another\n" +
+			"network (a puppet: a nick of its own, one connection each, --puppets), from\n" +
+			"that user's nick, which IRC users /msg directly. Give the bot a connect class\n" +
+			"without flood limits and use --rate -1, or keep the default pacing (20 lines/s,\n" +
+			"bursts of 40).\n" +
 			"A nick registered while logged in to a services account (IRCv3 accounts) is bound\n" +
 			"to it; other nicks are not protected: whoever holds one is that user.",
 		Flags: []cli.Flag{
@@ -72,6 +75,10 @@ func bridgeCommand() *cli.Command {
 					"each user is served by one of the live bridges, and a bridge's users move to the others when it stops or dies"},
 			&cli.StringFlag{Name: "bridge-id", EnvVars: []string{"ZKCHAT_BRIDGE_ID"},
 				Usage: "with --shared-channel: the bridge's `ID` among them, unique (default: the id of --nick)"},
+			&cli.BoolFlag{Name: "puppets", EnvVars: []string{"ZKCHAT_IRC_PUPPETS"}, Value: true,
+				Usage: "show users online through the CLI or another network as IRC nicks of their own (one connection each; off with --shared-channel)"},
+			&cli.IntFlag{Name: "max-puppets", EnvVars: []string{"ZKCHAT_IRC_MAX_PUPPETS"}, Value: 100,
+				Usage: "most puppets at once; the other users are reachable through the bot"},
 			&cli.BoolFlag{Name: "no-manager", EnvVars: []string{"ZKCHAT_NO_MANAGER"}, Usage: "do not run the built-in manager"},
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics (built-in manager)"},
@@ -132,6 +139,7 @@ func bridgeCommand() *cli.Command {
 				Logger: log, ZKAuth: za,
 				KeyDir: keyDir, UnverifiedMark: c.String("unverified-mark"),
 				SharedChannel: c.Bool("shared-channel"), BridgeID: c.String("bridge-id"),
+				Puppets: c.Bool("puppets"), MaxPuppets: c.Int("max-puppets"),
 			})
 			if err != nil {
 				return usageError{err}
