@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lrstanley/girc"
+
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -130,7 +132,7 @@ func (b *Bridge) channelTalk(nick, line string) {
 // said of nick's account (msgAccount), to its user's goroutine; rawLen is
 // the whole line's length as the server sent it (prefix included). An IRC
 // handler calls it: it never waits.
-func (b *Bridge) command(nick, line string, rawLen int, acct account) {
+func (b *Bridge) command(nick, line string, size lineSize, acct account) {
 	id, err := NickToID(nick, b.caseMapping())
 	if err != nil {
 		b.out.postNotice(nick, textBadNickCommand(err))
@@ -145,13 +147,13 @@ func (b *Bridge) command(nick, line string, rawLen int, acct account) {
 		b.out.postNotice(nick, textYourBridge(owner, cmd))
 		return
 	}
-	b.enqueueLine(nick, line, rawLen, cmd, acct, "")
+	b.enqueueLine(nick, line, size, cmd, acct, "")
 }
 
 // enqueueLine queues a line from nick, parsed as cmd, to its user's
 // goroutine (doPiece); via is the id of the puppet it was sent to, "" for
 // the bot. An IRC handler calls it: it never waits.
-func (b *Bridge) enqueueLine(nick, line string, rawLen int, cmd Command, acct account, via string) {
+func (b *Bridge) enqueueLine(nick, line string, size lineSize, cmd Command, acct account, via string) {
 	id, err := NickToID(nick, b.caseMapping())
 	if err != nil {
 		b.out.postNotice(nick, textBadNickCommand(err))
@@ -164,7 +166,7 @@ func (b *Bridge) enqueueLine(nick, line string, rawLen int, cmd Command, acct ac
 		u.nick = nick
 	}
 	u.mu.Unlock()
-	op := func(ctx context.Context) { b.doPiece(ctx, u, nick, line, rawLen, cmd, acct, via) }
+	op := func(ctx context.Context) { b.doPiece(ctx, u, nick, line, size, cmd, acct, via) }
 	select {
 	case u.ops <- op: // under members.mu, see leave
 		b.m.mu.Unlock()
@@ -176,32 +178,64 @@ func (b *Bridge) enqueueLine(nick, line string, rawLen int, cmd Command, acct ac
 
 // A message longer than an IRC line (512 bytes with the sender's prefix)
 // reaches the bot in pieces: a client such as irssi splits it into several
-// PRIVMSGs, each filling the line, and only the first says "msg bob"; a
-// client such as ii sends it whole and the server cuts it at the limit. So
-// a msg whose line came within splitLineSlack of the limit waits, up to
-// joinWait, for the next line from the same nick, which is its next piece
-// and joined to it unless it is a bare command word (help, who, ...: a
-// split piece is never only that); a piece that does not fill its own line
-// ends the message. A shorter msg, whatever its length, is sent at once, so
-// a command typed after it is never taken for a piece. A message whose
-// last piece came at the server's limit may have been cut there: its
-// sender is told. Up to protocol.MaxMessageBytes joined; above, the usual
-// "too long" answer.
+// PRIVMSGs, each as full as the client dares, and only the first says "msg
+// bob"; a client such as ii sends it whole and the server cuts it at the
+// limit. A client does not know exactly how the server will write its
+// prefix (nick!user@host): irssi 1.4 assumes the longest user@host (63
+// bytes) and splits at the last space before that, so that its pieces
+// reach the bot 40-80 bytes short of the limit (a real irssi's, in
+// TestIrssiLongMessage: 450 of 510, for a user@host of 18 bytes), and 6 s
+// apart. So a
+// line "fills" (fills) when it came within splitLineSlack of the limit
+// less the room such a client keeps for a longer user@host than the
+// sender's. A msg that fills waits, up to joinWait, for the next line
+// from the same nick, which is its next piece and joined to it unless it
+// is a bare command word (help, who, ...: a split piece is never only
+// that); a piece that does not fill its own line ends the message. A
+// shorter msg is sent at once, so a command typed after it is never taken
+// for a piece; so is a line longer than IRC's (a server that takes long
+// lines: no client split it). (irssi splits "msg bob <one word longer than
+// a line>" after "bob": the bot answers that "msg bob" with its usage, and
+// the word's pieces as unknown commands. Not handled: waiting on every
+// bare "msg bob" would delay the usage answer to a typo by joinWait.) A message whose last piece
+// came at the server's limit may have been cut there: its sender is told.
+// Up to protocol.MaxMessageBytes joined; above, the usual "too long"
+// answer.
 const (
 	// ircLineMax is the most an IRC line holds before CRLF.
 	ircLineMax = 510
-	// splitLineSlack: a client that splits leaves room for its idea of its
-	// own prefix (nick!user@host), which the server may write a little
-	// differently.
+	// maxUserhost is the longest user@host a client assumes for itself
+	// when it splits (irssi's MAX_USERHOST_LEN).
+	maxUserhost = 63
+	// splitLineSlack: a client that splits at word boundaries leaves the
+	// rest of the last word's room unused.
 	splitLineSlack = 30
-	joinWait       = 2500 * time.Millisecond
+	// joinWait: irssi 1.4.3 sends the pieces of one long line 6 s apart
+	// (its own flood protection, on a server that would take 20 lines a
+	// second: measured in TestIrssiLongMessage's setup).
+	joinWait = 10 * time.Second
 	// cutLineLen: a line this long may have been cut by the server.
 	cutLineLen = ircLineMax - 10
 )
 
-// fillsLine reports whether a line rawLen long, as the server sent it, came
-// so close to IRC's limit that its client may have split the text.
-func fillsLine(rawLen int) bool { return rawLen >= ircLineMax-splitLineSlack }
+// lineSize is how long a line to the bot or a puppet was as the server
+// sent it (prefix included), and the user@host in its prefix.
+type lineSize struct{ raw, userhost int }
+
+// sizeOf is e's lineSize.
+func sizeOf(e girc.Event) lineSize {
+	ls := lineSize{raw: e.LenOpts(false)}
+	if e.Source != nil {
+		ls.userhost = len(e.Source.Ident) + 1 + len(e.Source.Host)
+	}
+	return ls
+}
+
+// fills reports whether the line came so close to IRC's limit, as its
+// client sees it, that its client may have split the text there.
+func (ls lineSize) fills() bool {
+	return ls.raw >= ircLineMax-splitLineSlack-max(0, maxUserhost-ls.userhost) && ls.raw <= ircLineMax
+}
 
 // pending is a msg whose pieces are being joined (doPiece); its user's
 // goroutine's own.
@@ -217,11 +251,11 @@ type pending struct {
 // doPiece runs one line from nick in the user's goroutine: a piece of a
 // pending msg, or a command (do). via: the puppet the line was sent to
 // (its text, whatever it says, is a msg to that user), "" for the bot.
-func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen int, cmd Command, acct account, via string) {
+func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, size lineSize, cmd Command, acct account, via string) {
 	if p := u.pending; p != nil && p.nick == nick && p.via == via && (via != "" || !isCommandWord(line)) {
 		p.cmd.Text += line
-		p.last, p.lastAt = time.Now(), rawLen
-		if !fillsLine(rawLen) {
+		p.last, p.lastAt = time.Now(), size.raw
+		if !size.fills() {
 			b.flushPending(ctx, u)
 		} else {
 			u.later(joinWait)
@@ -229,8 +263,13 @@ func (b *Bridge) doPiece(ctx context.Context, u *user, nick, line string, rawLen
 		return
 	}
 	b.flushPending(ctx, u) // not a piece: what was pending is complete
-	if cmd.Name == "msg" && fillsLine(rawLen) {
-		u.pending = &pending{nick: nick, via: via, cmd: cmd, acct: acct, last: time.Now(), lastAt: rawLen}
+	if cmd.Name == "msg" && size.fills() {
+		if via == "" {
+			// ParseCommand trimmed the line (a puppet's is taken whole); a
+			// client that split at a space left it at the end of this piece.
+			cmd.Text += line[len(strings.TrimRight(line, " ")):]
+		}
+		u.pending = &pending{nick: nick, via: via, cmd: cmd, acct: acct, last: time.Now(), lastAt: size.raw}
 		u.later(joinWait)
 		return
 	}

@@ -182,7 +182,7 @@ func (b *Bridge) onPrivmsg(_ *girc.Client, e girc.Event) {
 	if b.trace != nil {
 		b.trace(traceReceived, e.Last())
 	}
-	b.command(e.Source.Name, e.Last(), e.LenOpts(false), b.msgAccount(e))
+	b.command(e.Source.Name, e.Last(), sizeOf(e), b.msgAccount(e))
 }
 
 // onJoinRefused: the server refused the JOIN (banned, invite only, full,

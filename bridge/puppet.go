@@ -368,7 +368,7 @@ func (b *Bridge) onPuppetPrivmsg(c *girc.Client, pp *puppet, e girc.Event) {
 		name, _ := e.Tags.Get("account")
 		acct = account{name: name, known: true}
 	}
-	b.enqueueLine(e.Source.Name, e.Last(), e.LenOpts(false), Command{Name: "msg", To: IDToNick(pp.id), Text: e.Last()}, acct, pp.id)
+	b.enqueueLine(e.Source.Name, e.Last(), sizeOf(e), Command{Name: "msg", To: IDToNick(pp.id), Text: e.Last()}, acct, pp.id)
 }
 
 // OnlineWatch lists /online's children with a child watch whose one event

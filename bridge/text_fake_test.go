@@ -211,7 +211,7 @@ func TestFakeSplitPiecesJoined(t *testing.T) {
 	waitUntil(t, "the long one sent", func() bool { return len(topic()) == 2 && topic()[1] == a })
 	// A long message that does not fill its line goes at once; the next
 	// line is a command.
-	long := strings.Repeat("l", 400)
+	long := strings.Repeat("l", 300)
 	s.from("alice", "PRIVMSG zkchat :msg bob "+long)
 	s.from("alice", "PRIVMSG zkchat :bob: next")
 	waitUntil(t, "two more messages", func() bool { return len(topic()) == 4 })
@@ -223,7 +223,7 @@ func TestFakeSplitPiecesJoined(t *testing.T) {
 	start := time.Now()
 	cut := strings.Repeat("c", ircLineMax-len(prefix+"msg bob "))
 	s.from("alice", "PRIVMSG zkchat :msg bob "+cut)
-	s.notice(t, "alice", "Your message's last line reached IRC's line limit (510 bytes)")
+	s.srv.Wait(joinWait+5*time.Second, irctest.Command("NOTICE", "alice :Your message's last line reached IRC's line limit (510 bytes)"))
 	if len(topic()) != 5 || topic()[4] != cut || time.Since(start) < joinWait-100*time.Millisecond {
 		t.Fatalf("after %s: %d messages", time.Since(start), len(topic()))
 	}
