@@ -9,7 +9,8 @@
 #   run        zookeeper + kafka + inspircd + go: what `make run` needs
 #   irc        Debian's inspircd (3.x), ngircd (a second, independent IRC
 #              network), ii (a tiny real IRC client the tests drive through
-#              FIFOs) and atheme-services (NickServ accounts + SASL for the
+#              FIFOs), irssi and tmux (irssi, typed into through tmux, in
+#              TestIrssiLongMessage) and atheme-services (NickServ accounts + SASL for the
 #              InspIRCd with accounts)
 #   servers    zookeeper + kafka + irc (what internal/servers runs)
 #   go         Go >= 1.26 (checked only) and gcc + libc6-dev for cgo,
@@ -175,7 +176,7 @@ deps_irc() {
 	pkg_installed ngircd || had_ngircd=0
 	local had_atheme=1
 	pkg_installed atheme-services || had_atheme=0
-	ensure_apt inspircd ngircd ii
+	ensure_apt inspircd ngircd ii irssi tmux
 	ensure_apt atheme-services
 	# Only right after our own install: a daemon someone set up on purpose earlier stays.
 	((had_inspircd)) || stop_packaged inspircd /var/run/inspircd/inspircd.pid
@@ -186,6 +187,7 @@ deps_irc() {
 	[[ -x /usr/sbin/inspircd ]] || die "/usr/sbin/inspircd missing after installing the inspircd package"
 	[[ -x /usr/sbin/ngircd ]] || die "/usr/sbin/ngircd missing after installing the ngircd package"
 	command -v ii >/dev/null 2>&1 || die "ii not found after installing the ii package"
+	command -v irssi >/dev/null 2>&1 || die "irssi not found after installing the irssi package"
 	[[ -x /usr/bin/atheme-services ]] || die "/usr/bin/atheme-services missing after installing the atheme-services package"
 }
 
