@@ -105,6 +105,15 @@ func TestPuppets(t *testing.T) {
 		t.Fatalf("alice got %q, want it from %s", l, cn)
 	}
 
+	// A terminal escape from the CLI reaches IRC escaped, as through the bot.
+	if err := carol.SendMessage(ctx, aid, "\x1b[31mred\x1b[0m and \x01ACTION\x01"); err != nil {
+		t.Fatal(err)
+	}
+	l = alice.Wait(20*time.Second, func(l string) bool { return strings.Contains(l, "red") })
+	if strings.ContainsAny(l, "\x1b\x01") {
+		t.Fatalf("alice got control bytes: %q", l)
+	}
+
 	carol.GoOffline()
 	waitISON(t, alice, cn, false)
 	alice.Send("PRIVMSG " + cn + " :still there?")
