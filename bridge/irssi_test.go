@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/zkchat/zkchat/bridge"
-	"github.com/zkchat/zkchat/client"
 	"github.com/zkchat/zkchat/internal/testenv"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -81,8 +80,8 @@ func (c *irssi) screen() string {
 	return string(out)
 }
 
-// TestIrssiLongMessage: a 2,000-byte line typed into a real irssi, which
-// splits it into several PRIVMSGs, arrives as one zkchat message, both
+// TestIrssiLongMessage: a 1,000-byte line typed into a real irssi, which
+// splits it into 3 PRIVMSGs (6 s apart, the last one short), arrives as one zkchat message, both
 // through the bot (msg bob <text>) and through bob's puppet (/msg bob).
 func TestIrssiLongMessage(t *testing.T) {
 	requireIrssi(t)
@@ -93,17 +92,7 @@ func TestIrssiLongMessage(t *testing.T) {
 	an, bn := "ir"+tag, "bo"+tag
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	bob, err := client.New(bn, client.Config{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
-	if _, err := bob.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := bob.GoOnline(ctx); err != nil {
-		t.Fatal(err)
-	}
+	bob := s.cliUser(ctx, t, bn, true)
 	got := make(chan protocol.Message, 10)
 	go func() { _ = bob.FollowMessages(ctx, func(m protocol.Message) error { got <- m; return nil }) }()
 
@@ -120,7 +109,7 @@ func TestIrssiLongMessage(t *testing.T) {
 
 	text := func(mark string) string {
 		var b strings.Builder
-		for i := 0; b.Len() < 2000; i++ {
+		for i := 0; b.Len() < 1000; i++ {
 			fmt.Fprintf(&b, "%s%04d ", mark, i)
 		}
 		return strings.TrimSpace(b.String())

@@ -25,6 +25,26 @@ func startPuppets(t *testing.T) *setup {
 	return launch(t, &setup{}, bots, users, func(c *bridge.Config) { c.Puppets = true })
 }
 
+// cliUser registers id as a CLI user of s's servers and, with online,
+// takes it online; it is closed when the test ends.
+func (s *setup) cliUser(ctx context.Context, t *testing.T, id string, online bool) *client.Worker {
+	t.Helper()
+	w, err := client.New(id, client.Config{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	if _, err := w.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if online {
+		if err := w.GoOnline(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
 // ison reports whether nick is on the IRC server, as u's ISON says.
 func ison(u *irctest.Client, nick string) bool {
 	u.Send("ISON " + nick)
@@ -62,14 +82,7 @@ func TestPuppets(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	carol, err := client.New(cn, client.Config{ZooKeeper: s.env.ZooKeeper, Kafka: s.kafka})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer carol.Close()
-	if _, err := carol.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	carol := s.cliUser(ctx, t, cn, false)
 	if ison(alice, cn) {
 		t.Fatalf("%s on IRC before going online", cn)
 	}
