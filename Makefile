@@ -20,7 +20,7 @@ run: devenv
 
 ## test: gofmt, go vet, staticcheck, go test -race ./... against real servers (not the fault suite)
 test: check devenv
-	ZKCHAT_TEST_STRICT=1 $(DEVENV) exec -- go test -race -count=1 -timeout 20m $(ARGS) ./...
+	ZKCHAT_TEST_STRICT=1 $(DEVENV) exec -- go test -race -count=1 -parallel 4 -timeout 20m $(ARGS) ./...
 
 ## reliability: the fault suite alone (3 ZooKeeper + 3 Kafka, faults injected; doc/reliability.md)
 reliability: devenv
