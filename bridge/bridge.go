@@ -119,6 +119,7 @@ type Bridge struct {
 	m          members
 	lookups    lookups // account lookups (WHOIS) in flight: account.go
 	deliveries deliveries
+	count      counters     // Stats' counters
 	casemap    atomic.Int32 // the server's CASEMAPPING, from ISUPPORT
 	// registered: the connection is past its welcome (a nick collision is
 	// then a failed reclaimNick, not a login's).

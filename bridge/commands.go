@@ -484,6 +484,7 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 	if err != nil {
 		to = strings.ToLower(cmd.To)
 		if protocol.ValidateID(to) != nil {
+			b.count.fail("bad_receiver")
 			b.out.notice(nick, fmt.Sprintf("Not sent: %q is neither a nick nor a zkchat id.", cmd.To))
 			return
 		}
@@ -492,10 +493,12 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 	// says so whatever else is wrong. (An IRC line is shorter than the
 	// limit, but a server may take longer ones.)
 	if protocol.CheckMessage(cmd.Text) != nil {
+		b.count.fail("too_long")
 		b.out.notice(nick, textTooLong(len(cmd.Text)))
 		return
 	}
 	if !u.online {
+		b.count.fail("not_online")
 		b.out.notice(nick, b.textNotOnline(ctx, u))
 		return
 	}
@@ -508,17 +511,23 @@ func (b *Bridge) doMsg(ctx context.Context, u *user, nick string, cmd Command) {
 	}
 	switch {
 	case err == nil:
+		b.count.sent.Add(1)
 	case errors.Is(err, protocol.ErrOutcomeUnknown):
+		b.count.fail("outcome_unknown")
 		// Kafka did not confirm in time, yet the message may be written and
 		// delivered: "Not sent" would be a lie.
 		b.out.notice(nick, "Maybe not sent: Kafka did not confirm it in time, and it may still arrive; sending it again may deliver it twice. ("+err.Error()+")")
 	case errors.Is(err, protocol.ErrKafkaUnreachable):
+		b.count.fail("kafka_unreachable")
 		b.out.notice(nick, "Not sent: Kafka is unreachable, and nothing was written; try again later. ("+err.Error()+")")
 	case errors.Is(err, protocol.ErrReceiverOffline):
+		b.count.fail("receiver_offline")
 		b.out.notice(nick, "Not sent: "+cmd.To+" is offline.")
 	case errors.Is(err, protocol.ErrNotRegistered):
+		b.count.fail("not_registered")
 		b.out.notice(nick, "Not sent: "+cmd.To+" is not a registered user.")
 	default:
+		b.count.fail("other")
 		b.out.notice(nick, "Not sent: "+err.Error()+".")
 	}
 }

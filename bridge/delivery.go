@@ -105,7 +105,15 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 	defer close(done)
 	u.refusedLines.Store(0) // from an earlier delivery: this one starts at the last commit
 	var via proofSet        // the puppets this delivery wrote through
+	// The Kafka timestamps of the messages written since the last proof
+	// (for Stats); the committer's proof takes them.
+	var timesMu sync.Mutex
+	var times []time.Time
 	proof := func(ctx context.Context) error {
+		timesMu.Lock()
+		batch := times
+		times = nil
+		timesMu.Unlock()
 		if err := b.out.prove(ctx, conn); err != nil { // on the connection its lines went out on
 			return err
 		}
@@ -117,6 +125,7 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 		if n := u.refusedLines.Swap(0); n > 0 {
 			return fmt.Errorf("the server refused %d line(s) to %s: no such nick", n, u.id)
 		}
+		b.count.proved(batch, time.Now())
 		return nil
 	}
 	opts := client.ReadOptions{BeforeCommit: proof, BeforeCommitTimeout: b.proofTimeout(), CommitSlots: b.commitSlots}
@@ -124,6 +133,9 @@ func (u *user) deliver(ctx, conn context.Context, done chan struct{}) {
 		if b.trace != nil {
 			b.trace(traceConsumed, m.Text)
 		}
+		timesMu.Lock()
+		times = append(times, m.Time)
+		timesMu.Unlock()
 		nick := u.currentNick()
 		// A verified message from a user shown as a puppet comes from the
 		// puppet's nick, as the user typed it.

@@ -50,6 +50,8 @@ type directory interface {
 	// (Own: made in this session). With watch, it also sets a child watch,
 	// whose one event (a change, or the session's end) the channel gets.
 	Bridges(ctx context.Context, self string, data []byte, watch bool) ([]bridgeNode, <-chan zk.Event, error)
+	// Connected reports whether the directory's session is up now.
+	Connected() bool
 	// Stopping: the bridge is stopping, and Close comes next.
 	Stopping()
 	Close()
@@ -170,6 +172,13 @@ func (d *zkDirectory) exists(ctx context.Context, path func(protocol.Paths) stri
 	}
 	_, _, ok, err := d.cache.Get(ctx, s, path(s.Paths))
 	return ok, err
+}
+
+// Connected: see directory.
+func (d *zkDirectory) Connected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.s != nil && d.s.State() == zk.StateHasSession
 }
 
 // Stopping makes the users' going offline skip deleting their nodes: the

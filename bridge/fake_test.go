@@ -338,6 +338,7 @@ func (d fakeDir) ClearStale(_ context.Context, id string) (bool, error) {
 func (d fakeDir) OnlineWatch(context.Context) ([]string, <-chan zk.Event, error) {
 	return d.list(true), nil, nil
 }
+func (d fakeDir) Connected() bool { return true }
 func (d fakeDir) IsRegistered(_ context.Context, id string) (bool, error) {
 	d.n.mu.Lock()
 	defer d.n.mu.Unlock()

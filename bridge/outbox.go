@@ -354,6 +354,14 @@ func (o *outbox) postNotice(nick, text string) {
 	o.drop(nick, len(lines))
 }
 
+// length is how many lines wait in the outbox, on the proof path and as
+// replies.
+func (o *outbox) length() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.queue) + o.nreplies
+}
+
 // droppedReplies is how many reply lines were dropped for want of room.
 func (o *outbox) droppedReplies() uint64 {
 	o.mu.Lock()

@@ -87,7 +87,8 @@ type user struct {
 	// when it is back.
 	wasOnline, away bool
 	online          bool
-	staleTries      int // see goOnline: tries against a node held here
+	onlineNow       atomic.Bool // online, for Stats (read by other goroutines)
+	staleTries      int         // see goOnline: tries against a node held here
 	delivery        context.CancelFunc
 	delDone         chan struct{}
 }
@@ -346,6 +347,7 @@ func (u *user) goOnline(ctx context.Context, nick string) bool {
 	switch {
 	case err == nil:
 		u.online, u.staleTries, u.wasOnline = true, 0, true
+		u.onlineNow.Store(true)
 		b.log.Info(msgOnline, "id", u.id, "nick", nick)
 		if u.away {
 			u.away = false
@@ -509,6 +511,7 @@ func (u *user) goOffline() {
 	if u.online {
 		u.w.GoOffline()
 		u.online = false
+		u.onlineNow.Store(false)
 		u.b.log.Info(msgOffline, "id", u.id)
 	}
 }

@@ -617,13 +617,11 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 	log := l.m.log.With("kind", k.String(), "id", id)
 	if perr != nil {
 		log.Warn("request with bad data: answering failed", "err", perr)
-		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
-		return err
+		return l.fail(k, req)
 	}
 	if err := protocol.ValidateID(id); err != nil {
 		log.Warn("request for an invalid id: answering failed", "err", err)
-		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
-		return err
+		return l.fail(k, req)
 	}
 	// With ACLs on: who made the request? Refused unless the id itself (a
 	// quit: with the password it registered with) or zkchat's principal.
@@ -635,8 +633,7 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 		return err
 	case errors.Is(err, protocol.ErrIdentity):
 		log.Warn("request refused: answering failed", "err", err)
-		_, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed)
-		return err
+		return l.fail(k, req)
 	case errors.Is(err, zk.ErrNoNode):
 		return errAnswered // withdrawn
 	case err != nil:
@@ -651,6 +648,7 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 	switch {
 	case err == nil:
 		log.Info("request answered", "status", st)
+		l.m.count.answer(k, st)
 		return nil
 	case errors.Is(err, errNotLeader), errors.Is(err, errAnswered):
 		return err
@@ -667,9 +665,15 @@ func (l *leader) request(k kind, id, path string, data []byte, stat *zk.Stat) er
 		return fmt.Errorf("%w: %w", errRetry, err) // not "failed": it may pass
 	}
 	log.Error("request failed: answering failed", "err", err)
-	if _, serr := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed); serr != nil {
-		return serr
+	return l.fail(k, req)
+}
+
+// fail answers the request "failed", and counts it (Stats).
+func (l *leader) fail(k kind, req *zk.SetDataRequest) error {
+	if _, err := l.m.settle(l.ctx, l.s, l.fence, req, protocol.StatusFailed); err != nil {
+		return err
 	}
+	l.m.count.answer(k, protocol.StatusFailed)
 	return nil
 }
 

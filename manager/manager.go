@@ -94,7 +94,8 @@ type Manager struct {
 	leaderMu sync.Mutex
 	leading  bool
 
-	term atomic.Pointer[leader] // the term leading now (nil: none); gets the watch events
+	term  atomic.Pointer[leader] // the term leading now (nil: none); gets the watch events
+	count counters               // Stats' counters
 }
 
 // topicAdmin is what the manager needs of a Kafka admin client

@@ -177,6 +177,7 @@ func (m *Manager) lead(ctx context.Context, s *zookeeper.Session, sid int64, nod
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	m.setLeading(true)
+	m.count.terms.Add(1)
 	m.log.Info(msgLeader, "node", node, "session", fmt.Sprintf("%#x", sid))
 	l := &leader{m: m, s: s, ctx: lctx, cancel: cancel,
 		fence: []any{&zk.CheckVersionRequest{Path: node, Version: -1}},

@@ -10,8 +10,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/internal/metrics"
 	"github.com/zkchat/zkchat/internal/secret"
 	"github.com/zkchat/zkchat/kafka"
+	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
 
@@ -83,8 +85,9 @@ func bridgeCommand() *cli.Command {
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics (built-in manager)"},
 			&cli.StringFlag{Name: "name", EnvVars: []string{"ZKCHAT_MANAGER_NAME"}, Usage: "the built-in manager's name in logs (default host:pid)"},
-			debugFlag,
+			debugFlag, metricsFlag,
 		},
+		Before: func(c *cli.Context) error { return applyConfig(c, "bridge") },
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
 				return usagef("bridge: takes no arguments")
@@ -146,12 +149,25 @@ func bridgeCommand() *cli.Command {
 			}
 			var wg sync.WaitGroup
 			var mErr error
+			var m *manager.Manager
 			if !c.Bool("no-manager") {
-				m, _, err := newManager(c)
+				m, _, err = newManager(c)
 				if err != nil {
 					return err
 				}
 				defer m.Close()
+			}
+			stopMetrics, err := serveMetrics(c, log, func(s *metrics.Server) {
+				s.AddBridge(b)
+				if m != nil {
+					s.AddManager(m)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			if m != nil {
 				wg.Add(1)
 				go func() { defer wg.Done(); mErr = m.Run(c.Context) }()
 			}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/zkchat/zkchat/internal/metrics"
 )
 
 // debugFlag serves Go's profiles for an operator (and the fault suite, which
@@ -47,4 +49,25 @@ func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func()
 	ctx, cancel := context.WithCancel(ctx)
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	return func() { cancel(); <-done }, nil
+}
+
+// metricsFlag serves Prometheus metrics, /healthz and /readyz
+// (internal/metrics).
+var metricsFlag = &cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"ZKCHAT_METRICS_ADDR"},
+	Usage: "serve Prometheus metrics (/metrics), /healthz and /readyz on `HOST:PORT`; off by default"}
+
+// serveMetrics starts the metrics listener when --metrics-addr is set; add
+// registers the process's parts with it first. stop waits for it.
+func serveMetrics(c *cli.Context, log *slog.Logger, add func(*metrics.Server)) (stop func(), err error) {
+	addr := c.String("metrics-addr")
+	if addr == "" {
+		return func() {}, nil
+	}
+	s := metrics.New(version(), log)
+	add(s)
+	_, stop, err = s.Serve(c.Context, addr)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return stop, nil
 }

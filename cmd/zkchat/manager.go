@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/zkchat/zkchat/internal/metrics"
 	"github.com/zkchat/zkchat/manager"
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -76,8 +77,9 @@ func managerCommand() *cli.Command {
 				Usage: "give each user registered with ZooKeeper credentials a Kafka SCRAM principal of its own, " +
 					"which may read only the user's topic and group (needs ZooKeeper and Kafka credentials, and " +
 					"`zkchat kafka-acls --user-principals` for zkchat's Kafka principal)"},
-			debugFlag,
+			debugFlag, metricsFlag,
 		},
+		Before: func(c *cli.Context) error { return applyConfig(c, "manager") },
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
 				return usagef("manager: takes no arguments")
@@ -92,6 +94,11 @@ func managerCommand() *cli.Command {
 				return err
 			}
 			defer stopDebug()
+			stopMetrics, err := serveMetrics(c, log, func(s *metrics.Server) { s.AddManager(m) })
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			log.Info("manager starting", "zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
 			err = m.Run(c.Context)
 			log.Info("manager stopped")
