@@ -3,15 +3,16 @@ module github.com/zkchat/zkchat
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/confluentinc/confluent-kafka-go/v2 v2.11.1
 	github.com/go-zookeeper/zk v1.0.4
 	github.com/lrstanley/girc v1.1.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/urfave/cli/v2 v2.27.7
+	go.yaml.in/yaml/v3 v3.0.5
 )
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect

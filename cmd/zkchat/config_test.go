@@ -50,6 +50,10 @@ func TestConfigErrors(t *testing.T) {
 // neither the command line nor the environment set the option; a bad file
 // is a usage error (exit 2) naming the line.
 func TestConfigPrecedence(t *testing.T) {
+	for _, e := range []string{"ZKCHAT_ZOOKEEPER", "ZKCHAT_KAFKA", "ZKCHAT_TIMEOUT", "ZKCHAT_LOG_LEVEL", "ZKCHAT_MANAGER_NAME", "ZKCHAT_REPLICATION_FACTOR"} {
+		t.Setenv(e, "") // restored at the end
+		os.Unsetenv(e)
+	}
 	dir := t.TempDir()
 	path := dir + "/z.toml"
 	if err := os.WriteFile(path, []byte("zookeeper = \"127.0.0.1:1/fromfile\"\n[manager]\nname = \"fromfile\"\nnope = 1\n"), 0o600); err != nil {

@@ -4,11 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestSystemdUnits checks deploy/systemd's units: systemd-analyze verify
@@ -95,4 +97,79 @@ func envVars(t *testing.T, command string) []string {
 		t.Fatalf("no flags for %s", command)
 	}
 	return names
+}
+
+// TestComposeFile checks docker-compose.yml and the Dockerfile as far as
+// this machine can without a container engine: the compose file parses;
+// the files it mounts exist; zkchat reads every ZKCHAT_ variable the bridge
+// service sets and accepts its command and its healthcheck's; the
+// Dockerfile's Go is go.mod's major version, and the package it builds
+// exists. (Not run: docker compose config, docker build.)
+func TestComposeFile(t *testing.T) {
+	data, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Image       string
+			Command     []string
+			Environment map[string]string
+			Volumes     []string
+			Healthcheck struct{ Test []string }
+		}
+	}
+	if err := yaml.Unmarshal(data, &compose); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	for name, svc := range compose.Services {
+		for _, v := range svc.Volumes {
+			if src, _, _ := strings.Cut(v, ":"); strings.HasPrefix(src, "./") {
+				if _, err := os.Stat(filepath.Join("../..", src)); err != nil {
+					t.Errorf("service %s mounts %s: %v", name, src, err)
+				}
+			}
+		}
+	}
+	bridge, ok := compose.Services["bridge"]
+	if !ok || len(bridge.Command) == 0 {
+		t.Fatalf("no bridge service with a command: %+v", compose.Services)
+	}
+	known := envVars(t, bridge.Command[0])
+	for e := range bridge.Environment {
+		if strings.HasPrefix(e, "ZKCHAT_") && !slices.Contains(known, e) {
+			t.Errorf("bridge service: %s is not read by zkchat %s", e, bridge.Command[0])
+		}
+	}
+	if _, stderr, code := zc(t, nil, nil, append(bridge.Command, "--help")...); code != 0 {
+		t.Errorf("bridge service command %v: %s", bridge.Command, stderr)
+	}
+	hc := bridge.Healthcheck.Test
+	if len(hc) < 3 || hc[0] != "CMD" || hc[1] != "zkchat" {
+		t.Fatalf("bridge healthcheck %v: want [CMD zkchat ...]", hc)
+	}
+	if _, stderr, code := zc(t, nil, nil, append(hc[2:], "--help")...); code != 0 {
+		t.Errorf("bridge healthcheck %v: %s", hc, stderr)
+	}
+
+	docker, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goLine := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
+	from := regexp.MustCompile(`(?m)^FROM golang:(\d+\.\d+)`).FindSubmatch(docker)
+	if goLine == nil || from == nil || string(goLine[1]) != string(from[1]) {
+		t.Errorf("Dockerfile builds with Go %s, go.mod says %s", from, goLine)
+	}
+	pkg := regexp.MustCompile(`go build .* (\./\S+)`).FindSubmatch(docker)
+	if pkg == nil {
+		t.Fatal("Dockerfile: no go build line")
+	}
+	if _, err := os.Stat(filepath.Join("../..", string(pkg[1]))); err != nil {
+		t.Errorf("Dockerfile builds %s: %v", pkg[1], err)
+	}
 }

@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			initCommand(), managerCommand(),
 			registerCommand(), unregisterCommand(), usersCommand(),
 			sendCommand(), readCommand(), chatCommand(), bridgeCommand(),
-			kafkaACLsCommand(), statusCommand(),
+			kafkaACLsCommand(), statusCommand(), healthcheckCommand(),
 		},
 	}
 	for _, c := range app.Commands {

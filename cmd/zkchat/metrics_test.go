@@ -80,6 +80,13 @@ func TestMetricsRealRun(t *testing.T) {
 	}
 	wait("/healthz answers", func() bool { code, _ := scrape(t, addr, "/healthz"); return code == 200 })
 	wait("/readyz ready", func() bool { code, _ := scrape(t, addr, "/readyz"); return code == 200 })
+	if out, stderr, code := zc(t, nil, nil, "healthcheck", "--ready", "--metrics-addr", addr); code != 0 || out != "ready\n" {
+		t.Fatalf("healthcheck --ready: exit %d, %q %q", code, out, stderr)
+	}
+	dead := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	if _, stderr, code := zc(t, nil, nil, "healthcheck", "--metrics-addr", dead); code != 1 || !strings.Contains(stderr, "refused") {
+		t.Fatalf("healthcheck of nothing: exit %d, %q", code, stderr)
+	}
 	get := func(series string) float64 { _, body := scrape(t, addr, "/metrics"); return metric(body, series) }
 	wait("leader", func() bool { return get("zkchat_manager_leader") == 1 })
 	if v := get("zkchat_bridge_irc_connected"); v != 1 {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -239,5 +241,53 @@ func printStatus(w io.Writer, st status) {
 	_ = tw.Flush()
 	if st.LagChecked < st.Online {
 		fmt.Fprintf(w, "(unread counted for %d of %d online users: --lag-max)\n", st.LagChecked, st.Online)
+	}
+}
+
+// healthcheckCommand asks a running manager or bridge's --metrics-addr
+// listener whether it is alive (/healthz) or ready (/readyz): for a
+// container's HEALTHCHECK, where no curl is installed.
+func healthcheckCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "healthcheck",
+		Usage: "exit 0 if the zkchat process at --metrics-addr is alive (with --ready: connected and serving), else 1",
+		Flags: []cli.Flag{
+			metricsFlag,
+			&cli.BoolFlag{Name: "ready", Usage: "ask /readyz (connected to ZooKeeper and IRC, in the channel) instead of /healthz"},
+		},
+		Action: func(c *cli.Context) error {
+			addr := c.String("metrics-addr")
+			if addr == "" {
+				return usagef("healthcheck: --metrics-addr (or $ZKCHAT_METRICS_ADDR) names the process's listener")
+			}
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return usagef("healthcheck: --metrics-addr %s: %v", addr, err)
+			}
+			if host == "" || host == "0.0.0.0" || host == "::" {
+				host = "127.0.0.1" // a listener on every address answers on loopback
+			}
+			path := "/healthz"
+			if c.Bool("ready") {
+				path = "/readyz"
+			}
+			ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+path, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("healthcheck: %w", err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("healthcheck: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+			}
+			fmt.Fprint(c.App.Writer, string(body))
+			return nil
+		},
 	}
 }
