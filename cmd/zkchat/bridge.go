@@ -85,7 +85,7 @@ func bridgeCommand() *cli.Command {
 			&cli.IntFlag{Name: "replication-factor", Value: 1, EnvVars: []string{"ZKCHAT_REPLICATION_FACTOR"},
 				Usage: "replication factor of new user topics (built-in manager)"},
 			&cli.StringFlag{Name: "name", EnvVars: []string{"ZKCHAT_MANAGER_NAME"}, Usage: "the built-in manager's name in logs (default host:pid)"},
-			debugFlag, metricsFlag,
+			debugFlag, metricsFlag(),
 		},
 		Before: func(c *cli.Context) error { return applyConfig(c, "bridge") },
 		Action: func(c *cli.Context) error {

@@ -25,8 +25,11 @@ import (
 // options name where they are. deploy/zkchat.toml is a commented example.
 
 // configFlag is the global --config.
-var configFlag = &cli.StringFlag{Name: "config", EnvVars: []string{"ZKCHAT_CONFIG"}, TakesFile: true,
-	Usage: "`FILE` of settings for manager and bridge (TOML: global options at the top, [manager] and [bridge] tables; see deploy/zkchat.toml)"}
+// A new one for each app (see metricsFlag).
+func configFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "config", EnvVars: []string{"ZKCHAT_CONFIG"}, TakesFile: true,
+		Usage: "`FILE` of settings for manager and bridge (TOML: global options at the top, [manager] and [bridge] tables; see deploy/zkchat.toml)"}
+}
 
 // configTables are the commands a config file may configure.
 var configTables = []string{"manager", "bridge"}

@@ -53,8 +53,12 @@ func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func()
 
 // metricsFlag serves Prometheus metrics, /healthz and /readyz
 // (internal/metrics).
-var metricsFlag = &cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"ZKCHAT_METRICS_ADDR"},
-	Usage: "serve Prometheus metrics (/metrics), /healthz and /readyz on `HOST:PORT`; off by default"}
+// A new one for each command: a flag records whether it was set, and
+// several runs in one process (tests) must not share that.
+func metricsFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"ZKCHAT_METRICS_ADDR"},
+		Usage: "serve Prometheus metrics (/metrics), /healthz and /readyz on `HOST:PORT`; off by default"}
+}
 
 // serveMetrics starts the metrics listener when --metrics-addr is set; add
 // registers the process's parts with it first. stop waits for it.

@@ -158,7 +158,7 @@ func globalFlags() []cli.Flag {
 			Usage: "text or json (logs go to stderr)"},
 		&cli.StringFlag{Name: "key-dir", EnvVars: []string{"ZKCHAT_KEY_DIR"},
 			Usage: "`DIR` of the users' signing keys, <id>.key, made when missing (default: ~/.config/zkchat/keys); \"none\": send unsigned"},
-		configFlag,
+		configFlag(),
 	}, authFlags()...)
 }
 

@@ -77,7 +77,7 @@ func managerCommand() *cli.Command {
 				Usage: "give each user registered with ZooKeeper credentials a Kafka SCRAM principal of its own, " +
 					"which may read only the user's topic and group (needs ZooKeeper and Kafka credentials, and " +
 					"`zkchat kafka-acls --user-principals` for zkchat's Kafka principal)"},
-			debugFlag, metricsFlag,
+			debugFlag, metricsFlag(),
 		},
 		Before: func(c *cli.Context) error { return applyConfig(c, "manager") },
 		Action: func(c *cli.Context) error {

@@ -43,8 +43,10 @@ func metric(body, series string) float64 {
 // /healthz answers at once; /readyz says 503 until the bot is in its
 // channel, then 200; the metrics move as an IRC user registers, sends to
 // a CLI user (delivered and proved), and sends to an offline user.
+//
+// Not parallel (see TestStatusRealRun); the bridge's run has parsed its
+// flags before the test runs zkchat again.
 func TestMetricsRealRun(t *testing.T) {
-	t.Parallel()
 	env := testenv.New(t)
 	users, bots := testenv.IRC(t)
 	tag := testenv.Tag()

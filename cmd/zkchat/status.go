@@ -252,7 +252,7 @@ func healthcheckCommand() *cli.Command {
 		Name:  "healthcheck",
 		Usage: "exit 0 if the zkchat process at --metrics-addr is alive (with --ready: connected and serving), else 1",
 		Flags: []cli.Flag{
-			metricsFlag,
+			metricsFlag(),
 			&cli.BoolFlag{Name: "ready", Usage: "ask /readyz (connected to ZooKeeper and IRC, in the channel) instead of /healthz"},
 		},
 		Action: func(c *cli.Context) error {
