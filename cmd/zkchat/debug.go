@@ -27,25 +27,32 @@ func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func()
 	if addr == "" {
 		return func() {}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("--debug-addr %s: %w", addr, err)}
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return serveHTTP(ctx, "--debug-addr", addr, mux, log)
+}
+
+// serveHTTP serves h on addr (the value of flag) until ctx ends or stop is
+// called; stop waits for the server's goroutine. A listen error is a usage
+// error, returned at once.
+func serveHTTP(ctx context.Context, flag, addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("%s %s: %w", flag, addr, err)}
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("debug server", "addr", addr, "err", err)
+			log.Error("http server", "flag", flag, "addr", addr, "err", err)
 		}
 	}()
-	log.Info("debug server listening", "addr", ln.Addr().String())
+	log.Info("listening", "flag", flag, "addr", ln.Addr().String())
 	ctx, cancel := context.WithCancel(ctx)
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	return func() { cancel(); <-done }, nil
@@ -67,11 +74,7 @@ func serveMetrics(c *cli.Context, log *slog.Logger, add func(*metrics.Server)) (
 	if addr == "" {
 		return func() {}, nil
 	}
-	s := metrics.New(version(), log)
+	s := metrics.New(version())
 	add(s)
-	_, stop, err = s.Serve(c.Context, addr)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return stop, nil
+	return serveHTTP(c.Context, "--metrics-addr", addr, s.Handler(), log)
 }

@@ -62,15 +62,7 @@ func statusCommand() *cli.Command {
 			if c.NArg() != 0 {
 				return usagef("status: takes no arguments")
 			}
-			za, err := zkAuth(c)
-			if err != nil {
-				return err
-			}
-			if err := reachable(c, true); err != nil {
-				return err
-			}
-			s, err := zookeeper.Dial(c.Context, zookeeper.SessionConfig{Connect: c.String("zookeeper"),
-				SessionTimeout: c.Duration("session-timeout"), BufferSize: zookeeper.LargeZKBuffer, Auth: za})
+			s, err := listingSession(c, true)
 			if err != nil {
 				return err
 			}

@@ -242,15 +242,7 @@ func usersCommand() *cli.Command {
 			if _, _, err := protocol.SplitConnect(c.String("zookeeper")); err != nil {
 				return usageError{err}
 			}
-			za, err := zkAuth(c)
-			if err != nil {
-				return err
-			}
-			if err := reachable(c, false); err != nil {
-				return err
-			}
-			s, err := zookeeper.Dial(c.Context, zookeeper.SessionConfig{Connect: c.String("zookeeper"),
-				SessionTimeout: c.Duration("session-timeout"), BufferSize: zookeeper.LargeZKBuffer, Auth: za})
+			s, err := listingSession(c, false)
 			if err != nil {
 				return err
 			}
@@ -587,4 +579,19 @@ func keyDirOf(c *cli.Context) (string, error) {
 	default:
 		return dir, nil
 	}
+}
+
+// listingSession is a ZooKeeper session with large buffers (listings of
+// the whole registry), for a one-shot command, after checking that
+// ZooKeeper (and, withKafka, Kafka) listens at all.
+func listingSession(c *cli.Context, withKafka bool) (*zookeeper.Session, error) {
+	za, err := zkAuth(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := reachable(c, withKafka); err != nil {
+		return nil, err
+	}
+	return zookeeper.Dial(c.Context, zookeeper.SessionConfig{Connect: c.String("zookeeper"),
+		SessionTimeout: c.Duration("session-timeout"), BufferSize: zookeeper.LargeZKBuffer, Auth: za})
 }

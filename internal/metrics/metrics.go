@@ -12,14 +12,9 @@
 package metrics
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -32,23 +27,23 @@ import (
 // Check is one readiness condition: ok, or why not.
 type Check func() (ok bool, why string)
 
-// Server is the metrics and health listener of one process.
+// Server is the metrics and health handler of one process (cmd/zkchat
+// serves it on --metrics-addr).
 type Server struct {
 	reg    *prometheus.Registry
 	checks map[string]Check
-	log    *slog.Logger
 }
 
 // New makes a Server for a process of version; its registry has Go's and
 // the process's collectors and zkchat_build_info.
-func New(version string, log *slog.Logger) *Server {
+func New(version string) *Server {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "zkchat_build_info",
 		Help: "Always 1; the version label is zkchat's.", ConstLabels: prometheus.Labels{"version": version}})
 	info.Set(1)
 	reg.MustRegister(info)
-	return &Server{reg: reg, checks: map[string]Check{}, log: log}
+	return &Server{reg: reg, checks: map[string]Check{}}
 }
 
 // Ready adds a readiness condition named name (/readyz lists them).
@@ -91,27 +86,6 @@ func (s *Server) Handler() http.Handler {
 		_, _ = fmt.Fprintln(w, "ready")
 	})
 	return mux
-}
-
-// Serve listens on addr and serves Handler until ctx ends; stop waits for
-// the server's goroutine. A listen error is returned at once.
-func (s *Server) Serve(ctx context.Context, addr string) (bound string, stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("metrics server", "addr", addr, "err", err)
-		}
-	}()
-	ctx, cancel := context.WithCancel(ctx)
-	stopped := context.AfterFunc(ctx, func() { _ = srv.Close() })
-	s.log.Info("metrics listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
-	return ln.Addr().String(), func() { cancel(); stopped(); _ = srv.Close(); <-done }, nil
 }
 
 // Names are the zkchat_ metric families the collectors export (a

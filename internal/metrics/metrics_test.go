@@ -3,7 +3,6 @@ package metrics
 import (
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -90,7 +89,7 @@ func TestDashboard(t *testing.T) {
 // TestHealthAndReady: /healthz is 200 always; /readyz is 503 with the
 // failing checks' reasons, then 200; /metrics serves zkchat_build_info.
 func TestHealthAndReady(t *testing.T) {
-	s := New("v-test", slog.New(slog.DiscardHandler))
+	s := New("v-test")
 	var ready atomic.Bool
 	s.Ready("irc", func() (bool, string) { return ready.Load(), "not in the channel" })
 	srv := httptest.NewServer(s.Handler())
