@@ -43,8 +43,8 @@ import (
 // drops before its PONG makes the messages come again, through the bot if
 // the puppet is gone. At least once, never lost, as through the bot.
 
-// puppetsSettle is how long runPuppets waits after a change of /online
-// before it lists again: changes come in bursts.
+// puppetsSettle is the least time between two listings of /online by
+// runPuppets: changes come in bursts.
 const puppetsSettle = time.Second
 
 // puppets is the set of puppet connections. Locks: mu guards live and
@@ -83,11 +83,18 @@ func (p *puppet) connected() context.Context {
 }
 
 // runPuppets keeps the puppets in line with /online until ctx ends, then
-// stops them all. Run owns it.
+// stops them all. Run owns it. It lists at once after a quiet second
+// (a user who went offline frees its nick within milliseconds, for an IRC
+// client that takes it next), and at most once a second in a burst.
 func (b *Bridge) runPuppets(ctx context.Context) {
 	defer b.stopPuppets()
 	backoff := time.Second
+	var listed time.Time
 	for ctx.Err() == nil {
+		if wait := puppetsSettle - time.Since(listed); wait > 0 && !sleepCtx(ctx, wait) {
+			return
+		}
+		listed = time.Now()
 		ids, ch, err := b.dir.OnlineWatch(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -105,9 +112,6 @@ func (b *Bridge) runPuppets(ctx context.Context) {
 		case <-ch:
 		case <-b.puppetKick:
 		case <-ctx.Done():
-			return
-		}
-		if !sleepCtx(ctx, puppetsSettle) {
 			return
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
@@ -20,6 +21,27 @@ import (
 func DialIRC(t testing.TB, addr, nick string, onText func(from, text string)) *irctest.Client {
 	t.Helper()
 	return irctest.DialWith(t, addr, nick, irctest.Options{OnText: onText, DropUnmatched: true})
+}
+
+// WaitNickFree waits up to 20 s until nick is on nobody's connection at
+// addr (ISON, from a probe client): a user who was online through the CLI
+// is a puppet of the bridge until the bridge sees it offline.
+func WaitNickFree(t testing.TB, addr, nick string) {
+	t.Helper()
+	probe := irctest.DialWith(t, addr, "p"+nick, irctest.Options{DropUnmatched: true})
+	defer probe.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		probe.Send("ISON " + nick)
+		l := probe.Wait(10*time.Second, func(l string) bool { return strings.Contains(l, " 303 ") })
+		if _, list, _ := strings.Cut(l[1:], " :"); strings.TrimSpace(list) == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nick %s still taken after 20 s", nick)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // IRCServer is an InspIRCd of the suite's own (internal/servers on free

@@ -246,6 +246,8 @@ func TestLoadBacklogOneNick(t *testing.T) {
 		return err == nil && !ok
 	})
 
+	WaitNickFree(t, irc.Users, nick) // its puppet's
+
 	// The observer must keep up: a Ledger.Report per poll, under the
 	// ledger's lock, slowed its reading enough to delay the bridge's
 	// delivery proofs. Distinct messages are counted here instead.
