@@ -1,8 +1,10 @@
 package manager
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/zkchat/zkchat/protocol"
 )
@@ -19,7 +21,14 @@ type Stats struct {
 	// Answered: requests answered by this manager, by kind and status
 	// ("enroll/done", "quit/failed", ...): a fixed set of label values.
 	Answered map[string]uint64
+	// Registered: the registered users (/registry's child count, one read
+	// through the manager's tool session); -1 when ZooKeeper did not
+	// answer within statsTimeout.
+	Registered int
 }
+
+// statsTimeout bounds Stats' one ZooKeeper read.
+const statsTimeout = 2 * time.Second
 
 // counters are the manager's counters behind Stats: terms atomic, the
 // answers under their mutex (a leaf).
@@ -60,6 +69,14 @@ func (m *Manager) Stats() Stats {
 		st.Answered[k] = v
 	}
 	m.count.mu.Unlock()
+	st.Registered = -1
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	if s, err := m.toolSession(ctx); err == nil {
+		if ok, stat, err := s.Exists(ctx, s.Paths.Registry()); err == nil && ok {
+			st.Registered = int(stat.NumChildren)
+		}
+	}
 	if l := m.term.Load(); l != nil {
 		l.mu.Lock()
 		for key := range l.nodes {

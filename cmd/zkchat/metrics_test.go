@@ -104,6 +104,9 @@ func TestMetricsRealRun(t *testing.T) {
 	alice.WaitFrom(bot, "NOTICE", "Registered")
 	wait("alice online", func() bool { return get("zkchat_bridge_users_online") == 1 })
 	wait("the enroll answered", func() bool { return get(`zkchat_manager_requests_answered_total{kind="enroll",status="done"}`) >= 2 })
+	if n := get("zkchat_registered_users"); n != 2 {
+		t.Fatalf("registered users %v, want 2", n)
+	}
 
 	// To carol, offline: refused, counted by reason.
 	alice.Send("PRIVMSG " + bot + " :msg carol" + tag + " are you there?")

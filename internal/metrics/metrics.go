@@ -107,12 +107,13 @@ var (
 	descRedelivered = prometheus.NewDesc("zkchat_bridge_deliveries_unproved_total", "Deliveries that stopped before the server proved their last lines; those messages come again.", nil, nil)
 	descLatency     = prometheus.NewDesc("zkchat_bridge_delivery_latency_seconds", "From a message's Kafka timestamp to the IRC server's proof that it read the delivered lines.", nil, nil)
 
-	descLeading  = prometheus.NewDesc("zkchat_manager_leader", "1 while this manager leads.", nil, nil)
-	descTerms    = prometheus.NewDesc("zkchat_manager_terms_total", "Terms this manager has led.", nil, nil)
-	descPending  = prometheus.NewDesc("zkchat_manager_requests_pending", "Requests the leader has listed and not yet seen answered and gone, by kind (0 on followers).", []string{"kind"}, nil)
-	descAnswered = prometheus.NewDesc("zkchat_manager_requests_answered_total", "Requests this manager answered, by kind and status.", []string{"kind", "status"}, nil)
+	descLeading    = prometheus.NewDesc("zkchat_manager_leader", "1 while this manager leads.", nil, nil)
+	descTerms      = prometheus.NewDesc("zkchat_manager_terms_total", "Terms this manager has led.", nil, nil)
+	descPending    = prometheus.NewDesc("zkchat_manager_requests_pending", "Requests the leader has listed and not yet seen answered and gone, by kind (0 on followers).", []string{"kind"}, nil)
+	descAnswered   = prometheus.NewDesc("zkchat_manager_requests_answered_total", "Requests this manager answered, by kind and status.", []string{"kind", "status"}, nil)
+	descRegistered = prometheus.NewDesc("zkchat_registered_users", "Registered users (/registry), read at the scrape; absent when ZooKeeper did not answer in 2 s.", nil, nil)
 
-	descNames = []string{"zkchat_bridge_irc_connected", "zkchat_bridge_zookeeper_connected", "zkchat_bridge_users_online", "zkchat_bridge_puppets", "zkchat_bridge_outbox_lines", "zkchat_bridge_messages_sent_total", "zkchat_bridge_messages_failed_total", "zkchat_bridge_messages_delivered_total", "zkchat_bridge_deliveries_unproved_total", "zkchat_bridge_delivery_latency_seconds", "zkchat_manager_leader", "zkchat_manager_terms_total", "zkchat_manager_requests_pending", "zkchat_manager_requests_answered_total"}
+	descNames = []string{"zkchat_bridge_irc_connected", "zkchat_bridge_zookeeper_connected", "zkchat_bridge_users_online", "zkchat_bridge_puppets", "zkchat_bridge_outbox_lines", "zkchat_bridge_messages_sent_total", "zkchat_bridge_messages_failed_total", "zkchat_bridge_messages_delivered_total", "zkchat_bridge_deliveries_unproved_total", "zkchat_bridge_delivery_latency_seconds", "zkchat_manager_leader", "zkchat_manager_terms_total", "zkchat_manager_requests_pending", "zkchat_manager_requests_answered_total", "zkchat_registered_users"}
 )
 
 // bridgeCollector reads bridge.Stats at each scrape.
@@ -148,7 +149,7 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 type managerCollector struct{ m *manager.Manager }
 
 func (c *managerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeading, descTerms, descPending, descAnswered} {
+	for _, d := range []*prometheus.Desc{descLeading, descTerms, descPending, descAnswered, descRegistered} {
 		ch <- d
 	}
 }
@@ -157,6 +158,9 @@ func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.m.Stats()
 	ch <- prometheus.MustNewConstMetric(descLeading, prometheus.GaugeValue, b2f(st.Leading))
 	ch <- prometheus.MustNewConstMetric(descTerms, prometheus.CounterValue, float64(st.Terms))
+	if st.Registered >= 0 {
+		ch <- prometheus.MustNewConstMetric(descRegistered, prometheus.GaugeValue, float64(st.Registered))
+	}
 	for kind, n := range st.Pending {
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(n), kind)
 	}
