@@ -147,18 +147,13 @@ func (b *Bridge) command(nick, line string, size lineSize, acct account) {
 		b.out.postNotice(nick, textYourBridge(owner, cmd))
 		return
 	}
-	b.enqueueLine(nick, line, size, cmd, acct, "")
+	b.enqueueLine(nick, id, line, size, cmd, acct, "")
 }
 
-// enqueueLine queues a line from nick, parsed as cmd, to its user's
+// enqueueLine queues a line from nick, user id, parsed as cmd, to its user's
 // goroutine (doPiece); via is the id of the puppet it was sent to, "" for
 // the bot. An IRC handler calls it: it never waits.
-func (b *Bridge) enqueueLine(nick, line string, size lineSize, cmd Command, acct account, via string) {
-	id, err := NickToID(nick, b.caseMapping())
-	if err != nil {
-		b.out.postNotice(nick, textBadNickCommand(err))
-		return
-	}
+func (b *Bridge) enqueueLine(nick, id, line string, size lineSize, cmd Command, acct account, via string) {
 	b.m.mu.Lock()
 	u := b.userLocked(id)
 	u.mu.Lock()

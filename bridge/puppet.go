@@ -362,17 +362,20 @@ func (b *Bridge) onPuppetPrivmsg(c *girc.Client, pp *puppet, e girc.Event) {
 	if ok, _ := e.IsCTCP(); ok {
 		return
 	}
-	if id, err := NickToID(e.Source.Name, cm); err == nil {
-		if other, _ := b.puppetOf(id); other != nil && cm.Fold(other.irc.GetNick()) == cm.Fold(e.Source.Name) {
-			return
-		}
+	id, err := NickToID(e.Source.Name, cm)
+	if err != nil {
+		b.out.postNotice(e.Source.Name, textBadNickCommand(err))
+		return
+	}
+	if other, _ := b.puppetOf(id); other != nil && cm.Fold(other.irc.GetNick()) == cm.Fold(e.Source.Name) {
+		return
 	}
 	acct := account{}
 	if c.HasCapability("account-tag") {
 		name, _ := e.Tags.Get("account")
 		acct = account{name: name, known: true}
 	}
-	b.enqueueLine(e.Source.Name, e.Last(), sizeOf(e), Command{Name: "msg", To: IDToNick(pp.id), Text: e.Last()}, acct, pp.id)
+	b.enqueueLine(e.Source.Name, id, e.Last(), sizeOf(e), Command{Name: "msg", To: IDToNick(pp.id), Text: e.Last()}, acct, pp.id)
 }
 
 // OnlineWatch lists /online's children with a child watch whose one event

@@ -34,7 +34,7 @@ type Stats struct {
 
 // SendFailReasons are the reasons a send fails, the label values of
 // Stats.SendFailed: a fixed set, so a metric's labels stay bounded.
-var SendFailReasons = []string{"not_online", "receiver_offline", "not_registered", "kafka_unreachable", "outcome_unknown", "too_long", "bad_receiver", "other"}
+var SendFailReasons = [...]string{"not_online", "receiver_offline", "not_registered", "kafka_unreachable", "outcome_unknown", "too_long", "bad_receiver", "other"}
 
 // LatencyBuckets are the upper bounds, in seconds, of the delivery latency
 // histogram: 5 ms to 60 s.
@@ -45,7 +45,7 @@ var LatencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 type counters struct {
 	sent       atomic.Uint64
 	delivered  atomic.Uint64
-	failed     [8]atomic.Uint64 // by SendFailReasons index
+	failed     [len(SendFailReasons)]atomic.Uint64 // by SendFailReasons index
 	latencyMu  sync.Mutex
 	latency    []uint64 // per bucket, not cumulative; the last: above every bound
 	latencySum float64

@@ -11,6 +11,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/zkchat/zkchat/internal/ratelog"
+	"github.com/zkchat/zkchat/protocol"
 	"github.com/zkchat/zkchat/zookeeper"
 )
 
@@ -118,13 +119,6 @@ func (m *Manager) healthy(ctx context.Context, s *zookeeper.Session, sid int64) 
 }
 
 // seq is the sequence number that ends an election node's name.
-func seq(name string) string {
-	if i := strings.LastIndex(name, "n_"); i >= 0 {
-		return name[i+2:]
-	}
-	return name
-}
-
 // position reports whether node is the lowest election node, and otherwise
 // the path of the node just before it.
 func (m *Manager) position(ctx context.Context, s *zookeeper.Session, node string) (bool, string, error) {
@@ -132,7 +126,7 @@ func (m *Manager) position(ctx context.Context, s *zookeeper.Session, node strin
 	if err != nil {
 		return false, "", fmt.Errorf("election: %w", err)
 	}
-	sort.Slice(children, func(i, j int) bool { return seq(children[i]) < seq(children[j]) })
+	sort.Slice(children, func(i, j int) bool { return protocol.ElectionSeq(children[i]) < protocol.ElectionSeq(children[j]) })
 	mine := node[strings.LastIndex(node, "/")+1:]
 	for i, c := range children {
 		if c == mine {

@@ -62,8 +62,19 @@ func (p Paths) QuitRequests() string   { return p.root + quitDir }
 func (p Paths) Registry() string       { return p.root + registryDir }
 func (p Paths) Online() string         { return p.root + onlineDir }
 func (p Paths) Election() string       { return p.root + electionDir }
-func (p Paths) Accounts() string       { return p.root + accountsDir }
-func (p Paths) Bridges() string        { return p.root + bridgesDir }
+
+// ElectionSeq is the sequence number of an election node's name (a
+// protected ephemeral sequential node made as Election()+"/n_": the
+// client's prefix, "n_", then the number), by which the managers order
+// themselves: the lowest leads.
+func ElectionSeq(name string) string {
+	if i := strings.LastIndex(name, "n_"); i >= 0 {
+		return name[i+2:]
+	}
+	return name
+}
+func (p Paths) Accounts() string { return p.root + accountsDir }
+func (p Paths) Bridges() string  { return p.root + bridgesDir }
 
 // Account is the node binding id to a front end's account.
 func (p Paths) Account(id string) string { return p.Accounts() + "/" + id }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,7 +43,7 @@ var errConfig = errors.New("config")
 // table's options (long names).
 func configValues(path string, data []byte, known map[string][]string) (map[string]map[string]string, error) {
 	var raw map[string]any
-	meta, err := toml.Decode(string(data), &raw)
+	_, err := toml.Decode(string(data), &raw)
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
@@ -50,7 +51,6 @@ func configValues(path string, data []byte, known map[string][]string) (map[stri
 		}
 		return nil, fmt.Errorf("%w %s: %v", errConfig, path, err)
 	}
-	_ = meta
 	lines := keyLines(string(data))
 	out := map[string]map[string]string{}
 	where := func(table, key string) string {
@@ -70,7 +70,7 @@ func configValues(path string, data []byte, known map[string][]string) (map[stri
 		for _, k := range keys {
 			v := m[k]
 			if sub, ok := v.(map[string]any); ok {
-				if table != "" || !contains(configTables, k) {
+				if table != "" || !slices.Contains(configTables, k) {
 					return fmt.Errorf("%w %s: unknown table (the tables are %s)", errConfig, where(table, k), strings.Join(configTables, ", "))
 				}
 				if err := walk(k, sub); err != nil {
@@ -78,7 +78,7 @@ func configValues(path string, data []byte, known map[string][]string) (map[stri
 				}
 				continue
 			}
-			if !contains(known[table], k) {
+			if !slices.Contains(known[table], k) {
 				what := "a global option"
 				if table != "" {
 					what = "an option of zkchat " + table
@@ -148,15 +148,6 @@ func keyLines(text string) map[string]int {
 	return lines
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // flagNames are the long names of flags.
 func flagNames(flags []cli.Flag) []string {
 	var names []string
@@ -197,6 +188,7 @@ func applyConfig(c *cli.Context, command string) error {
 	if err != nil {
 		return usageError{err}
 	}
+	lines := keyLines(string(data))
 	for _, table := range []string{"", command} {
 		names := make([]string, 0, len(values[table]))
 		for k := range values[table] {
@@ -208,7 +200,7 @@ func applyConfig(c *cli.Context, command string) error {
 				continue // the command line or the environment wins
 			}
 			if err := c.Set(name, values[table][name]); err != nil {
-				return usageError{fmt.Errorf("%w %s:%d: %s: %v", errConfig, path, keyLines(string(data))[strings.TrimPrefix(table+"."+name, ".")], name, err)}
+				return usageError{fmt.Errorf("%w %s:%d: %s: %v", errConfig, path, lines[strings.TrimPrefix(table+"."+name, ".")], name, err)}
 			}
 		}
 	}

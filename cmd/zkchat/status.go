@@ -103,7 +103,7 @@ func readStatus(ctx context.Context, s *zookeeper.Session) (status, map[string][
 	if err != nil {
 		return st, nil, fmt.Errorf("election: %w", err)
 	}
-	sort.Slice(election, func(i, j int) bool { return seqOf(election[i]) < seqOf(election[j]) })
+	sort.Slice(election, func(i, j int) bool { return protocol.ElectionSeq(election[i]) < protocol.ElectionSeq(election[j]) })
 	for _, n := range election {
 		data, _, err := s.Get(ctx, s.Paths.Election()+"/"+n)
 		if errors.Is(err, zk.ErrNoNode) {
@@ -195,13 +195,6 @@ func addLag(ctx context.Context, admin *kafka.Admin, st *status, byFrontend map[
 		st.Frontends = append(st.Frontends, f)
 	}
 	return nil
-}
-
-func seqOf(name string) string {
-	if i := strings.LastIndex(name, "n_"); i >= 0 {
-		return name[i+2:]
-	}
-	return name
 }
 
 // printStatus writes st as a table.
