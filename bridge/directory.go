@@ -34,6 +34,9 @@ type directory interface {
 	// child watch, whose one event (a change, or the session's end) the
 	// channel gets (Config.Puppets).
 	OnlineWatch(ctx context.Context) ([]string, <-chan zk.Event, error)
+	// Managers lists the managers in the election, leader first (empty:
+	// none runs, so requests wait).
+	Managers(ctx context.Context) ([]string, error)
 	// IsRegistered reports whether id is registered (/registry/<id>).
 	IsRegistered(ctx context.Context, id string) (bool, error)
 	// Binding reads the account id is bound to, "" for none.
@@ -52,6 +55,9 @@ type directory interface {
 	Bridges(ctx context.Context, self string, data []byte, watch bool) ([]bridgeNode, <-chan zk.Event, error)
 	// Connected reports whether the directory's session is up now.
 	Connected() bool
+	// SessionEvents counts the directory's session events, by
+	// zookeeper.SessionEventKinds.
+	SessionEvents() map[string]uint64
 	// Stopping: the bridge is stopping, and Close comes next.
 	Stopping()
 	Close()
@@ -71,8 +77,9 @@ type onlineMeta struct{ Via, Bridge, Channel string }
 // Locks: mu guards s, shared and sessions; it is held while dialling (so
 // one session is made) and taken under no other lock.
 type zkDirectory struct {
-	cfg   zookeeper.SessionConfig
-	cache *zookeeper.Cache
+	cfg    zookeeper.SessionConfig
+	cache  *zookeeper.Cache
+	events zookeeper.SessionEvents // the session's, counted for operators
 
 	mu     sync.Mutex
 	s      *zookeeper.Session
@@ -86,6 +93,13 @@ type zkDirectory struct {
 func newZKDirectory(cfg zookeeper.SessionConfig) *zkDirectory {
 	d := &zkDirectory{cfg: cfg, cache: zookeeper.NewCache(0)}
 	d.cfg.OnWatch = d.cache.Event
+	onState := cfg.OnState
+	d.cfg.OnState = func(st zk.State) {
+		d.events.Observe(st)
+		if onState != nil {
+			onState(st)
+		}
+	}
 	return d
 }
 
@@ -172,6 +186,18 @@ func (d *zkDirectory) exists(ctx context.Context, path func(protocol.Paths) stri
 	}
 	_, _, ok, err := d.cache.Get(ctx, s, path(s.Paths))
 	return ok, err
+}
+
+// SessionEvents: see directory.
+func (d *zkDirectory) SessionEvents() map[string]uint64 { return d.events.Counts() }
+
+// Managers: see directory.
+func (d *zkDirectory) Managers(ctx context.Context) ([]string, error) {
+	s, err := d.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Managers(ctx)
 }
 
 // Connected: see directory.

@@ -338,7 +338,11 @@ func (d fakeDir) ClearStale(_ context.Context, id string) (bool, error) {
 func (d fakeDir) OnlineWatch(context.Context) ([]string, <-chan zk.Event, error) {
 	return d.list(true), nil, nil
 }
-func (d fakeDir) Connected() bool { return true }
+func (d fakeDir) Connected() bool                  { return true }
+func (d fakeDir) SessionEvents() map[string]uint64 { return map[string]uint64{} }
+func (d fakeDir) Managers(context.Context) ([]string, error) {
+	return []string{"fake"}, nil
+}
 func (d fakeDir) IsRegistered(_ context.Context, id string) (bool, error) {
 	d.n.mu.Lock()
 	defer d.n.mu.Unlock()

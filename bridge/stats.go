@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,9 +14,17 @@ import (
 type Stats struct {
 	IRCConnected       bool // the bot is connected, in the channel, member list read
 	ZooKeeperConnected bool // the bridge's ZooKeeper session is up
-	Online             int  // users online through this bridge
-	Puppets            int  // puppets on the server (connected)
-	OutboxLines        int  // lines the bot's outbox holds (deliveries, PINGs, replies)
+	// ZooKeeperEvents counts the bridge's session events, by
+	// zookeeper.SessionEventKinds (disconnected, expired).
+	ZooKeeperEvents map[string]uint64
+	// KafkaConnected: a broker answered within kafka.PingTimeout at this
+	// call; KafkaErrors counts the client errors librdkafka reported, by
+	// kafka.ErrorKinds.
+	KafkaConnected bool
+	KafkaErrors    map[string]uint64
+	Online         int // users online through this bridge
+	Puppets        int // puppets on the server (connected)
+	OutboxLines    int // lines the bot's outbox holds (deliveries, PINGs, replies)
 
 	Sent uint64 // messages users sent through the bridge, acknowledged by Kafka
 	// SendFailed counts the messages not sent, by reason (SendFailReasons).
@@ -112,6 +122,12 @@ func (b *Bridge) Stats() Stats {
 
 	st.IRCConnected, _ = b.connection()
 	st.ZooKeeperConnected = b.dir != nil && b.dir.Connected()
+	if b.dir != nil {
+		st.ZooKeeperEvents = b.dir.SessionEvents()
+	}
+	if b.cfg.Kafka != nil {
+		st.KafkaConnected, st.KafkaErrors = b.cfg.Kafka.Ping(context.Background()) == nil, b.cfg.Kafka.Errors()
+	}
 	b.m.mu.Lock()
 	for _, u := range b.m.users {
 		if u.onlineNow.Load() {
@@ -130,15 +146,33 @@ func (b *Bridge) Stats() Stats {
 	return st
 }
 
+// readyTimeout bounds Ready's reads of ZooKeeper and Kafka, below a
+// container healthcheck's timeout.
+const readyTimeout = 2 * time.Second
+
 // Ready reports whether the bridge serves its users now: connected to IRC,
-// in the channel with its member list read, and its ZooKeeper session up;
-// why says what is missing.
+// in the channel with its member list read, its ZooKeeper session up, a
+// manager in the election (else registrations wait), and a Kafka broker
+// answering; why says what is missing.
 func (b *Bridge) Ready() (ok bool, why string) {
 	if synced, _ := b.connection(); !synced {
 		return false, "not in the IRC channel (connecting, or the member list not read yet)"
 	}
 	if !b.dir.Connected() {
 		return false, "no ZooKeeper session"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	switch managers, err := b.dir.Managers(ctx); {
+	case err != nil:
+		return false, fmt.Sprintf("cannot list the managers: %v", err)
+	case len(managers) == 0:
+		return false, "no manager runs (registrations and quits wait)"
+	}
+	if b.cfg.Kafka != nil {
+		if err := b.cfg.Kafka.Ping(context.Background()); err != nil { // bounded by kafka.PingTimeout
+			return false, err.Error()
+		}
 	}
 	return true, ""
 }

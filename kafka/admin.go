@@ -60,6 +60,7 @@ type Admin struct {
 	// many times is one warning, not one each time. Leaf lock.
 	warnMu sync.Mutex
 	warned map[string]int
+	errs   errorCounts // the client errors librdkafka reported
 }
 
 // NewAdmin makes an admin client named clientID. It does not wait for the
@@ -88,6 +89,7 @@ func NewAdmin(cfg Config, clientID string) (*Admin, error) {
 		// Client-level errors arrive here; an undrained channel grows.
 		for ev := range p.Events() {
 			if e, ok := ev.(ckafka.Error); ok {
+				ad.errs.add(e)
 				ad.log.Debug("kafka admin client", "err", e)
 			}
 		}

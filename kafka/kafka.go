@@ -172,6 +172,7 @@ type Clients struct {
 	// onStats, if set, gets librdkafka's statistics of every producer and
 	// consumer, as JSON (benchmarks).
 	onStats func(string)
+	errs    errorCounts // every client error, as logClientError sees it
 }
 
 // producerSlot is one producer handle. mu is held while a record is queued
@@ -265,6 +266,7 @@ func (k *Clients) explain(err error) error {
 // code a minute (ratelog): librdkafka reports "all brokers down" several
 // times a second while Kafka is away.
 func (k *Clients) logClientError(msg string, e ckafka.Error) {
+	k.errs.add(e)
 	k.noisy.Log(slog.LevelWarn, msg+"\x00"+e.Code().String(), msg, "err", e.Error(), "code", e.Code().String())
 }
 

@@ -31,6 +31,8 @@ func (a *fakeAdmin) SetUserPrincipal(context.Context, string, string, string, st
 	return nil
 }
 func (a *fakeAdmin) DeleteUserPrincipal(context.Context, string, string) error { return nil }
+func (a *fakeAdmin) Ping(context.Context) error                                { return nil }
+func (a *fakeAdmin) Errors() map[string]uint64                                 { return nil }
 func (a *fakeAdmin) Close()                                                    {}
 func (a *fakeAdmin) DeleteTopic(_ context.Context, topic, _ string) error {
 	a.mu.Lock()

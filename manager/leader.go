@@ -103,6 +103,9 @@ type nodeState struct {
 	// planned look is due (zero: none).
 	lastLook time.Time
 	timerAt  time.Time
+	// listedAt is when this term first listed the node (Stats' oldest
+	// pending request).
+	listedAt time.Time
 	// answered: the request version seen answered and since when (local
 	// clock: ZooKeeper's mtime is another machine's).
 	answeredCzxid   int64
@@ -146,7 +149,7 @@ func (l *leader) add(k kind, name string) {
 		}
 		return
 	}
-	l.nodes[key] = &nodeState{armedAt: -1}
+	l.nodes[key] = &nodeState{armedAt: -1, listedAt: time.Now()}
 	l.enqueueLocked(key)
 }
 

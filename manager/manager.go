@@ -96,6 +96,11 @@ type Manager struct {
 
 	term  atomic.Pointer[leader] // the term leading now (nil: none); gets the watch events
 	count counters               // Stats' counters
+	// run is the election session while runSession has one (Stats,
+	// Ready); zkEvents counts the events of every session the manager
+	// dials.
+	run      atomic.Pointer[zookeeper.Session]
+	zkEvents zookeeper.SessionEvents
 }
 
 // topicAdmin is what the manager needs of a Kafka admin client
@@ -107,6 +112,10 @@ type topicAdmin interface {
 	// ACLs (kafka.UserACLs).
 	SetUserPrincipal(ctx context.Context, id, user, password, mechanism string) error
 	DeleteUserPrincipal(ctx context.Context, user, mechanism string) error
+	// Ping reports whether a broker answers now; Errors counts the client
+	// errors by kafka.ErrorKinds (Stats, Ready).
+	Ping(ctx context.Context) error
+	Errors() map[string]uint64
 	Close()
 }
 
@@ -222,9 +231,14 @@ func (m *Manager) dial(ctx context.Context, onState func(zk.State), onWatch func
 		BufferSize: zookeeper.LargeZKBuffer,
 		MaxReply:   zookeeper.ManagerMaxReply,
 		Logger:     m.log,
-		OnState:    onState,
-		OnWatch:    onWatch,
-		Auth:       m.cfg.ZKAuth,
+		OnState: func(st zk.State) {
+			m.zkEvents.Observe(st)
+			if onState != nil {
+				onState(st)
+			}
+		},
+		OnWatch: onWatch,
+		Auth:    m.cfg.ZKAuth,
 	})
 }
 

@@ -58,6 +58,8 @@ func (m *Manager) runSession(ctx context.Context) error {
 		return err
 	}
 	defer s.Close()
+	m.run.Store(s)
+	defer m.run.CompareAndSwap(s, nil)
 	sid := s.Conn.SessionID()
 	if err := s.CreateTree(ctx); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,9 +9,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/zkchat/zkchat/internal/testenv"
 )
 
 // TestSystemdUnits checks deploy/systemd's units: systemd-analyze verify
@@ -171,5 +175,88 @@ func TestComposeFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join("../..", string(pkg[1]))); err != nil {
 		t.Errorf("Dockerfile builds %s: %v", pkg[1], err)
+	}
+}
+
+// TestSystemdUnitsRun starts each unit's service the way systemd would,
+// except for its sandbox (this machine has no systemd as PID 1): the
+// binary the Dockerfile builds, the unit's ExecStart arguments, its
+// Environment= lines (%S, the state directory, in a temporary folder
+// made as StateDirectory= would), its credentials in CREDENTIALS_DIRECTORY
+// (LoadCredential=), and the settings an operator puts in the
+// EnvironmentFile (the test's servers). `zkchat healthcheck --ready`, as
+// the units' comments suggest, must say ready; SIGTERM (KillSignal=) must
+// stop it with exit 0 within TimeoutStopSec, so that Restart=on-failure
+// leaves a clean stop alone.
+func TestSystemdUnitsRun(t *testing.T) {
+	env := testenv.New(t)
+	_, bots := testenv.IRC(t)
+	bin := imageBinary(t)
+	for _, name := range []string{"zkchat-manager.service", "zkchat-bridge.service"} {
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("../../deploy/systemd", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			state, creds := filepath.Join(dir, "state"), filepath.Join(dir, "credentials")
+			if err := os.MkdirAll(filepath.Join(state, "zkchat"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(creds, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tag := testenv.Tag()
+			// The EnvironmentFile's settings: this test's servers, a nick
+			// and a channel of its own.
+			vars := []string{"PATH=" + os.Getenv("PATH"), "CREDENTIALS_DIRECTORY=" + creds,
+				"ZKCHAT_ZOOKEEPER=" + env.ZooKeeper, "ZKCHAT_KAFKA=" + env.Kafka, "ZKCHAT_TOPIC_PREFIX=" + env.Prefix,
+				"ZKCHAT_IRC_SERVER=" + bots, "ZKCHAT_IRC_RATE=-1", "ZKCHAT_IRC_NICK=zs" + tag, "ZKCHAT_IRC_CHANNEL=#s" + tag}
+			var args []string
+			stop := 90 * time.Second // systemd's default TimeoutStopSec
+			metrics := ""
+			for _, line := range strings.Split(string(data), "\n") {
+				key, val, _ := strings.Cut(line, "=")
+				switch key {
+				case "Environment":
+					k, v, _ := strings.Cut(val, "=")
+					v = strings.ReplaceAll(v, "%S", state)
+					if k == "ZKCHAT_METRICS_ADDR" {
+						metrics = v
+						v = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)) // the unit's port may be taken here
+					}
+					vars = append(vars, k+"="+v)
+				case "LoadCredential":
+					cred, _, _ := strings.Cut(val, ":")
+					// The test's IRC server has no password: InspIRCd
+					// ignores PASS then.
+					if err := os.WriteFile(filepath.Join(creds, cred), []byte("unused\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				case "ExecStart":
+					f := strings.Fields(val)
+					if len(f) < 2 || f[0] != "/usr/local/bin/zkchat" {
+						t.Fatalf("ExecStart=%s: want /usr/local/bin/zkchat <command> ...", val)
+					}
+					for _, a := range f[1:] {
+						args = append(args, strings.ReplaceAll(a, "${CREDENTIALS_DIRECTORY}", creds))
+					}
+				case "TimeoutStopSec":
+					d, err := time.ParseDuration(val + "s")
+					if err != nil {
+						t.Fatalf("TimeoutStopSec=%s: %v", val, err)
+					}
+					stop = d
+				case "KillSignal":
+					if val != "SIGTERM" {
+						t.Fatalf("KillSignal=%s: zkchat drains on SIGTERM", val)
+					}
+				}
+			}
+			if metrics == "" {
+				t.Fatal("the unit sets no ZKCHAT_METRICS_ADDR: nothing to check its health with")
+			}
+			runUntilReady(t, bin, args, vars, []string{"healthcheck", "--ready"}, stop)
+		})
 	}
 }

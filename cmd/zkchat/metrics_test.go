@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+
 	"github.com/zkchat/zkchat/internal/irctest"
 	"github.com/zkchat/zkchat/internal/testenv"
+	"github.com/zkchat/zkchat/protocol"
 )
 
 // scrape GETs path from the metrics listener at addr: status and body.
@@ -91,8 +94,15 @@ func TestMetricsRealRun(t *testing.T) {
 	}
 	get := func(series string) float64 { _, body := scrape(t, addr, "/metrics"); return metric(body, series) }
 	wait("leader", func() bool { return get("zkchat_manager_leader") == 1 })
-	if v := get("zkchat_bridge_irc_connected"); v != 1 {
-		t.Fatalf("irc_connected %v", v)
+	for _, series := range []string{"zkchat_bridge_irc_connected",
+		`zkchat_zookeeper_connected{client="bridge"}`, `zkchat_zookeeper_connected{client="manager"}`,
+		`zkchat_kafka_connected{client="bridge"}`, `zkchat_kafka_connected{client="manager"}`} {
+		if v := get(series); v != 1 {
+			t.Fatalf("%s = %v, want 1", series, v)
+		}
+	}
+	if v := get(`zkchat_zookeeper_session_events_total{client="bridge",event="expired"}`); v != 0 {
+		t.Fatalf("bridge session expirations %v, want 0", v)
 	}
 
 	if _, stderr, code := zc(t, env, nil, "register", "carol"+tag); code != 0 {
@@ -142,4 +152,87 @@ func grepZK(body string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// TestMetricsKafkaDown: a manager whose Kafka does not answer (a port
+// nothing listens on), on the real ZooKeeper. It leads, but /readyz says
+// 503 naming Kafka, zkchat_kafka_connected is 0 and its client errors are
+// counted; a registration it cannot answer (no topic can be made) shows as
+// pending, its age growing.
+//
+// Not parallel (see TestStatusRealRun).
+func TestMetricsKafkaDown(t *testing.T) {
+	env := testenv.New(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	deadKafka := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errOut testenv.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"zkchat", "--zookeeper", env.ZooKeeper, "--kafka", deadKafka,
+			"--topic-prefix", env.Prefix, "manager", "--metrics-addr", addr}, strings.NewReader(""), io.Discard, &errOut)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("the manager did not stop")
+		}
+	}()
+	get := func(series string) float64 { _, body := scrape(t, addr, "/metrics"); return metric(body, series) }
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				_, body := scrape(t, addr, "/metrics")
+				t.Fatalf("not within 30 s: %s\nstderr:\n%s\nmetrics:\n%s", what, errOut.String(), grepZK(body))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	wait("leader", func() bool { return get("zkchat_manager_leader") == 1 })
+	if v := get(`zkchat_zookeeper_connected{client="manager"}`); v != 1 {
+		t.Fatalf("zookeeper_connected %v", v)
+	}
+	if v := get(`zkchat_kafka_connected{client="manager"}`); v != 0 {
+		t.Fatalf("kafka_connected %v with no Kafka", v)
+	}
+	wait("Kafka client errors counted", func() bool {
+		return get(`zkchat_kafka_client_errors_total{client="manager",kind="transport"}`)+
+			get(`zkchat_kafka_client_errors_total{client="manager",kind="all_brokers_down"}`) > 0
+	})
+	code, body := scrape(t, addr, "/readyz")
+	if code != 503 || !strings.Contains(body, "manager: kafka: no broker answered") {
+		t.Fatalf("readyz %d %q, want 503 naming Kafka", code, body)
+	}
+	if _, stderr, code := zc(t, nil, nil, "healthcheck", "--ready", "--metrics-addr", addr); code != 1 || !strings.Contains(stderr, "kafka") {
+		t.Fatalf("healthcheck --ready: exit %d, %q", code, stderr)
+	}
+
+	// A request the leader cannot answer yet: a node its creator never
+	// confirmed (written here with a plain connection), which the leader
+	// keeps for the confirm grace (30 s). Pending, and ageing.
+	_, chroot, err := protocol.SplitConnect(env.ZooKeeper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, _ := protocol.NewPaths(chroot)
+	if _, err := env.Conn(t).Create(paths.Enroll("dave"+testenv.Tag()), nil, 0, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+	wait("the request pending", func() bool { return get(`zkchat_manager_requests_pending{kind="enroll"}`) == 1 })
+	first := get(`zkchat_manager_request_oldest_pending_seconds{kind="enroll"}`)
+	time.Sleep(1100 * time.Millisecond)
+	if later := get(`zkchat_manager_request_oldest_pending_seconds{kind="enroll"}`); first < 0 || later < first+1 {
+		t.Fatalf("oldest pending age %v, then %v a second later", first, later)
+	}
+	if v := get(`zkchat_manager_request_oldest_pending_seconds{kind="quit"}`); v != 0 {
+		t.Fatalf("quit oldest pending %v with none pending", v)
+	}
+	if v := get(`zkchat_zookeeper_session_events_total{client="manager",event="disconnected"}`); v != 0 {
+		t.Fatalf("%v ZooKeeper disconnections counted with ZooKeeper up (scrapes must not cost sessions)", v)
+	}
 }

@@ -99,21 +99,11 @@ func statusCommand() *cli.Command {
 // name to its online ids.
 func readStatus(ctx context.Context, s *zookeeper.Session) (status, map[string][]string, error) {
 	st := status{Managers: []string{}}
-	election, err := s.Children(ctx, s.Paths.Election())
+	managers, err := s.Managers(ctx)
 	if err != nil {
-		return st, nil, fmt.Errorf("election: %w", err)
+		return st, nil, err
 	}
-	sort.Slice(election, func(i, j int) bool { return protocol.ElectionSeq(election[i]) < protocol.ElectionSeq(election[j]) })
-	for _, n := range election {
-		data, _, err := s.Get(ctx, s.Paths.Election()+"/"+n)
-		if errors.Is(err, zk.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return st, nil, fmt.Errorf("election node %s: %w", n, err)
-		}
-		st.Managers = append(st.Managers, protocol.ShowText(string(data), ""))
-	}
+	st.Managers = managers
 	if len(st.Managers) > 0 {
 		st.Leader = st.Managers[0]
 	}

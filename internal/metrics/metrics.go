@@ -21,7 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zkchat/zkchat/bridge"
+	"github.com/zkchat/zkchat/kafka"
 	"github.com/zkchat/zkchat/manager"
+	"github.com/zkchat/zkchat/zookeeper"
 )
 
 // Check is one readiness condition: ok, or why not.
@@ -32,6 +34,7 @@ type Check func() (ok bool, why string)
 type Server struct {
 	reg    *prometheus.Registry
 	checks map[string]Check
+	c      *collector // registered by New; AddBridge and AddManager fill it
 }
 
 // New makes a Server for a process of version; its registry has Go's and
@@ -43,7 +46,9 @@ func New(version string) *Server {
 		Help: "Always 1; the version label is zkchat's.", ConstLabels: prometheus.Labels{"version": version}})
 	info.Set(1)
 	reg.MustRegister(info)
-	return &Server{reg: reg, checks: map[string]Check{}}
+	c := &collector{}
+	reg.MustRegister(c)
+	return &Server{reg: reg, checks: map[string]Check{}, c: c}
 }
 
 // Ready adds a readiness condition named name (/readyz lists them).
@@ -52,16 +57,18 @@ func (s *Server) Ready(name string, c Check) { s.checks[name] = c }
 // Registry is the server's registry, for tests and extra collectors.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// AddBridge registers the bridge's collector and its readiness.
+// AddBridge adds the bridge's metrics and its readiness. Before Handler
+// serves: the collector reads the field unlocked.
 func (s *Server) AddBridge(b *bridge.Bridge) {
-	s.reg.MustRegister(&bridgeCollector{b: b})
-	s.Ready("irc", b.Ready)
+	s.c.b = b
+	s.Ready("bridge", b.Ready)
 }
 
-// AddManager registers the manager's collector. Readiness asks only that
-// some manager leads: a follower is ready (it stands by).
+// AddManager adds the manager's metrics and its readiness (a follower is
+// ready: it stands by). Before Handler serves.
 func (s *Server) AddManager(m *manager.Manager) {
-	s.reg.MustRegister(&managerCollector{m: m})
+	s.c.m = m
+	s.Ready("manager", m.Ready)
 }
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -97,7 +104,6 @@ func Names() []string {
 
 var (
 	descIRCUp       = prometheus.NewDesc("zkchat_bridge_irc_connected", "1 while the bot is connected, in its channel, member list read.", nil, nil)
-	descZKUp        = prometheus.NewDesc("zkchat_bridge_zookeeper_connected", "1 while the bridge's ZooKeeper session is up.", nil, nil)
 	descOnline      = prometheus.NewDesc("zkchat_bridge_users_online", "Users online through this bridge.", nil, nil)
 	descPuppets     = prometheus.NewDesc("zkchat_bridge_puppets", "Puppets (users of other front ends shown as IRC nicks) connected.", nil, nil)
 	descOutbox      = prometheus.NewDesc("zkchat_bridge_outbox_lines", "Lines waiting in the bot's outbox (deliveries, proofs, replies).", nil, nil)
@@ -112,23 +118,49 @@ var (
 	descPending    = prometheus.NewDesc("zkchat_manager_requests_pending", "Requests the leader has listed and not yet seen answered and gone, by kind (0 on followers).", []string{"kind"}, nil)
 	descAnswered   = prometheus.NewDesc("zkchat_manager_requests_answered_total", "Requests this manager answered, by kind and status.", []string{"kind", "status"}, nil)
 	descRegistered = prometheus.NewDesc("zkchat_registered_users", "Registered users (/registry), read at the scrape; absent when ZooKeeper did not answer in 2 s.", nil, nil)
+	descOldest     = prometheus.NewDesc("zkchat_manager_request_oldest_pending_seconds", "By kind, how long ago the leader first listed its oldest pending request (0: none pending, or not leading).", []string{"kind"}, nil)
 
-	descNames = []string{"zkchat_bridge_irc_connected", "zkchat_bridge_zookeeper_connected", "zkchat_bridge_users_online", "zkchat_bridge_puppets", "zkchat_bridge_outbox_lines", "zkchat_bridge_messages_sent_total", "zkchat_bridge_messages_failed_total", "zkchat_bridge_messages_delivered_total", "zkchat_bridge_deliveries_unproved_total", "zkchat_bridge_delivery_latency_seconds", "zkchat_manager_leader", "zkchat_manager_terms_total", "zkchat_manager_requests_pending", "zkchat_manager_requests_answered_total", "zkchat_registered_users"}
+	// The bridge's and the manager's clients, by client="bridge"|"manager".
+	descZKUp        = prometheus.NewDesc("zkchat_zookeeper_connected", "1 while the client's ZooKeeper session is up (the bridge's, the manager's election session).", []string{"client"}, nil)
+	descZKEvents    = prometheus.NewDesc("zkchat_zookeeper_session_events_total", "ZooKeeper session events: disconnected (the session may come back on another server), expired (its ephemeral nodes are gone).", []string{"client", "event"}, nil)
+	descKafkaUp     = prometheus.NewDesc("zkchat_kafka_connected", "1 if a Kafka broker answered a metadata request within 2 s at this scrape.", []string{"client"}, nil)
+	descKafkaErrors = prometheus.NewDesc("zkchat_kafka_client_errors_total", "Client errors librdkafka reported, by kind (all_brokers_down, transport, authentication, fatal, other).", []string{"client", "kind"}, nil)
+
+	descNames = []string{"zkchat_bridge_irc_connected", "zkchat_bridge_users_online", "zkchat_bridge_puppets", "zkchat_bridge_outbox_lines", "zkchat_bridge_messages_sent_total", "zkchat_bridge_messages_failed_total", "zkchat_bridge_messages_delivered_total", "zkchat_bridge_deliveries_unproved_total", "zkchat_bridge_delivery_latency_seconds", "zkchat_manager_leader", "zkchat_manager_terms_total", "zkchat_manager_requests_pending", "zkchat_manager_requests_answered_total", "zkchat_registered_users", "zkchat_manager_request_oldest_pending_seconds",
+		"zkchat_zookeeper_connected", "zkchat_zookeeper_session_events_total", "zkchat_kafka_connected", "zkchat_kafka_client_errors_total"}
 )
 
-// bridgeCollector reads bridge.Stats at each scrape.
-type bridgeCollector struct{ b *bridge.Bridge }
+// collector reads bridge.Stats and manager.Stats at each scrape, of those
+// the process runs (a bridge, a manager, or both). One collector for both,
+// because the client metrics (zkchat_zookeeper_*, zkchat_kafka_*) are one
+// family each, labelled client, and a registry takes a family from one
+// collector only.
+type collector struct {
+	b *bridge.Bridge
+	m *manager.Manager
+}
 
-func (c *bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descIRCUp, descZKUp, descOnline, descPuppets, descOutbox, descSent, descFailed, descDelivered, descRedelivered, descLatency} {
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descIRCUp, descOnline, descPuppets, descOutbox, descSent, descFailed, descDelivered, descRedelivered, descLatency,
+		descLeading, descTerms, descPending, descAnswered, descRegistered, descOldest,
+		descZKUp, descZKEvents, descKafkaUp, descKafkaErrors} {
 		ch <- d
 	}
 }
 
-func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	if c.b != nil {
+		c.collectBridge(ch)
+	}
+	if c.m != nil {
+		c.collectManager(ch)
+	}
+}
+
+func (c *collector) collectBridge(ch chan<- prometheus.Metric) {
 	st := c.b.Stats()
 	ch <- prometheus.MustNewConstMetric(descIRCUp, prometheus.GaugeValue, b2f(st.IRCConnected))
-	ch <- prometheus.MustNewConstMetric(descZKUp, prometheus.GaugeValue, b2f(st.ZooKeeperConnected))
+	clients(ch, "bridge", st.ZooKeeperConnected, st.ZooKeeperEvents, st.KafkaConnected, st.KafkaErrors)
 	ch <- prometheus.MustNewConstMetric(descOnline, prometheus.GaugeValue, float64(st.Online))
 	ch <- prometheus.MustNewConstMetric(descPuppets, prometheus.GaugeValue, float64(st.Puppets))
 	ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(st.OutboxLines))
@@ -145,16 +177,7 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(descLatency, st.LatencyCount, st.LatencySum, buckets)
 }
 
-// managerCollector reads manager.Stats at each scrape.
-type managerCollector struct{ m *manager.Manager }
-
-func (c *managerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeading, descTerms, descPending, descAnswered, descRegistered} {
-		ch <- d
-	}
-}
-
-func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *collector) collectManager(ch chan<- prometheus.Metric) {
 	st := c.m.Stats()
 	ch <- prometheus.MustNewConstMetric(descLeading, prometheus.GaugeValue, b2f(st.Leading))
 	ch <- prometheus.MustNewConstMetric(descTerms, prometheus.CounterValue, float64(st.Terms))
@@ -164,9 +187,26 @@ func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
 	for kind, n := range st.Pending {
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(n), kind)
 	}
+	for kind, d := range st.OldestPending {
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, d.Seconds(), kind)
+	}
+	clients(ch, "manager", st.ZooKeeperConnected, st.ZooKeeperEvents, st.KafkaConnected, st.KafkaErrors)
 	for key, n := range st.Answered {
 		kind, status, _ := strings.Cut(key, "/")
 		ch <- prometheus.MustNewConstMetric(descAnswered, prometheus.CounterValue, float64(n), kind, status)
+	}
+}
+
+// clients sends the connection metrics of one process's ZooKeeper and
+// Kafka clients, labelled client.
+func clients(ch chan<- prometheus.Metric, client string, zkUp bool, zkEvents map[string]uint64, kafkaUp bool, kafkaErrors map[string]uint64) {
+	ch <- prometheus.MustNewConstMetric(descZKUp, prometheus.GaugeValue, b2f(zkUp), client)
+	for _, e := range zookeeper.SessionEventKinds {
+		ch <- prometheus.MustNewConstMetric(descZKEvents, prometheus.CounterValue, float64(zkEvents[e]), client, e)
+	}
+	ch <- prometheus.MustNewConstMetric(descKafkaUp, prometheus.GaugeValue, b2f(kafkaUp), client)
+	for _, k := range kafka.ErrorKinds {
+		ch <- prometheus.MustNewConstMetric(descKafkaErrors, prometheus.CounterValue, float64(kafkaErrors[k]), client, k)
 	}
 }
 

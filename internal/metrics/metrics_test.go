@@ -21,7 +21,7 @@ import (
 // describe.
 func TestNamesMatchDescs(t *testing.T) {
 	var described []string
-	for _, c := range []prometheus.Collector{&bridgeCollector{}, &managerCollector{}} {
+	for _, c := range []prometheus.Collector{&collector{}} {
 		ch := make(chan *prometheus.Desc, 32)
 		c.Describe(ch)
 		close(ch)
@@ -91,7 +91,7 @@ func TestDashboard(t *testing.T) {
 func TestHealthAndReady(t *testing.T) {
 	s := New("v-test")
 	var ready atomic.Bool
-	s.Ready("irc", func() (bool, string) { return ready.Load(), "not in the channel" })
+	s.Ready("bridge", func() (bool, string) { return ready.Load(), "not in the channel" })
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	get := func(path string) (int, string) {
@@ -106,7 +106,7 @@ func TestHealthAndReady(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Fatalf("healthz %d", code)
 	}
-	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "irc: not in the channel") {
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "bridge: not in the channel") {
 		t.Fatalf("readyz %d %q", code, body)
 	}
 	ready.Store(true)
