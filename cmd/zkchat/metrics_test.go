@@ -72,17 +72,7 @@ func TestMetricsRealRun(t *testing.T) {
 			t.Error("the bridge did not stop")
 		}
 	}()
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				_, body := scrape(t, addr, "/metrics")
-				t.Fatalf("not within 30 s: %s\nstderr:\n%s\nmetrics:\n%s", what, errOut.String(), grepZK(body))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	wait := func(what string, cond func() bool) { t.Helper(); waitScrape(t, addr, &errOut, what, cond) }
 	wait("/healthz answers", func() bool { code, _ := scrape(t, addr, "/healthz"); return code == 200 })
 	wait("/readyz ready", func() bool { code, _ := scrape(t, addr, "/readyz"); return code == 200 })
 	if out, stderr, code := zc(t, nil, nil, "healthcheck", "--ready", "--metrics-addr", addr); code != 0 || out != "ready\n" {
@@ -143,6 +133,20 @@ func TestMetricsRealRun(t *testing.T) {
 	}
 }
 
+// waitScrape waits up to 30 s for cond; failing, it shows the process's
+// stderr and its zkchat_ metrics at addr.
+func waitScrape(t *testing.T, addr string, stderr *testenv.Buffer, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			_, body := scrape(t, addr, "/metrics")
+			t.Fatalf("not within 30 s: %s\nstderr:\n%s\nmetrics:\n%s", what, stderr.String(), grepZK(body))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // grepZK keeps zkchat's own series of a scrape.
 func grepZK(body string) string {
 	var keep []string
@@ -182,17 +186,7 @@ func TestMetricsKafkaDown(t *testing.T) {
 		}
 	}()
 	get := func(series string) float64 { _, body := scrape(t, addr, "/metrics"); return metric(body, series) }
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				_, body := scrape(t, addr, "/metrics")
-				t.Fatalf("not within 30 s: %s\nstderr:\n%s\nmetrics:\n%s", what, errOut.String(), grepZK(body))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	wait := func(what string, cond func() bool) { t.Helper(); waitScrape(t, addr, &errOut, what, cond) }
 	wait("leader", func() bool { return get("zkchat_manager_leader") == 1 })
 	if v := get(`zkchat_zookeeper_connected{client="manager"}`); v != 1 {
 		t.Fatalf("zookeeper_connected %v", v)
