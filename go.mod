@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/confluentinc/confluent-kafka-go/v2 v2.11.1
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/go-zookeeper/zk v1.0.4
 	github.com/lrstanley/girc v1.1.1
 	github.com/prometheus/client_golang v1.25.0

@@ -157,7 +157,7 @@ func bridgeCommand() *cli.Command {
 				}
 				defer m.Close()
 			}
-			stopMetrics, err := serveMetrics(c, log, func(s *metrics.Server) {
+			stopOps, err := serveOps(c, log, func(s *metrics.Server) {
 				s.AddBridge(b)
 				if m != nil {
 					s.AddManager(m)
@@ -166,7 +166,7 @@ func bridgeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			defer stopMetrics()
+			defer stopOps()
 			if m != nil {
 				wg.Add(1)
 				go func() { defer wg.Done(); mErr = m.Run(c.Context) }()

@@ -115,14 +115,14 @@ func TestComposeOutsideContainers(t *testing.T) {
 	if len(hc) < 3 || hc[0] != "CMD" || hc[1] != "zkchat" {
 		t.Fatalf("bridge healthcheck %v: want [CMD zkchat ...]", hc)
 	}
-	runUntilReady(t, bin, bridgeSvc.Command, vars, hc[2:], 30*time.Second)
+	runUntilReady(t, bin, bridgeSvc.Command, vars, hc[2:], 30*time.Second, nil)
 }
 
 // runUntilReady runs bin with args and the environment vars, as a service
 // manager would, until check (a zkchat command, run with the same
-// environment) prints "ready"; then sends SIGTERM and wants exit 0 within
-// stop.
-func runUntilReady(t *testing.T, bin string, args, vars, check []string, stop time.Duration) {
+// environment) prints "ready"; then calls ready, if set, sends SIGTERM and
+// wants exit 0 within stop.
+func runUntilReady(t *testing.T, bin string, args, vars, check []string, stop time.Duration, ready func()) {
 	t.Helper()
 	var out testenv.Buffer
 	svc := exec.Command(bin, args...)
@@ -157,6 +157,9 @@ func runUntilReady(t *testing.T, bin string, args, vars, check []string, stop ti
 			t.Fatalf("zkchat %v did not pass within 60 s: %v %s\nzkchat %v:\n%s", check, err, res, args, out.String())
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	if ready != nil {
+		ready()
 	}
 	if err := svc.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -67,14 +67,19 @@ func metricsFlag() *cli.StringFlag {
 		Usage: "serve Prometheus metrics (/metrics), /healthz and /readyz on `HOST:PORT`; off by default"}
 }
 
-// serveMetrics starts the metrics listener when --metrics-addr is set; add
-// registers the process's parts with it first. stop waits for it.
-func serveMetrics(c *cli.Context, log *slog.Logger, add func(*metrics.Server)) (stop func(), err error) {
-	addr := c.String("metrics-addr")
-	if addr == "" {
-		return func() {}, nil
-	}
+// serveOps tells operators and the service manager about the process:
+// add registers its parts (bridge, manager) with a metrics.Server, served
+// on --metrics-addr when set, whose readiness also goes to systemd when
+// systemd started the process (notifySystemd). stop stops both and waits.
+func serveOps(c *cli.Context, log *slog.Logger, add func(*metrics.Server)) (stop func(), err error) {
 	s := metrics.New(version())
 	add(s)
-	return serveHTTP(c.Context, "--metrics-addr", addr, s.Handler(), log)
+	stopHTTP := func() {}
+	if addr := c.String("metrics-addr"); addr != "" {
+		if stopHTTP, err = serveHTTP(c.Context, "--metrics-addr", addr, s.Handler(), log); err != nil {
+			return nil, err
+		}
+	}
+	stopNotify := notifySystemd(c.Context, log, s.Ready)
+	return func() { stopNotify(); stopHTTP() }, nil
 }

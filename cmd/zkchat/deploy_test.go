@@ -179,7 +179,8 @@ func TestComposeFile(t *testing.T) {
 }
 
 // TestSystemdUnitsRun starts each unit's service the way systemd would,
-// except for its sandbox (this machine has no systemd as PID 1): the
+// except for its sandbox (this machine has no systemd as PID 1): a notify
+// socket (Type=notify: READY=1 once ready, STOPPING=1 at SIGTERM), the
 // binary the Dockerfile builds, the unit's ExecStart arguments, its
 // Environment= lines (%S, the state directory, in a temporary folder
 // made as StateDirectory= would), its credentials in CREDENTIALS_DIRECTORY
@@ -256,7 +257,15 @@ func TestSystemdUnitsRun(t *testing.T) {
 			if metrics == "" {
 				t.Fatal("the unit sets no ZKCHAT_METRICS_ADDR: nothing to check its health with")
 			}
-			runUntilReady(t, bin, args, vars, []string{"healthcheck", "--ready"}, stop)
+			if !strings.Contains(string(data), "\nType=notify\n") {
+				t.Fatal("the unit is not Type=notify: systemd would not wait for zkchat to be ready")
+			}
+			notify := listenNotify(t)
+			vars = append(vars, "NOTIFY_SOCKET="+os.Getenv("NOTIFY_SOCKET"))
+			runUntilReady(t, bin, args, vars, []string{"healthcheck", "--ready"}, stop, func() {
+				notify.wait(t, "READY=1", 3*notifyEvery)
+			})
+			notify.wait(t, "STOPPING=1", time.Second) // sent before the exit runUntilReady saw
 		})
 	}
 }

@@ -94,11 +94,11 @@ func managerCommand() *cli.Command {
 				return err
 			}
 			defer stopDebug()
-			stopMetrics, err := serveMetrics(c, log, func(s *metrics.Server) { s.AddManager(m) })
+			stopOps, err := serveOps(c, log, func(s *metrics.Server) { s.AddManager(m) })
 			if err != nil {
 				return err
 			}
-			defer stopMetrics()
+			defer stopOps()
 			log.Info("manager starting", "zookeeper", c.String("zookeeper"), "kafka", c.String("kafka"))
 			err = m.Run(c.Context)
 			log.Info("manager stopped")

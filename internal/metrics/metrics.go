@@ -13,7 +13,9 @@ package metrics
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,8 +53,24 @@ func New(version string) *Server {
 	return &Server{reg: reg, checks: map[string]Check{}, c: c}
 }
 
-// Ready adds a readiness condition named name (/readyz lists them).
-func (s *Server) Ready(name string, c Check) { s.checks[name] = c }
+// AddCheck adds a readiness condition named name (Ready lists them).
+func (s *Server) AddCheck(name string, c Check) { s.checks[name] = c }
+
+// Ready runs every readiness condition: "ready", or "not ready: " and
+// what each failing one says, by name (/readyz, and systemd's STATUS).
+func (s *Server) Ready() (ok bool, why string) {
+	names := slices.Sorted(maps.Keys(s.checks))
+	var missing []string
+	for _, name := range names {
+		if ok, why := s.checks[name](); !ok {
+			missing = append(missing, name+": "+why)
+		}
+	}
+	if len(missing) > 0 {
+		return false, "not ready: " + strings.Join(missing, "; ")
+	}
+	return true, "ready"
+}
 
 // Registry is the server's registry, for tests and extra collectors.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
@@ -61,14 +79,14 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // serves: the collector reads the field unlocked.
 func (s *Server) AddBridge(b *bridge.Bridge) {
 	s.c.b = b
-	s.Ready("bridge", b.Ready)
+	s.AddCheck("bridge", b.Ready)
 }
 
 // AddManager adds the manager's metrics and its readiness (a follower is
 // ready: it stands by). Before Handler serves.
 func (s *Server) AddManager(m *manager.Manager) {
 	s.c.m = m
-	s.Ready("manager", m.Ready)
+	s.AddCheck("manager", m.Ready)
 }
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -79,18 +97,11 @@ func (s *Server) Handler() http.Handler {
 		_, _ = fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		var missing []string
-		for name, c := range s.checks {
-			if ok, why := c(); !ok {
-				missing = append(missing, name+": "+why)
-			}
-		}
-		if len(missing) > 0 {
+		ok, why := s.Ready()
+		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintln(w, "not ready: "+strings.Join(missing, "; "))
-			return
 		}
-		_, _ = fmt.Fprintln(w, "ready")
+		_, _ = fmt.Fprintln(w, why)
 	})
 	return mux
 }

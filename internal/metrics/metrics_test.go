@@ -91,7 +91,7 @@ func TestDashboard(t *testing.T) {
 func TestHealthAndReady(t *testing.T) {
 	s := New("v-test")
 	var ready atomic.Bool
-	s.Ready("bridge", func() (bool, string) { return ready.Load(), "not in the channel" })
+	s.AddCheck("bridge", func() (bool, string) { return ready.Load(), "not in the channel" })
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	get := func(path string) (int, string) {
