@@ -133,7 +133,8 @@ const sharedReaderGroup = "zkchat-shared-reader"
 // assignment or pause state, and a shard's mu (its readers) is a leaf taken
 // alone; neither is ever held with Clients.mu. A producerSlot's mu is taken
 // alone and held while a record is queued, so that none is queued on a
-// producer being replaced. No lock is held across a wait for the brokers.
+// producer being replaced. groupMu (the group offsets handle, groups.go)
+// is a leaf too. No lock is held across a wait for the brokers.
 type Clients struct {
 	cfg       Config
 	log       *slog.Logger
@@ -173,6 +174,12 @@ type Clients struct {
 	// consumer, as JSON (benchmarks).
 	onStats func(string)
 	errs    errorCounts // every client error, as logClientError sees it
+	// group is the handle of the group offset calls (groups.go): nil
+	// until the first, and after a NOT_COORDINATOR retired it. groupMu
+	// guards it, a leaf; groupsMade counts the handles made (tests).
+	groupMu    sync.Mutex
+	group      *groupHandle
+	groupsMade atomic.Int64
 }
 
 // producerSlot is one producer handle. mu is held while a record is queued
@@ -509,6 +516,13 @@ func (k *Clients) Close() {
 		k.log.Warn("kafka close: messages not acknowledged", "count", n)
 	}
 	k.admin.Close()
+	k.groupMu.Lock()
+	g := k.group
+	k.group = nil
+	k.groupMu.Unlock()
+	if g != nil {
+		g.close(k.log) // no call in flight: waited for above
+	}
 	for _, p := range ps {
 		p.Close() // closes Events() and Logs(), which ends their loops
 	}
@@ -550,23 +564,11 @@ func (k *Clients) drainProducerEvents(slot *producerSlot, p *ckafka.Producer) {
 	}
 }
 
-// adminLoop serves the admin client's consumer, which never reads: it
-// keeps client errors (a refused authentication) for explain, and keeps
-// its queue drained, until ctx ends.
+// adminLoop serves the admin client's consumer, which never reads (see
+// pollIdle), until ctx ends.
 func (k *Clients) adminLoop(ctx context.Context) {
 	defer k.wg.Done()
-	for ctx.Err() == nil {
-		switch e := k.adminConsumer.Poll(100).(type) {
-		case ckafka.Error:
-			if e.Code() != ckafka.ErrAllBrokersDown {
-				k.lastErr.Store(&clientError{e, time.Now()})
-			}
-			k.logClientError("kafka admin", e)
-		case nil:
-		default:
-			k.log.Debug("kafka admin event", "event", e.String())
-		}
-	}
+	k.pollIdle(ctx, k.adminConsumer, "kafka admin")
 }
 
 // logLoop routes one client's librdkafka log lines to slog.

@@ -145,25 +145,23 @@ func (k *Clients) committed(ctx context.Context, group, topic string, parts []in
 	}
 	var got []ckafka.TopicPartition
 	err := Retry(ctx, func() error {
-		var res ckafka.ListConsumerGroupOffsetsResult
-		err := k.use(func() (err error) {
-			res, err = k.admin.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}},
+		return k.groupCall(ctx, func(ctx context.Context, a *ckafka.AdminClient) error {
+			res, err := a.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}},
 				ckafka.SetAdminRequireStableOffsets(true))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != len(tps) {
-			return fmt.Errorf("unexpected answer %v", res)
-		}
-		got = res.ConsumerGroupsTopicPartitions[0].Partitions
-		for _, tp := range got {
-			if tp.Error != nil {
-				return tp.Error
+			if err != nil {
+				return err
 			}
-		}
-		return nil
+			if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != len(tps) {
+				return fmt.Errorf("unexpected answer %v", res)
+			}
+			got = res.ConsumerGroupsTopicPartitions[0].Partitions
+			for _, tp := range got {
+				if tp.Error != nil {
+					return tp.Error
+				}
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of group %s on %s: %w", group, topic, err)
@@ -192,22 +190,20 @@ func (k *Clients) Commit(ctx context.Context, group, topic string, next protocol
 	}
 	slices.SortFunc(tps, func(a, b ckafka.TopicPartition) int { return int(a.Partition - b.Partition) })
 	err := Retry(ctx, func() error {
-		var res ckafka.AlterConsumerGroupOffsetsResult
-		err := k.use(func() (err error) {
-			res, err = k.admin.AlterConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		for _, g := range res.ConsumerGroupsTopicPartitions {
-			for _, tp := range g.Partitions {
-				if tp.Error != nil {
-					return tp.Error
+		return k.groupCall(ctx, func(ctx context.Context, a *ckafka.AdminClient) error {
+			res, err := a.AlterConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}})
+			if err != nil {
+				return err
+			}
+			for _, g := range res.ConsumerGroupsTopicPartitions {
+				for _, tp := range g.Partitions {
+					if tp.Error != nil {
+						return tp.Error
+					}
 				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("commit %s@%v for group %s: %w", topic, next, group, classify(err))

@@ -446,7 +446,13 @@ func TestZKPauseEnsemble(t *testing.T) {
 		}
 	}
 	if expired == 0 {
-		t.Errorf("no session of the %d online users expired (frozen %v, session timeouts %v and 6 s)", len(owners), resumeAt.Sub(pauseAt), session)
+		// Not zkchat's to decide: at the thaw, the clients' reconnects
+		// race ZooKeeper's session expirer, and a session revalidated
+		// first lives on (seen in a CI run: "Revalidating client" 12 ms
+		// after SIGCONT, no expiry). The row then covers the freeze
+		// without expiry; the oracles below hold either way.
+		t.Logf("no session of the %d online users expired (frozen %v, session timeouts %v and 6 s): ZooKeeper revalidated them at the thaw before its expirer ran",
+			len(owners), resumeAt.Sub(pauseAt), session)
 	}
 	ok1, failed1 := snd.Counts()
 	time.Sleep(5 * time.Second)
