@@ -9,24 +9,35 @@ import (
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
+// The kinds of client errors, indexes into ErrorKinds.
+const (
+	errAllBrokersDown = iota
+	errTransport
+	errAuthentication
+	errFatal
+	errOther
+)
+
 // ErrorKinds are the kinds of client errors librdkafka reports (Errors'
-// keys, zkchat_kafka_client_errors_total's label values): a fixed set.
-var ErrorKinds = [...]string{"all_brokers_down", "transport", "authentication", "fatal", "other"}
+// keys, zkchat_kafka_client_errors_total's label values): a fixed set, in
+// the order of the constants above.
+var ErrorKinds = [...]string{errAllBrokersDown: "all_brokers_down", errTransport: "transport",
+	errAuthentication: "authentication", errFatal: "fatal", errOther: "other"}
 
 // errorCounts counts client errors by ErrorKinds index.
 type errorCounts [len(ErrorKinds)]atomic.Uint64
 
 func (c *errorCounts) add(e ckafka.Error) {
-	i := len(ErrorKinds) - 1
+	i := errOther
 	switch {
 	case e.IsFatal():
-		i = 3
+		i = errFatal
 	case e.Code() == ckafka.ErrAllBrokersDown:
-		i = 0
+		i = errAllBrokersDown
 	case e.Code() == ckafka.ErrTransport:
-		i = 1
+		i = errTransport
 	case e.Code() == ckafka.ErrAuthentication:
-		i = 2
+		i = errAuthentication
 	}
 	c[i].Add(1)
 }
