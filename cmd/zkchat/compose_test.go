@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -333,11 +332,8 @@ func formatComposeKafka(t *testing.T, dir string, vars map[string]string) {
 	if err := os.WriteFile(cfg, []byte(strings.Join(props, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "java", "-Xmx256m", "-Dlog4j2.configurationFile="+filepath.Join("..", "..", "deploy", "kafka", "log4j2.properties"),
-		"-Dkafka.logs.dir="+dir, "-cp", filepath.Join(c.KafkaLibs(), "*"), "kafka.tools.StorageTool",
-		"format", "--config", cfg, "--cluster-id", clusterID).CombinedOutput()
+	out, err := c.StorageTool(dir, filepath.Join("..", "..", "deploy", "kafka", "log4j2.properties"),
+		"format", "--config", cfg, "--cluster-id", clusterID)
 	if err != nil {
 		t.Fatalf("Kafka's storage tool on the compose settings: %v\n%s\nsettings:\n%s", err, out, strings.Join(props, "\n"))
 	}

@@ -234,7 +234,7 @@ func (cl *Cluster) prepare(m string) error {
 		return err
 	}
 	c.logf("%s: formatting storage (cluster id %s)…", m, id)
-	out, err := c.storageTool(logs, cl.log4j(), "format", "-t", id, "-c", cl.cfg(m))
+	out, err := c.StorageTool(logs, cl.log4j(), "format", "-t", id, "-c", cl.cfg(m))
 	if err != nil {
 		return fmt.Errorf("%s: formatting Kafka storage failed: %v\n%s", m, err, out)
 	}

@@ -100,8 +100,8 @@ func (c *Config) FetchKafka() error {
 	return nil
 }
 
-// storageTool runs Kafka's StorageTool (kafka-storage.sh without the shell).
-func (c *Config) storageTool(logs, log4j string, args ...string) (string, error) {
+// StorageTool runs Kafka's StorageTool (kafka-storage.sh without the shell).
+func (c *Config) StorageTool(logs, log4j string, args ...string) (string, error) {
 	argv := append([]string{"-Xmx256m", "-Dkafka.logs.dir=" + logs, "-Dlog4j2.configurationFile=" + log4j,
 		"-cp", filepath.Join(c.KafkaLibs(), "*"), "kafka.tools.StorageTool"}, args...)
 	out, err := exec.Command("java", argv...).CombinedOutput()
@@ -115,7 +115,7 @@ func (c *Config) kafkaClusterID(file, logs, log4j string) (string, error) {
 	if b, err := os.ReadFile(file); err == nil && len(bytes.TrimSpace(b)) > 0 {
 		return string(bytes.TrimSpace(b)), nil
 	}
-	out, err := c.storageTool(logs, log4j, "random-uuid")
+	out, err := c.StorageTool(logs, log4j, "random-uuid")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	id := strings.TrimSpace(lines[len(lines)-1])
 	if err != nil || !clusterIDRe.MatchString(id) {
@@ -291,7 +291,7 @@ func (k *kafkaNode) prepare() error {
 		}
 		c.logf("formatting Kafka storage in %s (cluster id %s)…", k.dataDir, id)
 		// Static controller.quorum.voters, so no --standalone / --initial-controllers.
-		out, err := c.storageTool(k.logs, k.log4j, append([]string{"format", "-t", id, "-c", k.cfg}, scram...)...)
+		out, err := c.StorageTool(k.logs, k.log4j, append([]string{"format", "-t", id, "-c", k.cfg}, scram...)...)
 		if err != nil {
 			return fmt.Errorf("formatting Kafka storage failed: %v\n%s", err, out)
 		}
